@@ -1,0 +1,138 @@
+"""Recipes in and out: YAML (``yaml.safe_load`` only), dotted ``--set`` overrides, errors for people."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tricklab.errors import InputError
+from tricklab.fsutil import atomic_write_text
+from tricklab.recipe.schema import Recipe
+
+_FIELD_PREFIX = re.compile(r"^([a-z_][a-z_0-9]*): (.*)$", re.S)
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
+    """The keys a recipe may have at ``path`` (for 'unknown key' messages)."""
+    for key in path:
+        field = model.model_fields.get(key)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def validation_error_to_input_error(err: ValidationError, *, source: str = "recipe",
+                                    model: type[BaseModel] = Recipe) -> InputError:
+    """Turn pydantic's report into one ``InputError`` naming the first bad field and what is allowed."""
+    problems: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        m = _FIELD_PREFIX.match(msg)
+        if m:  # a validator that names the sub-field itself ("path: ...")
+            loc, msg = loc + (m.group(1),), m.group(2)
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed keys here: {', '.join(_allowed_keys(model, loc[:-1]))}"
+        elif e["type"] != "missing" and not isinstance(e.get("input"), dict):
+            msg += f" (got {e.get('input')!r})"
+        problems.append((".".join(loc) or source, msg))
+    field, first = problems[0]
+    others = "".join(f"; also {f}: {m}" for f, m in problems[1:])
+    where = "" if source == "recipe" else f" [in {source}]"
+    return InputError(field, first + others + where)
+
+
+def recipe_from_dict(data: Any, *, source: str = "recipe") -> Recipe:
+    """Validate a mapping as a recipe; ``InputError`` on anything wrong."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(source, f"a recipe must be a mapping of sections, got {type(data).__name__}",
+                         allowed=", ".join(Recipe.model_fields))
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise validation_error_to_input_error(err, source=source) from None
+
+
+def read_yaml(path: str | os.PathLike[str], *, field: str = "recipe") -> Any:
+    """Parse a YAML file safely (no Python tags); errors name the file and the line."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(field, f"file not found: {p}")
+    if p.is_dir():
+        raise InputError(field, f"{p} is a directory, expected a YAML file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(field, f"cannot read {p}: {err}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(field, f"malformed YAML in {p}{where}: {problem}",
+                         allowed="plain YAML mappings, lists, strings and numbers (no !!python tags)") from None
+
+
+def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
+    """``["optimizer.lr=0.1"]`` → ``[(["optimizer", "lr"], 0.1)]``; values are parsed as YAML scalars."""
+    parsed = []
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise InputError("--set", f"expected section.key=value, got {pair!r}", allowed="e.g. --set optimizer.lr=0.1")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.split("."), value))
+    return parsed
+
+
+def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, Any]:
+    """A copy of ``data`` with dotted overrides applied; unknown keys are refused before validation."""
+    import copy
+
+    out = copy.deepcopy(data) if data else {}
+    for keys, value in parse_overrides(pairs):
+        allowed = _allowed_keys(Recipe, tuple(keys[:-1]))
+        if keys[-1] not in allowed:
+            raise InputError(f"--set {'.'.join(keys)}", "unknown key", allowed=allowed or list(Recipe.model_fields))
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def load_recipe(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Recipe:
+    """The recipe at ``path`` (or the built-in default) with ``--set`` overrides applied and validated."""
+    data = read_yaml(path) if path is not None else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError("recipe", f"{path} must hold a mapping of sections, got {type(data).__name__}",
+                         allowed=", ".join(Recipe.model_fields))
+    return recipe_from_dict(apply_overrides(data, overrides), source=str(path) if path else "recipe")
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain data (JSON/YAML-able) of a recipe, every field resolved."""
+    return recipe.model_dump(mode="json")
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
+    """Write the resolved recipe as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))

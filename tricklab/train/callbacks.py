@@ -1,0 +1,159 @@
+"""The tricks that need the training loop, as Trainer callbacks around the pure tricks of ``tricklab.tricks``.
+
+Each callback keeps its statistics on the device during the epoch and reports them into
+``state.epoch_metrics`` at ``on_epoch_end``; each has ``state_dict``/``load_state_dict`` so a resumed run
+continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tricklab.tricks.clipping import clip_gradients_
+
+from tricklab.train.events import Callback, TrainState
+from tricklab.tricks.averaging import EMA, SWA, recompute_bn_stats
+from tricklab.tricks.early_stopping import EarlyStopping
+from tricklab.tricks.schedules import Plateau
+
+
+class GradientClipping(Callback):
+    """Clips gradients before every optimizer step and records how often it fired and the norm before it."""
+
+    def __init__(self, mode: str, threshold: float) -> None:
+        self.mode = mode
+        self.threshold = threshold
+        self._params: list[torch.nn.Parameter] = []
+        self._fired: torch.Tensor | None = None
+        self._norm_sum: torch.Tensor | None = None
+        self._norm_max: torch.Tensor | None = None
+        self._count = 0
+
+    def on_fit_begin(self, state: TrainState) -> None:
+        self._params = [p for p in state.model.parameters() if p.requires_grad]
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        device = next(iter(self._params)).device if self._params else "cpu"
+        self._fired = torch.zeros((), device=device, dtype=torch.int64)
+        self._norm_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self._norm_max = torch.zeros((), device=device, dtype=torch.float64)
+        self._count = 0
+
+    def on_before_optimizer_step(self, state: TrainState) -> None:
+        stats = clip_gradients_(self._params, self.mode, self.threshold)
+        assert self._fired is not None and self._norm_sum is not None and self._norm_max is not None
+        self._fired += stats.fired.to(torch.int64)
+        norm = stats.norm_before.double()
+        self._norm_sum += norm
+        torch.maximum(self._norm_max, norm, out=self._norm_max)
+        self._count += 1
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if not self._count or self._fired is None or self._norm_sum is None or self._norm_max is None:
+            return
+        state.epoch_metrics["clip_fraction"] = self._fired.item() / self._count
+        state.epoch_metrics["grad_norm_mean"] = self._norm_sum.item() / self._count
+        state.epoch_metrics["grad_norm_max"] = self._norm_max.item()
+
+
+class EarlyStoppingCallback(Callback):
+    """Stops after ``patience`` epochs without improvement of the monitored validation metric and restores
+    the best weights at the end of training."""
+
+    def __init__(self, patience: int, monitor: str = "val_loss", min_delta: float = 0.0) -> None:
+        self.monitor = monitor
+        self.stopper = EarlyStopping(patience=patience, min_delta=min_delta,
+                                     mode="max" if monitor.endswith("accuracy") else "min")
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        value = state.epoch_metrics.get(self.monitor)
+        if value is None:
+            return
+        if self.stopper.update(value, state.eval_model or state.model) and not state.stop:
+            state.stop, state.status = True, "stopped_early"
+            state.stop_reason = f"{self.monitor} did not improve for {self.stopper.patience} epochs"
+            self.stopped_epoch = state.epoch + 1
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if state.status != "diverged" and self.stopper.best_value is not None:
+            self.stopper.restore(state.eval_model or state.model)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return None if self.stopper.best_index is None else self.stopper.best_index + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stopper": self.stopper.state_dict(), "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stopper.load_state_dict(state["stopper"])
+        self.stopped_epoch = state["stopped_epoch"]
+
+
+class WeightAveraging(Callback):
+    """EMA (updated every step) or SWA (updated every epoch from ``swa_start``); the averaged model is the one
+    evaluated. Batch-norm statistics of the averaged model are recomputed on the training data at the end."""
+
+    def __init__(self, mode: str, *, decay: float = 0.999, swa_start_epoch: int = 0) -> None:
+        self.mode = mode
+        self.decay = decay
+        self.swa_start_epoch = swa_start_epoch
+        self.averager: EMA | SWA | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def on_fit_begin(self, state: TrainState) -> None:
+        self.averager = EMA(state.model, self.decay) if self.mode == "ema" else SWA(state.model)
+        if self._pending is not None:
+            self.averager.load_state_dict(self._pending)
+            self._pending = None
+        if self.mode == "ema" or state.epoch > self.swa_start_epoch:
+            state.eval_model = self.averager.averaged_model
+
+    def on_batch_end(self, state: TrainState) -> None:
+        if self.mode == "ema" and self.averager is not None:
+            self.averager.update(state.model)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        # SWA's average joins after the evaluation of the epoch in which it starts; its batch-norm statistics
+        # are recomputed each time it changes (the average of weights has no matching running statistics).
+        if self.mode == "swa" and self.averager is not None and state.epoch >= self.swa_start_epoch:
+            self.averager.update(state.model)
+            self._recompute_bn(state)
+            state.eval_model = self.averager.averaged_model
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.averager is not None and state.status != "diverged" and state.eval_model is not None:
+            self._recompute_bn(state)
+
+    def _recompute_bn(self, state: TrainState) -> None:
+        assert self.averager is not None
+        t = state.trainer
+        batches = (t.x_train[i:i + t.batch_size] for i in range(0, len(t.x_train), t.batch_size))
+        recompute_bn_stats(self.averager.averaged_model, batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.averager.state_dict() if self.averager is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state or None
+
+
+class PlateauSchedule(Callback):
+    """The metric-driven schedule: multiplies the LR by ``factor`` after ``patience`` stalled evaluations."""
+
+    def __init__(self, factor: float, patience: int, monitor: str = "val_loss") -> None:
+        self.monitor = monitor
+        self.plateau = Plateau(factor=factor, patience=patience, mode="max" if monitor.endswith("accuracy") else "min")
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        value = state.epoch_metrics.get(self.monitor, state.epoch_metrics.get("train_loss"))
+        if value is not None:
+            state.lr_scale = self.plateau.update(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.plateau.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau.load_state_dict(state)

@@ -1,0 +1,60 @@
+"""The Trainer's small fixed set of events and the typed state every callback receives.
+
+Events, in order: ``on_fit_begin`` → per epoch (``on_epoch_begin`` → per batch (``on_batch_begin`` →
+forward/backward → ``on_before_optimizer_step`` (clipping runs here) → step → ``on_batch_end``) →
+``on_evaluate`` → ``on_epoch_end``) → ``on_fit_end``. A callback stops training by setting ``state.stop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from tricklab.train.trainer import Trainer
+
+
+@dataclass
+class TrainState:
+    """What a callback may read (and, where noted, write) at any event."""
+
+    trainer: Trainer
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0                      # current epoch, 0-based
+    step: int = 0                       # optimizer steps taken so far (global)
+    steps_per_epoch: int = 0
+    x: torch.Tensor | None = None       # current batch (batch events only)
+    y: torch.Tensor | None = None
+    loss: torch.Tensor | None = None    # current batch loss, a device tensor (no host sync)
+    lr: float = 0.0                     # learning rate of this step
+    epoch_metrics: dict[str, float] = field(default_factory=dict)  # callbacks add keys at on_epoch_end
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per finished epoch
+    eval_model: nn.Module | None = None  # set by averaging callbacks: the model evaluated instead of ``model``
+    lr_scale: float = 1.0               # multiplier on the schedule (metric-driven schedules write it)
+    stop: bool = False                  # write True to end training after this batch/epoch
+    stop_reason: str = ""
+    status: str = "completed"           # completed | stopped_early | diverged
+    diverged_step: int | None = None
+
+
+class Callback:
+    """Base class: override the events you need. ``state_dict``/``load_state_dict`` make resume exact."""
+
+    def on_fit_begin(self, state: TrainState) -> None: ...
+    def on_epoch_begin(self, state: TrainState) -> None: ...
+    def on_batch_begin(self, state: TrainState) -> None: ...
+    def on_before_optimizer_step(self, state: TrainState) -> None: ...
+    def on_batch_end(self, state: TrainState) -> None: ...
+    def on_evaluate(self, state: TrainState, split: str, metrics: dict[str, float]) -> None: ...
+    def on_epoch_end(self, state: TrainState) -> None: ...
+    def on_fit_end(self, state: TrainState) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None

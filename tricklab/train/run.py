@@ -1,0 +1,326 @@
+"""One run from one recipe: build data, model and tricks, train, evaluate, keep everything.
+
+Data flow (DESIGN.md): recipe → data (scaled with train-split statistics) → model (init, norm, dropout)
+→ optimizer + param groups (no decay on bias/norm) + schedule + clipping → Trainer → RunResult → run
+directory and store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tricklab.tricks.regularization import add_decoupled_weight_decay, capacity_warning, param_groups
+from tricklab.tricks.scaling import fit_scaler
+
+from tricklab.data import Splits, load_data
+from tricklab.errors import InputError
+from tricklab.fsutil import atomic_write_text
+from tricklab.models import build_model, load_user_model
+from tricklab.provenance import __version__, git_revision
+from tricklab.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from tricklab.store import Store
+from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
+from tricklab.train.events import Callback, TrainState
+from tricklab.train.progress import ProgressReporter
+from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate
+from tricklab.tricks.averaging import Ensemble
+from tricklab.tricks.init import init_model_
+from tricklab.tricks.norm import apply_weight_norm
+from tricklab.tricks.optimizers import build_optimizer
+from tricklab.tricks.schedules import build_schedule
+
+RECIPE_FILE = "recipe.yaml"
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run; ``to_json()`` is the object ``tricklab train --json`` prints."""
+
+    status: str                      # completed | stopped_early | diverged
+    test_accuracy: float | None
+    test_loss: float | None
+    best_epoch: int | None
+    epochs: int                      # epochs completed
+    steps: int                       # optimizer steps taken
+    wall_seconds: float
+    run_dir: str | None
+    run_id: str
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged_step: int | None = None
+    stop_reason: str = ""
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    train_seconds: float = 0.0
+    num_params: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (non-finite numbers become null)."""
+        return _finite(asdict(self))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is not there is an input error."""
+    has_mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("device", "cuda was requested but no CUDA device is available", allowed="auto, cpu")
+    if requested == "mps" and not has_mps:
+        raise InputError("device", "mps was requested but is not available", allowed="auto, cpu")
+    return torch.device(requested)
+
+
+def prepare_data(recipe: Recipe, device: torch.device | str = "cpu") -> Splits:
+    """Load the recipe's data and scale every split with statistics of the training split only."""
+    d = recipe.data
+    splits = load_data(d.name, path=d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                       split_seed=d.split_seed, size=d.size, train_subset=d.train_subset,
+                       label_column=d.label_column, variant=d.variant)
+    scaler = fit_scaler(d.scale, splits.x_train)
+    splits.x_train, splits.x_val, splits.x_test = (scaler.transform(x) for x in
+                                                   (splits.x_train, splits.x_val, splits.x_test))
+    return splits.to(device)
+
+
+def build_recipe_model(recipe: Recipe, splits: Splits, seed: int) -> nn.Module:
+    """The recipe's model, initialised by its scheme (seeded), with weight norm applied after init."""
+    m = recipe.model
+    torch.manual_seed(seed)
+    if m.python:
+        model = load_user_model(m.python, splits.input_shape, splits.num_classes)
+    else:
+        model = build_model(m.name, splits.input_shape, splits.num_classes, depth=m.depth, width=m.width,
+                            activation=m.activation, norm=m.norm, dropout=m.dropout)
+    model = model.to(splits.x_train.device)
+    sample = splits.x_train[:512] if recipe.init.scheme == "lsuv" else None
+    init_model_(model, recipe.init.scheme, data=sample)
+    if m.norm == "weight" and not m.python:
+        apply_weight_norm(model)
+    return model
+
+
+def build_recipe_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """Optimizer over two param groups (no weight decay on biases and norm parameters).
+
+    ``decay: l2`` passes λ to the optimizer as coupled L2 (λw added to the gradient = ∇ of λ/2·‖w‖²);
+    ``decay: decoupled`` applies w ← w − ηλw outside the gradient (AdamW natively, a step pre-hook otherwise).
+    """
+    o = recipe.optimizer
+    groups = param_groups(model, o.weight_decay)
+    decoupled_hook = o.decay == "decoupled" and o.name != "adamw"
+    if decoupled_hook:
+        for g in groups:
+            g["decoupled_weight_decay"], g["weight_decay"] = g["weight_decay"], 0.0
+    optimizer = build_optimizer(o.name, groups, lr=o.lr, momentum=o.momentum, betas=o.betas, eps=o.eps)
+    if decoupled_hook:
+        add_decoupled_weight_decay(optimizer)
+    return optimizer
+
+
+def _trick_callbacks(recipe: Recipe) -> tuple[list[Callback], EarlyStoppingCallback | None]:
+    cbs: list[Callback] = [GradientClipping(recipe.clip.mode, recipe.clip.threshold)]
+    stopper = None
+    if recipe.early_stopping.patience > 0:
+        stopper = EarlyStoppingCallback(recipe.early_stopping.patience, recipe.early_stopping.monitor,
+                                        recipe.early_stopping.min_delta)
+        cbs.append(stopper)
+    if recipe.averaging.mode in ("ema", "swa"):
+        start = int(recipe.averaging.swa_start * recipe.epochs)
+        cbs.append(WeightAveraging(recipe.averaging.mode, decay=recipe.averaging.decay, swa_start_epoch=start))
+    if recipe.schedule.name == "plateau":
+        cbs.append(PlateauSchedule(recipe.schedule.factor, recipe.schedule.patience))
+    return cbs, stopper
+
+
+class _MetricsFile(Callback):
+    """Keeps ``metrics.json`` in the run directory up to date after every epoch (atomically)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        atomic_write_text(self.path, json.dumps(_finite(state.history + [state.epoch_metrics]), indent=1))
+
+
+def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in recipe.name)[:60] or "run"
+    return Path(runs_root) / f"{safe}-{stamp}-{secrets.token_hex(3)}"
+
+
+def _best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:
+    scored = [(h[monitor], int(h["epoch"])) for h in history if monitor in h and math.isfinite(h[monitor])]
+    if not scored:
+        return int(history[-1]["epoch"]) if history else None
+    best = max(scored, key=lambda t: (t[0], -t[1])) if monitor.endswith("accuracy") else min(scored)
+    return best[1]
+
+
+def train(
+    recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    overrides: Sequence[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    runs_root: str | os.PathLike[str] = "runs",
+    store: Store | str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    callbacks: Sequence[Callback] = (),
+    study: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train one recipe end to end and return its ``RunResult``.
+
+    ``recipe``: a ``Recipe``, a mapping, a YAML path, or None for the built-in default; ``overrides``:
+    dotted ``key=value`` strings. ``resume``: a run directory of an interrupted run — its saved recipe and
+    latest checkpoint are used and the run continues exactly where the last complete epoch ended.
+    ``store``: a ``Store`` or a path (the run and its metric series are recorded there).
+    """
+    if resume is not None:
+        run_path = Path(resume)
+        if not (run_path / RECIPE_FILE).is_file():
+            raise InputError("--resume", f"{run_path} is not a run directory (no {RECIPE_FILE} in it)")
+        if overrides:
+            raise InputError("--set", "a resumed run keeps its saved recipe; --set cannot be combined with --resume")
+        rec = load_recipe(run_path / RECIPE_FILE)
+    else:
+        if isinstance(recipe, Recipe):
+            rec = recipe.model_copy(deep=True)
+            if overrides:
+                from tricklab.recipe import apply_overrides
+
+                rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), list(overrides)))
+        elif isinstance(recipe, dict):
+            from tricklab.recipe import apply_overrides
+
+            rec = recipe_from_dict(apply_overrides(recipe, list(overrides or [])))
+        else:
+            rec = load_recipe(recipe, list(overrides or []))
+        run_path = Path(run_dir) if run_dir is not None else new_run_dir(rec, runs_root)
+        run_path.mkdir(parents=True, exist_ok=True)
+        save_recipe(rec, run_path / RECIPE_FILE)
+    run_id = run_path.name
+
+    own_store = store is not None and not isinstance(store, Store)
+    db = Store(store) if own_store else store  # type: ignore[arg-type]
+    if db is not None:
+        db.add_run(run_id, rec.name, recipe_to_dict(rec), run_dir=str(run_path), version=__version__,
+                   git_rev=git_revision(), **(study or {}))
+    try:
+        result = _execute(rec, run_path, resume is not None, progress, list(callbacks))
+        if db is not None:
+            metric_rows = [(int(h["step"]), int(h["epoch"]), k, v if math.isfinite(v) else None)
+                           for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
+            db.finish_run(run_id, result.status, result.to_json(), metric_rows, result.alarms)
+    finally:
+        if own_store and db is not None:
+            db.close()
+    return result
+
+
+def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: list[Callback]) -> RunResult:
+    started = time.perf_counter()
+    device = select_device(rec.device)
+    splits = prepare_data(rec, device)
+    members = rec.averaging.k if rec.averaging.mode == "ensemble" else 1
+    models: list[nn.Module] = []
+    states: list[TrainState] = []
+    stoppers: list[EarlyStoppingCallback | None] = []
+    train_seconds = 0.0
+    for member in range(members):
+        seed = rec.seed + member
+        model = build_recipe_model(rec, splits, seed)
+        optimizer = build_recipe_optimizer(rec, model)
+        steps_per_epoch = batches_per_epoch(len(splits.x_train), rec.data.batch_size)
+        o, s = rec.optimizer, rec.schedule
+        schedule = build_schedule(
+            s.name, lr=o.lr, total_steps=rec.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+            gamma=s.gamma, warmup_steps=int(round(s.warmup_epochs * steps_per_epoch)),
+            step_size_epochs=s.step_size, final_lr=s.final_lr, pct_start=s.pct_start)
+        tricks, stopper = _trick_callbacks(rec)
+        label = rec.name if members == 1 else f"{rec.name} [{member + 1}/{members}]"
+        cbs = tricks + extra + [_MetricsFile(run_path / (METRICS_FILE if members == 1 else f"metrics-{member}.json"))]
+        if progress:
+            cbs.append(ProgressReporter(label))
+        ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
+        trainer = Trainer(model, optimizer, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val),
+                          epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
+                          callbacks=cbs, checkpoint_dir=ckpt_dir)
+        state = trainer.fit(resume=resume)
+        train_seconds += trainer.wall_seconds
+        models.append(state.eval_model or model)
+        states.append(state)
+        stoppers.append(stopper)
+        if state.status == "diverged":
+            break
+
+    first = states[0]
+    diverged = next((s for s in states if s.status == "diverged"), None)
+    status = "diverged" if diverged else ("stopped_early" if any(s.status == "stopped_early" for s in states)
+                                          else "completed")
+    final_model: nn.Module = models[0] if members == 1 else Ensemble(models)
+    test: dict[str, float | None] = {"loss": None, "accuracy": None}
+    val: dict[str, float | None] = {"loss": None, "accuracy": None}
+    if diverged is None:
+        test = dict(evaluate(final_model, splits.x_test, splits.y_test))
+        if len(splits.x_val):
+            val = dict(evaluate(final_model, splits.x_val, splits.y_val))
+    alarms = _alarms(rec, splits, models[0], states)
+    stopper = stoppers[0]
+    best_epoch = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
+                  else _best_epoch(first.history, rec.early_stopping.monitor))
+    result = RunResult(
+        status=status,
+        test_accuracy=test["accuracy"], test_loss=test["loss"],
+        best_epoch=best_epoch,
+        epochs=len(first.history), steps=sum(s.step for s in states),
+        wall_seconds=time.perf_counter() - started,
+        run_dir=str(run_path), run_id=run_path.name, alarms=alarms, history=first.history,
+        diverged_step=diverged.diverged_step if diverged else None,
+        stop_reason="; ".join(s.stop_reason for s in states if s.stop_reason),
+        val_accuracy=val["accuracy"], val_loss=val["loss"], train_seconds=train_seconds,
+        num_params=sum(p.numel() for p in models[0].parameters()),
+        data=splits.summary(), device=str(device), recipe=recipe_to_dict(rec),
+    )
+    atomic_write_text(run_path / RESULT_FILE, json.dumps(result.to_json(), indent=1))
+    return result
+
+
+def _alarms(rec: Recipe, splits: Splits, model: nn.Module, states: list[TrainState]) -> list[dict[str, Any]]:
+    """Alarms the core can raise on its own (the doctor adds per-layer ones): divergence and capacity."""
+    alarms: list[dict[str, Any]] = []
+    for s in states:
+        if s.status == "diverged":
+            alarms.append({"kind": "nan_loss", "layer": None, "step": s.diverged_step,
+                           "message": f"the loss became NaN/Inf at step {s.diverged_step}; training stopped and the "
+                                      "last good checkpoint was kept. Try a lower learning rate or gradient clipping."})
+    num_params = sum(p.numel() for p in model.parameters())
+    warning = capacity_warning(num_params, len(splits.x_train))
+    if warning:
+        alarms.append({"kind": "too_many_parameters", "layer": None, "step": 0, "message": warning})
+    return alarms
