@@ -79,7 +79,7 @@ def test_param_groups_drop_empty_groups_and_can_be_decoupled() -> None:
     only_norm = param_groups(nn.BatchNorm1d(4), 0.1)
     assert [g["decay_name"] for g in only_norm] == ["no_decay"]
     decoupled = param_groups(nn.Linear(3, 2), 0.1, decoupled=True)
-    assert [(g["weight_decay"], g["decoupled_weight_decay"]) for g in decoupled] == [(0.0, 0.1), (0.0, 0.0)]
+    assert [(g["weight_decay"], g["decoupled_decay"]) for g in decoupled] == [(0.0, 0.1), (0.0, 0.0)]
     with pytest.raises(InputError):
         param_groups(nn.Linear(3, 2), -1.0)
 

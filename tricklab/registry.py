@@ -6,8 +6,9 @@ so a name exists in exactly one place. Standard library only: every layer may im
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tricklab.tricks.clipping import clip_gradients_
 
 from tricklab.train.events import Callback, TrainState
 from tricklab.tricks.averaging import EMA, SWA, recompute_bn_stats
+from tricklab.tricks.clipping import clip_gradients_
 from tricklab.tricks.early_stopping import EarlyStopping
 from tricklab.tricks.schedules import Plateau
 

@@ -61,7 +61,8 @@ class ProgressReporter(Callback):
             elapsed = time.perf_counter() - self._started
             done = m["epoch"] / state.trainer.epochs
             eta = elapsed / max(done, 1e-9) * (1 - done) if done else float("nan")
-            self.console.print(f"{self.label} {text}  {elapsed:.1f}s  eta {eta:.0f}s".strip(), highlight=False)
+            self.console.print(f"{self.label} {text}  {elapsed:.1f}s  eta {eta:.0f}s".strip(), highlight=False,
+                               soft_wrap=True)
 
     def on_fit_end(self, state: TrainState) -> None:
         if self._progress is not None:

@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tricklab.tricks.regularization import add_decoupled_weight_decay, capacity_warning, param_groups
-from tricklab.tricks.scaling import fit_scaler
 
 from tricklab.data import Splits, load_data
 from tricklab.errors import InputError
@@ -37,6 +35,8 @@ from tricklab.tricks.averaging import Ensemble
 from tricklab.tricks.init import init_model_
 from tricklab.tricks.norm import apply_weight_norm
 from tricklab.tricks.optimizers import build_optimizer
+from tricklab.tricks.regularization import add_decoupled_weight_decay, capacity_warning, param_groups
+from tricklab.tricks.scaling import fit_scaler
 from tricklab.tricks.schedules import build_schedule
 
 RECIPE_FILE = "recipe.yaml"
@@ -132,11 +132,8 @@ def build_recipe_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Opti
     ``decay: decoupled`` applies w ← w − ηλw outside the gradient (AdamW natively, a step pre-hook otherwise).
     """
     o = recipe.optimizer
-    groups = param_groups(model, o.weight_decay)
     decoupled_hook = o.decay == "decoupled" and o.name != "adamw"
-    if decoupled_hook:
-        for g in groups:
-            g["decoupled_weight_decay"], g["weight_decay"] = g["weight_decay"], 0.0
+    groups = param_groups(model, o.weight_decay, decoupled=decoupled_hook)
     optimizer = build_optimizer(o.name, groups, lr=o.lr, momentum=o.momentum, betas=o.betas, eps=o.eps)
     if decoupled_hook:
         add_decoupled_weight_decay(optimizer)

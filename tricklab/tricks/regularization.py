@@ -78,7 +78,7 @@ def param_groups(model: nn.Module, weight_decay: float, decoupled: bool = False)
     2-D but a per-unit scale like BatchNorm's γ).
     Each group has ``"decay_name"``: ``"decay"`` | ``"no_decay"``; empty groups are dropped; the order of
     parameters is ``model.parameters()``'s. With ``decoupled=True`` the groups carry
-    ``"decoupled_weight_decay": λ`` (or 0.0) and ``"weight_decay": 0.0`` instead, for
+    ``"decoupled_decay": λ`` (or 0.0) and ``"weight_decay": 0.0`` instead, for
     ``add_decoupled_weight_decay``. Loshchilov & Hutter 2019 (arXiv:1711.05101) decay only the weights too.
     """
     if not weight_decay >= 0:
@@ -94,7 +94,7 @@ def param_groups(model: nn.Module, weight_decay: float, decoupled: bool = False)
             continue
         group: dict[str, Any] = {"params": params, "decay_name": name}
         if decoupled:
-            group.update(weight_decay=0.0, decoupled_weight_decay=float(lam))
+            group.update(weight_decay=0.0, decoupled_decay=float(lam))
         else:
             group["weight_decay"] = float(lam)
         groups.append(group)
@@ -112,11 +112,11 @@ REGULARIZERS.register(
 
 
 def _decay_(optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Step pre-hook: w ← w·(1 − η·λ) for every param group with a numeric ``decoupled_weight_decay`` λ > 0."""
+    """Step pre-hook: w ← w·(1 − η·λ) for every param group with a numeric ``decoupled_decay`` λ > 0."""
     with torch.no_grad():
         for group in optimizer.param_groups:
-            lam = group.get("decoupled_weight_decay", 0.0)
-            if isinstance(lam, bool) or not lam > 0:  # a bool is torch Adam's own flag of the same name
+            lam = group.get("decoupled_decay", 0.0)
+            if isinstance(lam, bool) or not lam > 0:
                 continue
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -135,9 +135,9 @@ def add_decoupled_weight_decay(optimizer: torch.optim.Optimizer) -> RemovableHan
     Loshchilov & Hutter 2019, arXiv:1711.05101 (AdamW, SGDW): the decay is applied to the weights directly,
     outside the gradient, so Adam's per-coordinate scaling does not weaken it; η is the group's current
     learning rate (the schedule scales the decay too, as in torch.optim.AdamW). Acts on param groups with a
-    numeric key ``"decoupled_weight_decay"`` λ > 0 (``param_groups(..., decoupled=True)`` sets it) and on
-    parameters that have a gradient. torch's Adam/AdamW use the same key as a bool flag (AdamW: True); a bool
-    is ignored here, so the hook never decays an AdamW a second time. Returns the hook's handle
+    numeric key ``"decoupled_decay"`` λ > 0 (``param_groups(..., decoupled=True)`` sets it; named so as not to
+    collide with torch's own boolean ``decoupled_weight_decay`` group flag, which AdamW sets) and on
+    parameters that have a gradient. Returns the hook's handle
     (``handle.remove()`` undoes it). The lesson does not distinguish coupled from decoupled decay.
     """
     return optimizer.register_step_pre_hook(_decay_)

@@ -1,0 +1,77 @@
+"""The ``tricklab`` command: argument parsing, exit codes, errors for people.
+
+Exit codes (DESIGN.md): 0 the command did its job (a diverged run is a result, not an error); 2 bad input
+(recipe, flag, data path) with a one-paragraph message naming the field and the allowed values; 1 an
+internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from tricklab.errors import InputError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our exit code and message shape for bad flags."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"error: {self.prog}: {message}\n(run '{self.prog} --help' for the allowed flags)\n")
+        raise SystemExit(EXIT_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tricklab.cli import train_cmd, tricks_cmd
+    from tricklab.provenance import __version__
+
+    parser = _Parser(
+        prog="tricklab",
+        description="The training tricks of deep learning, first-class: apply them from one recipe, "
+                    "diagnose a run that does not train, and measure what each trick is worth.",
+        epilog="Exit codes: 0 done (a diverged run is a result), 2 bad input, 1 internal error.",
+    )
+    parser.add_argument("--version", action="version", version=f"tricklab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    train_cmd.add_parser(sub)
+    tricks_cmd.add_parser(sub)
+    return parser
+
+
+def _print_input_error(err: InputError) -> None:
+    sys.stderr.write(f"error: {err}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return EXIT_INPUT
+        return int(args.run(args) or EXIT_OK)
+    except InputError as err:
+        _print_input_error(err)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_INPUT
+    except Exception as err:  # noqa: BLE001 - the last line of defence: an internal error is exit code 1
+        sys.stderr.write(f"internal error: {type(err).__name__}: {err}\n")
+        if os.environ.get("TRICKLAB_DEBUG"):
+            traceback.print_exc()
+        else:
+            sys.stderr.write("(this is a bug in tricklab; set TRICKLAB_DEBUG=1 to see the traceback)\n")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""``tricklab train [RECIPE.yaml] [--set key=value ...] [--json] [--resume RUN_DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EPILOG = """examples:
+  tricklab train                                   # the built-in default: MNIST-1D, 4-layer CNN, sensible tricks
+  tricklab train recipes/default.yaml --set optimizer.lr=0.01 --set model.depth=8
+  tricklab train --set model.name=mlp --set init.scheme=normal --json
+  tricklab train --resume runs/mnist1d-cnn-20261127-101500-a1b2c3   # continue a killed run exactly
+
+With --json the last line of stdout is one JSON object: status, test_accuracy, test_loss, best_epoch, epochs,
+steps, wall_seconds, run_dir, alarms, ... A diverged run (NaN/Inf loss) exits 0 with status "diverged"."""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train one recipe (default: MNIST-1D CNN)", description=__doc__,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field by its dotted path, e.g. --set optimizer.lr=0.1 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run directories are made (default: runs)")
+    p.add_argument("--store", default="tricklab.sqlite", metavar="PATH",
+                   help="SQLite store to record the run in (default: tricklab.sqlite; 'none' to skip)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tricklab.errors import InputError
+    from tricklab.train import train
+
+    if args.resume and args.recipe:
+        raise InputError("--resume", "give either a recipe or --resume RUN_DIR, not both")
+    result = train(args.recipe, overrides=args.overrides, runs_root=args.runs_dir, resume=args.resume,
+                   store=None if args.store == "none" else args.store, progress=not args.quiet)
+    payload = result.to_json()
+    if args.json:
+        payload.pop("recipe", None)
+        print(json.dumps(payload))
+    else:
+        _print_summary(payload)
+    return 0
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"tricklab train — {r['recipe']['name']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    status_style = {"completed": "green", "stopped_early": "yellow", "diverged": "red"}[r["status"]]
+    table.add_row("status", f"[{status_style}]{r['status']}[/]" + (f" ({r['stop_reason']})" if r["stop_reason"] else ""))
+    table.add_row("test accuracy", _fmt(r["test_accuracy"]))
+    table.add_row("test loss", _fmt(r["test_loss"]))
+    table.add_row("best epoch", str(r["best_epoch"]))
+    table.add_row("epochs / steps", f"{r['epochs']} / {r['steps']}")
+    table.add_row("time", f"{r['wall_seconds']:.1f} s ({r['train_seconds']:.1f} s training, {r['device']})")
+    table.add_row("parameters", f"{r['num_params']:,}")
+    d = r["data"]
+    table.add_row("data", f"{d['name']}: {d['train']} train / {d['val']} val / {d['test']} test, shape {d['input_shape']}")
+    table.add_row("run directory", r["run_dir"])
+    console.print(table)
+    for alarm in r["alarms"]:
+        console.print(f"[yellow]alarm[/] {alarm['kind']}: {alarm['message']}", highlight=False)
