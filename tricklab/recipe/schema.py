@@ -85,7 +85,9 @@ class DataConfig(Section):
 class ModelConfig(Section):
     name: str = "cnn"
     depth: int = Field(4, ge=1, le=1000)
-    width: int = Field(32, ge=1, le=65536)
+    width: int | None = Field(None, ge=1, le=65536,
+                              description="channels (conv) or units (mlp); null = the architecture's default: "
+                                          "32 channels for cnn/resnet/inception, 256 units for mlp")
     activation: str = "relu"
     norm: str = "batch"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)

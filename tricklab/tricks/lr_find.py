@@ -45,23 +45,29 @@ class LRFindResult:
     diverged: bool
 
 
-def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+def suggest_lr(lrs: list[float], losses: list[float], skip_start: float = 0.1) -> float:
     """The η where the smoothed loss falls fastest: argmin of d loss / d log η, searched up to the loss minimum.
 
-    The slope is a central difference in log η at every interior point up to the index of the smallest finite
-    loss (past the minimum the curve turns into divergence, where the slope means nothing). Smith 2017 picks
-    the η "when the loss starts decreasing quickly" as the lower bound of a good range — the steepest descent
-    is where a step of the current size buys the most; it lies well below the minimum's η, which is already
-    at the edge of divergence. Fallback when the curve never falls (too few points, or flat/rising): the
-    η of the minimum loss divided by 10 (fastai's ``lr_min`` rule: one decade below the edge).
+    The slope is a central difference in log η over ±2 points at every interior point up to the index of the
+    smallest finite loss (past the minimum the curve turns into divergence, where the slope means nothing).
+    The first ``skip_start`` fraction of the points is skipped: there the exponential smoothing has seen only
+    a handful of batches and batch noise looks like a steep descent (as fastai skips the first 10 points).
+    Smith 2017 picks the η "when the loss starts decreasing quickly" as the lower bound of a good range — the
+    steepest descent is where a step of the current size buys the most; it lies well below the minimum's η,
+    which is already at the edge of divergence. Fallback when the curve never falls (too few points, or
+    flat/rising): the η of the minimum loss divided by 10 (fastai's ``lr_min`` rule: one decade below the edge).
     """
     finite = [i for i, loss in enumerate(losses) if math.isfinite(loss)]
     if not finite:
         return lrs[0]
     i_min = min(finite, key=losses.__getitem__)
+    n, span = len(losses), 2
+    first = max(span, int(skip_start * n)) if n > 4 * span else 1
+    span = span if n > 4 * span else 1
     steepest, at = 0.0, None
-    for i in range(1, min(i_min, len(losses) - 2) + 1):
-        slope = (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
+    for i in range(first, min(i_min, n - 1 - span) + 1):
+        lo, hi = i - span, i + span
+        slope = (losses[hi] - losses[lo]) / (math.log(lrs[hi]) - math.log(lrs[lo]))
         if slope < steepest:
             steepest, at = slope, i
     return lrs[at] if at is not None else lrs[i_min] / 10.0

@@ -67,7 +67,8 @@ def make_norm(kind: str, channels: int, dims: int) -> nn.Module:
     if kind == "layer":
         return nn.LayerNorm(channels) if dims == 0 else nn.GroupNorm(1, channels)
     if kind == "group":
-        return nn.GroupNorm(_groups(channels), channels)
+        # groups of at least two features: a group of one is normalised to exactly 0
+        return nn.GroupNorm(_groups(channels, min(8, max(1, channels // 2))), channels)
     return nn.Identity()
 
 
