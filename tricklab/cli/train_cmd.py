@@ -56,6 +56,8 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 
 def _print_summary(r: dict[str, Any]) -> None:
+    from tricklab.tricks.optimizers import describe_momentum_form
+
     console = Console()
     table = Table(title=f"tricklab train — {r['recipe']['name']}", show_header=False)
     table.add_column(style="bold")
@@ -68,6 +70,7 @@ def _print_summary(r: dict[str, Any]) -> None:
     table.add_row("epochs / steps", f"{r['epochs']} / {r['steps']}")
     table.add_row("time", f"{r['wall_seconds']:.1f} s ({r['train_seconds']:.1f} s training, {r['device']})")
     table.add_row("parameters", f"{r['num_params']:,}")
+    table.add_row("optimizer", describe_momentum_form(r["recipe"]["optimizer"]["name"]))
     d = r["data"]
     table.add_row("data", f"{d['name']}: {d['train']} train / {d['val']} val / {d['test']} test, shape {d['input_shape']}")
     table.add_row("run directory", r["run_dir"])
