@@ -1,1 +1,1 @@
-"""Command-line interface: ``tricklab train | tricks``."""
+"""Command-line interface: ``tricklab train | doctor | tricks | report``."""

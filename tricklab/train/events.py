@@ -39,6 +39,8 @@ class TrainState:
     stop_reason: str = ""
     status: str = "completed"           # completed | stopped_early | diverged
     diverged_step: int | None = None
+    first_bad_step: torch.Tensor | None = None  # device scalar: first step of this epoch with a non-finite loss
+    # (-1 = none). A callback that repairs a run in place (the doctor) resets it with ``fill_(-1)``.
 
 
 class Callback:

@@ -141,7 +141,7 @@ class Trainer:
         order = order.to(device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        first_bad = torch.full((), -1, device=device, dtype=torch.int64)
+        state.first_bad_step = first_bad = torch.full((), -1, device=device, dtype=torch.int64)
         seen = 0
         for b in range(self.steps_per_epoch):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -159,7 +159,7 @@ class Trainer:
                 loss_sum += state.loss.double() * len(idx)
                 correct += (out.detach().argmax(dim=1) == state.y).sum()
                 bad_now = ~torch.isfinite(state.loss) & (first_bad < 0)
-                first_bad = torch.where(bad_now, torch.full_like(first_bad, state.step), first_bad)
+                first_bad.copy_(torch.where(bad_now, torch.full_like(first_bad, state.step), first_bad))
             seen += len(idx)
             state.step += 1
             self._fire("on_batch_end", state)

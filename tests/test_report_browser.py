@@ -1,0 +1,94 @@
+"""The run report in a real browser (headless Chromium): it renders, every image decodes, the console is silent.
+
+Uses the plain ``chromium`` command line (no Python browser driver): ``--dump-dom`` on a copy of the report with
+a small probe script that writes the image check into the DOM, and ``--screenshot`` on the report itself.
+With ``--enable-logging=stderr`` Chromium prints every console message as ``...:CONSOLE:N] "text"``; the report
+has no script, so any such line (an uncaught error, a Content-Security-Policy refusal of a network request) is
+a failure. A control page first proves that this detection sees errors at all.
+CI: ``apt-get install -y chromium`` (Debian) provides ``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_report import run_dir, trained_run, write_alarms, write_probes  # noqa: F401 - fixtures
+from tricklab.report import write_run_report
+from tricklab.report.html import CSP
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("headless Chromium is not installed (no /usr/bin/chromium and no `chromium` on PATH); "
+                "install it with: apt-get install -y chromium", allow_module_level=True)
+
+CONSOLE = re.compile(r":CONSOLE(?::\d+|\(\d+\))\]\s*(.*)")
+IMAGE_PROBE = ("<script>window.addEventListener('load', () => { const imgs = [...document.images]; "
+               "document.body.setAttribute('data-imgs', imgs.length); "
+               "document.body.setAttribute('data-imgs-ok', imgs.filter(i => i.complete && i.naturalWidth > 0)"
+               ".length); });</script>")
+
+
+def chromium(tmp_path: Path, page: Path, *mode: str, width: int = 1200, height: int = 2000) -> tuple[str, str]:
+    """Run headless Chromium on ``page`` with ``mode`` flags; return (stdout, stderr)."""
+    profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
+    cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+           f"--window-size={width},{height}", "--virtual-time-budget=5000", *mode, page.resolve().as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, done.stderr
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [m.group(1) for line in stderr.splitlines() if (m := CONSOLE.search(line))]
+
+
+def test_the_console_check_sees_errors_and_blocked_requests(tmp_path):
+    control = tmp_path / "control.html"
+    policy = CSP.replace("default-src 'none'", "default-src 'none'; script-src 'unsafe-inline'")
+    control.write_text(f'<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="{policy}">'
+                       '</head><body><img src="https://example.invalid/x.png" alt="x">'
+                       "<script>undefinedFunction()</script></body></html>")
+    _, stderr = chromium(tmp_path, control, "--dump-dom")
+    messages = console_messages(stderr)
+    assert any("example.invalid" in m and "Content Security Policy" in m for m in messages), stderr[-2000:]
+    assert any("Uncaught ReferenceError" in m for m in messages), stderr[-2000:]
+
+
+def test_report_renders_in_chromium(run_dir, tmp_path):  # noqa: F811 - pytest fixture
+    write_probes(run_dir)
+    write_alarms(run_dir)
+    report = write_run_report(run_dir, tmp_path / "report.html")
+
+    page = report.read_text(encoding="utf-8")
+    script_csp = f'content="{CSP.replace(chr(39), "&#x27;")}"'
+    assert script_csp in page, "the report's Content-Security-Policy meta changed; update this test"
+    probe_page = tmp_path / "probe.html"
+    relaxed = script_csp.replace("default-src", "script-src &#x27;unsafe-inline&#x27;; default-src")
+    probe_page.write_text(page.replace(script_csp, relaxed).replace("</body>", IMAGE_PROBE + "</body>"),
+                          encoding="utf-8")
+    dom, stderr = chromium(tmp_path, probe_page, "--dump-dom")
+    assert console_messages(stderr) == [], console_messages(stderr)
+    total = int(re.search(r'data-imgs="(\d+)"', dom).group(1))
+    ok = int(re.search(r'data-imgs-ok="(\d+)"', dom).group(1))
+    assert total == page.count("<img ") == 6 and ok == total
+
+    shot = tmp_path / "report.png"
+    _, stderr = chromium(tmp_path, report, f"--screenshot={shot}", height=2400)
+    assert console_messages(stderr) == [], console_messages(stderr)
+    from PIL import Image
+
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.size == (1200, 2400)
+        assert len(im.convert("RGB").getcolors(maxcolors=1 << 22) or []) > 100, "a blank page"

@@ -1,0 +1,282 @@
+"""The report's figures, drawn with matplotlib and returned as base64 PNG text for ``data:`` URIs.
+
+Figures are built with the object-oriented API (``matplotlib.figure.Figure`` on an Agg canvas): no GUI
+backend is needed, no global pyplot state is touched (a notebook user's backend stays as it was) and no figure
+is left registered anywhere once its PNG is written. Names from a run go through ``plain`` (dollar signs
+escaped), so a layer named ``$x$`` is drawn as written, not as mathtext. Every series goes through ``finite``:
+NaN, ±Inf and JSON null become gaps in lines; in heatmaps they get their own colours (gray: not recorded/NaN,
+black: exactly 0, red: +Inf).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+DPI = 100
+WIDTH = 10.0                      # inches; 1000 px at DPI, fits the page's 1120 px column
+HEALTHY_UPDATE_RATIO = 1e-3       # ‖Δw‖/‖w‖ per step; the usual rule of thumb (Karpathy, CS231n)
+HEALTHY_BAND = (1e-4, 1e-2)       # one decade either side: outside it a layer learns too slowly or too fast
+MISSING, ZERO, INFINITE = "#d0d7de", "#000000", "#d1242f"
+_RC = {"font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3,
+       "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False}
+
+
+@contextmanager
+def _figure(height: float, ncols: int = 1, nrows: int = 1) -> Iterator[tuple[Figure, Any]]:
+    """A constrained-layout figure with our style, its axes; cleared once the block ends."""
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(WIDTH, height), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        try:
+            yield fig, axes
+        finally:
+            fig.clear()
+
+
+def to_base64_png(fig: Figure) -> str:
+    """Render ``fig`` to PNG and return it as base64 text."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def finite(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """A float array where NaN, ±Inf, None and anything unreadable are NaN (a gap in a line)."""
+    out = np.array([_float(v) for v in np.asarray(values, dtype=object).ravel()], dtype=float)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plain(text: str) -> str:
+    """``text`` drawn literally: ``$`` escaped so matplotlib does not read it as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _label(text: str) -> str:
+    """A legend label drawn literally that matplotlib will not drop (it hides labels starting with "_")."""
+    return plain(" " + text if text.startswith("_") else text)
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    out = finite(values)
+    out[out <= 0] = np.nan
+    return out
+
+
+def _use_log(ax: Any, *series: np.ndarray) -> None:
+    """Log y axis when every recorded value is positive and they span more than a decade."""
+    vals = np.concatenate([finite(s) for s in series]) if series else np.array([])
+    vals = vals[~np.isnan(vals)]
+    if vals.size and vals.min() > 0 and vals.max() / vals.min() > 10:
+        ax.set_yscale("log")
+        _plain_ticks(ax)
+
+
+def _plain_ticks(ax: Any) -> None:
+    """Log-axis tick labels as plain numbers (``0.2``, ``1e-05``) instead of mathtext powers (also faster).
+
+    On an axis spanning less than ~1.5 decades the 2× and 5× minor ticks are labelled too, so it never shows a
+    single number.
+    """
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if _label_minor(ax, v) else ""))
+
+
+def _label_minor(ax: Any, value: float) -> bool:
+    lo, hi = ax.get_ylim()
+    if not (lo > 0 and hi / lo < 30 and value > 0):
+        return False
+    leading = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+    return leading in (2, 5)
+
+
+def _empty(ax: Any, what: str) -> None:
+    ax.text(0.5, 0.5, f"{what}: not recorded", ha="center", va="center", transform=ax.transAxes, color="#656d76")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def learning_curves(history: Sequence[dict[str, Any]]) -> str | None:
+    """Loss, accuracy, learning rate and gradient norm per epoch (2×2 panels); None with no epochs."""
+    if not history:
+        return None
+    epochs = finite([h.get("epoch", i + 1) for i, h in enumerate(history)])
+    marker = "o" if len(history) <= 30 else None
+    panels = [
+        ("loss", [("train_loss", "train"), ("val_loss", "validation")], "loss"),
+        ("accuracy", [("train_accuracy", "train"), ("val_accuracy", "validation")], "accuracy"),
+        ("learning rate (end of epoch)", [("lr", "lr")], "lr"),
+        ("gradient norm (before clipping)", [("grad_norm_mean", "mean over steps"), ("grad_norm_max", "max")],
+         "‖g‖₂"),
+    ]
+    with _figure(6.0, ncols=2, nrows=2) as (fig, axes):
+        for ax, (title, keys, ylabel) in zip(axes.ravel(), panels):
+            ax.set_title(title)
+            drawn = []
+            for key, label in keys:
+                ys = finite([h.get(key) for h in history])
+                if not np.all(np.isnan(ys)):
+                    ax.plot(epochs, ys, marker=marker, markersize=3, label=label)
+                    drawn.append(ys)
+            if not drawn:
+                _empty(ax, title)
+                continue
+            _use_log(ax, *drawn)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            if len(drawn) > 1:
+                ax.legend()
+        return to_base64_png(fig)
+
+
+def _log10_cells(values: np.ndarray) -> tuple[np.ma.MaskedArray, float, float, str]:
+    """log10 of ``values`` with sentinels: 0 below the colour range, +Inf above it, the rest masked."""
+    values = np.asarray(values, dtype=float)
+    out = np.full(values.shape, np.nan)
+    pos = np.isfinite(values) & (values > 0)
+    out[pos] = np.log10(values[pos])
+    lo, hi = (float(out[pos].min()), float(out[pos].max())) if pos.any() else (0.0, 1.0)
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.5, hi + 0.5
+    zero, inf = values == 0, values == np.inf
+    out[zero] = lo - 1.0
+    out[inf] = hi + 1.0
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
+    return np.ma.masked_invalid(out), lo, hi, extend[(bool(zero.any()), bool(inf.any()))]
+
+
+def _layer_axis(ax: Any, steps: Sequence[int], layers: Sequence[str]) -> None:
+    """Columns are probe records in time order (labelled by step); rows are layers, first layer on top."""
+    n = len(layers)
+    every = max(1, math.ceil(n / 40))
+    ax.set_yticks(range(0, n, every))
+    ax.set_yticklabels([plain(layers[i]) for i in range(0, n, every)], fontsize=8 if n <= 20 else 6)
+    ax.set_ylim(n - 0.5, -0.5)
+    m = len(steps)
+    ticks = sorted({int(round(t)) for t in np.linspace(0, m - 1, min(m, 8))})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(steps[t]) for t in ticks])
+    ax.set_xlim(-0.5, m - 0.5)
+    ax.set_xlabel("step")
+    ax.grid(False)
+
+
+def layer_heatmap(steps: Sequence[int], layers: Sequence[str], values: np.ndarray, title: str,
+                  colorbar_label: str, log: bool = True) -> str | None:
+    """A layers × probe steps heatmap; ``log``: log10 colour scale, else a 0–1 scale (fractions).
+
+    None when no cell holds a value. Gray: not recorded or NaN; black: exactly 0; red: +Inf.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0 or np.all(np.isnan(values)):
+        return None
+    cmap = matplotlib.colormaps["viridis" if log else "magma_r"].with_extremes(bad=MISSING, under=ZERO,
+                                                                               over=INFINITE)
+    if log:
+        cells, lo, hi, extend = _log10_cells(values)
+    else:
+        cells, lo, hi, extend = np.ma.masked_invalid(np.clip(values, 0.0, 1.0)), 0.0, 1.0, "neither"
+    height = min(12.0, max(2.6, 0.28 * len(layers) + 1.6))
+    with _figure(height) as (fig, axes):
+        ax = axes[0, 0]
+        im = ax.imshow(cells, aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi)
+        _layer_axis(ax, steps, layers)
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=colorbar_label, extend=extend, pad=0.01)
+        return to_base64_png(fig)
+
+
+def update_ratio_lines(steps: Sequence[int], layers: Sequence[str], ratios: np.ndarray) -> str | None:
+    """‖Δw‖/‖w‖ per layer over steps on a log axis, with the healthy band around 1e-3; None if none recorded."""
+    ratios = np.asarray(ratios, dtype=float)
+    if ratios.size == 0 or np.all(np.isnan(_positive(ratios.ravel()))):
+        return None
+    x = finite(steps)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(layers), 1)))
+    with _figure(4.2) as (fig, axes):
+        ax = axes[0, 0]
+        ax.axhspan(*HEALTHY_BAND, color="#2da44e", alpha=0.12, label="healthy band (1e-4 … 1e-2)")
+        ax.axhline(HEALTHY_UPDATE_RATIO, color="#2da44e", linestyle="--", linewidth=1, label="1e-3")
+        for i, name in enumerate(layers):
+            ys = _positive(ratios[i])
+            if not np.all(np.isnan(ys)):
+                ax.plot(x, ys, color=colors[i], linewidth=1.2, marker="." if len(x) <= 60 else None,
+                        label=_label(name) if len(layers) <= 12 else None)
+        ax.set_yscale("log")
+        _plain_ticks(ax)
+        ax.set_xlabel("step")
+        ax.set_ylabel("‖Δw‖ / ‖w‖ per step")
+        ax.set_title("update ratio per layer (log scale)")
+        if len(layers) <= 12:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            sm = ScalarMappable(norm=Normalize(0, len(layers) - 1), cmap=matplotlib.colormaps["viridis"])
+            fig.colorbar(sm, ax=ax, label="layer (0 = first in the forward pass)", pad=0.01)
+        return to_base64_png(fig)
+
+
+_ALARM_COLORS = ["#d1242f", "#bf8700", "#8250df", "#0969da", "#1a7f37", "#cf222e", "#953800", "#6e7781"]
+
+
+def alarm_timeline(history: Sequence[dict[str, Any]], probe_steps: Sequence[int], probe_loss: Sequence[float],
+                   alarms: Sequence[tuple[int, int, str]]) -> str | None:
+    """The loss over steps with each alarm marked where it was raised.
+
+    ``alarms``: ``(number, step, kind)`` — the number matches the alarm table's ``#`` column. Probe losses are
+    drawn when the doctor recorded them, the per-epoch train/validation losses at each epoch's last step.
+    """
+    px, py = finite(probe_steps), finite(probe_loss)
+    ex = finite([h.get("step") for h in history])
+    train, val = finite([h.get("train_loss") for h in history]), finite([h.get("val_loss") for h in history])
+    if all(np.all(np.isnan(s)) for s in (py, train, val)) and not alarms:
+        return None
+    with _figure(4.2) as (fig, axes):
+        ax = axes[0, 0]
+        drawn = []
+        if not np.all(np.isnan(py)):
+            ax.plot(px, py, color="#57606a", linewidth=1, label="loss (probe batches)")
+            drawn.append(py)
+        for ys, label, color in ((train, "train loss (epoch mean)", "#0969da"),
+                                 (val, "validation loss", "#bf3989")):
+            if not np.all(np.isnan(ys)):
+                ax.plot(ex, ys, marker="o", markersize=4, color=color, label=label)
+                drawn.append(ys)
+        _use_log(ax, *drawn)
+        kinds = list(dict.fromkeys(kind for _, _, kind in alarms))
+        color_of = {k: _ALARM_COLORS[i % len(_ALARM_COLORS)] for i, k in enumerate(kinds)}
+        for number, step, kind in alarms:
+            ax.axvline(step, color=color_of[kind], linestyle=":", linewidth=1.5,
+                       label=_label(f"alarm: {kind}") if kind in kinds else None)
+            if kind in kinds:
+                kinds.remove(kind)  # one legend entry per kind
+            ax.annotate(str(number), xy=(step, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8, color=color_of[kind],
+                        annotation_clip=False)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title("loss and alarms (dotted lines: where each alarm was raised; numbers as in the table)", pad=14)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        return to_base64_png(fig)

@@ -1,0 +1,205 @@
+"""Read one run directory for a report, tolerantly: what is missing or damaged becomes a note, not a crash.
+
+A run directory (``tricklab train``) holds ``recipe.yaml``, ``metrics.json`` (one dict per epoch),
+``result.json`` (``RunResult.to_json()``) and, when the doctor watched the run, ``probes.jsonl`` (one
+``ProbeRecord.to_dict()`` per line) and ``alarms.json`` (a list of ``Alarm.to_dict()``). A run that is still
+going (or was killed) has no ``result.json`` yet; a run without the doctor has no probes. Only a directory with
+neither ``result.json`` nor ``metrics.json`` is not a run and is refused with an ``InputError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tricklab.errors import InputError
+
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.json"
+RECIPE_FILE = "recipe.yaml"
+PROBES_FILE = "probes.jsonl"
+ALARMS_FILE = "alarms.json"
+
+LAYER_STATS = ("pre_mean", "pre_std", "act_mean", "act_std", "frac_saturated", "frac_dead", "grad_norm",
+               "weight_norm", "update_ratio")
+"""The per-layer numbers of ``LayerStats`` that the report draws (layers × probe steps each)."""
+
+
+def as_float(value: Any) -> float:
+    """A number as a float; None, text and anything unreadable become NaN (so plots show a gap)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def as_step(value: Any) -> int | None:
+    """An optimizer step as an int, or None when there is none (run-level alarms)."""
+    f = as_float(value)
+    return int(f) if math.isfinite(f) else None
+
+
+@dataclass
+class ProbeSeries:
+    """The doctor's probes as arrays: one column per probe record, one row per layer in forward order.
+
+    Columns keep the order the records were written in (time order: after a repair's rollback a step can repeat).
+
+    ``stats[name]`` is a ``(len(layers), len(steps))`` float array for each name of ``LAYER_STATS``; a value
+    the probe did not record (None, a layer absent at that step) is NaN.
+    """
+
+    steps: np.ndarray
+    loss: np.ndarray
+    grad_norm: np.ndarray
+    lr: np.ndarray
+    layers: list[str]
+    stats: dict[str, np.ndarray]
+
+    def recorded(self, stat: str) -> bool:
+        """Whether the probes hold at least one value of ``stat`` (±Inf counts: it is evidence, not a gap)."""
+        return bool(np.any(~np.isnan(self.stats[stat])))
+
+
+@dataclass
+class RunFiles:
+    """Everything a run report needs, read from one run directory; ``notes`` says what could not be read."""
+
+    path: Path
+    result: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    recipe_text: str | None
+    probes: ProbeSeries | None
+    alarms: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str((self.result or {}).get("run_id") or self.path.name)
+
+
+def _read_json(path: Path, want: type, notes: list[str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        notes.append(f"{path.name} could not be read ({type(err).__name__}: {err}); it is left out.")
+        return None
+    if not isinstance(data, want):
+        notes.append(f"{path.name} holds a {type(data).__name__}, not a {want.__name__}; it is left out.")
+        return None
+    return data
+
+
+def _read_probe_lines(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records, bad = [], 0
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        notes.append(f"{path.name} could not be read ({type(err).__name__}); probes are left out.")
+        return []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1  # typically the last line of a run killed while writing it
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    if bad:
+        notes.append(f"{path.name}: {bad} line(s) were not a probe record and were skipped.")
+    return records
+
+
+def probe_series(records: list[dict[str, Any]]) -> ProbeSeries | None:
+    """Arrange probe records (``ProbeRecord.to_dict()``) in time order and their layers in forward order."""
+    records = [r for r in records if as_step(r.get("step")) is not None]
+    if not records:
+        return None
+    order: dict[str, tuple[float, int]] = {}
+    for r in records:
+        for layer in r.get("layers") or []:
+            if not isinstance(layer, dict) or "name" not in layer:
+                continue
+            name = str(layer["name"])
+            depth = as_float(layer.get("depth_index"))
+            key = (depth if math.isfinite(depth) else math.inf, len(order))
+            order[name] = min(order.get(name, key), key)
+    layers = sorted(order, key=order.__getitem__)
+    row = {name: i for i, name in enumerate(layers)}
+    stats = {s: np.full((len(layers), len(records)), np.nan) for s in LAYER_STATS}
+    for j, r in enumerate(records):
+        for layer in r.get("layers") or []:
+            if isinstance(layer, dict) and "name" in layer:
+                i = row[str(layer["name"])]
+                for s in LAYER_STATS:
+                    stats[s][i, j] = as_float(layer.get(s))
+
+    def column(key: str) -> np.ndarray:
+        return np.array([as_float(r.get(key)) for r in records])
+
+    return ProbeSeries(steps=np.array([as_step(r["step"]) for r in records]), loss=column("loss"),
+                       grad_norm=column("grad_norm"), lr=column("lr"), layers=layers, stats=stats)
+
+
+def _merge_alarms(doctor: list[Any], brief: list[Any]) -> list[dict[str, Any]]:
+    """The doctor's full alarms, plus the core's brief ones (result.json) it does not already hold."""
+    merged: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, int | None]] = set()
+    for alarm in [*doctor, *brief]:
+        if not isinstance(alarm, dict):
+            continue
+        key = (str(alarm.get("kind")), str(alarm.get("layer")), as_step(alarm.get("step")))
+        if key not in seen:
+            seen.add(key)
+            merged.append(alarm)
+    return merged
+
+
+def read_run_dir(path: Path) -> RunFiles:
+    """Read a run directory; raise ``InputError("PATH", ...)`` when it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("PATH", f"{path} does not exist; give a run directory (runs/NAME-DATE-ID)")
+    if not path.is_dir():
+        raise InputError("PATH", f"{path} is not a directory; give a run directory (runs/NAME-DATE-ID)")
+    notes: list[str] = []
+    result = _read_json(path / RESULT_FILE, dict, notes)
+    metrics = _read_json(path / METRICS_FILE, list, notes)
+    if result is None and metrics is None:
+        detail = f" ({' '.join(notes)})" if notes else ""
+        raise InputError("PATH", f"{path} is not a tricklab run directory or is damaged: it has no readable "
+                                 f"{RESULT_FILE} and no readable {METRICS_FILE}{detail}")
+    if result is None:
+        notes.append(f"{RESULT_FILE} is missing: the run may still be going or was interrupted; "
+                     "the summary shows what metrics.json holds.")
+    history = metrics if metrics is not None else (result or {}).get("history") or []
+    history = [h for h in history if isinstance(h, dict)]
+    recipe_text = None
+    if (path / RECIPE_FILE).is_file():
+        try:
+            recipe_text = (path / RECIPE_FILE).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            notes.append(f"{RECIPE_FILE} could not be read ({type(err).__name__}).")
+    if recipe_text is None and isinstance((result or {}).get("recipe"), dict):
+        import yaml
+
+        recipe_text = yaml.safe_dump(result["recipe"], sort_keys=False)
+    probes = probe_series(_read_probe_lines(path / PROBES_FILE, notes))
+    doctor_alarms = _read_json(path / ALARMS_FILE, list, notes) or []
+    brief_alarms = (result or {}).get("alarms") or []
+    alarms = _merge_alarms(doctor_alarms, brief_alarms if isinstance(brief_alarms, list) else [])
+    return RunFiles(path=path, result=result, history=history, recipe_text=recipe_text, probes=probes,
+                    alarms=alarms, notes=notes)
