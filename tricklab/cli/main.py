@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tricklab.cli import doctor_cmd, report_cmd, train_cmd, tricks_cmd
+    from tricklab.cli import doctor_cmd, report_cmd, study_cmd, train_cmd, tricks_cmd
     from tricklab.provenance import __version__
 
     parser = _Parser(
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     train_cmd.add_parser(sub)
     doctor_cmd.add_parser(sub)
+    study_cmd.add_parser(sub)
     tricks_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     return parser

@@ -1,8 +1,8 @@
 """The plain convolutional network: ``depth`` convolutions of ``width`` channels, max-pooling by 2 at most
 three times spread over the depth, global average pooling and a linear layer to the logits.
 
-    h_k = dropout(act(norm(W_k ∗ h_{k−1} + b_k)))  [then max-pool 2 after the layers ``pool_positions`` picks]
-    logits = W_out · mean_positions(h_depth) + b_out
+    h_k = act(norm(W_k ∗ h_{k−1} + b_k))  [then max-pool 2 after the layers ``pool_positions`` picks]
+    logits = W_out · dropout(mean_positions(h_depth)) + b_out
 
 LeCun et al. 1998 ("Gradient-based learning applied to document recognition"); global average pooling from
 Lin et al. 2013 (arXiv:1312.4400). The "plain" network of He et al. 2016 (arXiv:1512.03385): ``resnet`` at the
@@ -44,7 +44,7 @@ KERNEL_SIZE = {1: 5, 2: 3}
 
 
 class CNN(nn.Module):
-    """``depth`` conv layers (weights → norm → activation → dropout), max-pooling, global pooling head.
+    """``depth`` conv layers (weights → norm → activation), max-pooling, global pooling head (with the dropout).
 
     A vector input (F,) is read as a one-channel signal (1, F). Submodules: ``reshape``,
     ``body.layer1`` … ``body.layer{depth}`` with ``body.pool1`` … between them, ``head`` (``head.out``: the
@@ -75,7 +75,7 @@ class CNN(nn.Module):
         channels, pooled = shape[0], 0
         for i in range(depth):
             layers[f"layer{i + 1}"] = HiddenLayer(
-                dims, channels, width, kernel_size=kernel, activation=activation, norm=norm, dropout=dropout
+                dims, channels, width, kernel_size=kernel, activation=activation, norm=norm, dropout=0.0
             )
             channels = width
             if i in pools:
@@ -83,7 +83,7 @@ class CNN(nn.Module):
                 layers[f"pool{pooled}"] = downsample(dims)
         self.reshape = Reshape(shape)
         self.body = nn.Sequential(layers)
-        self.head = ClassifierHead(dims, width, num_classes)
+        self.head = ClassifierHead(dims, width, num_classes, dropout)  # dropout once, on the pooled features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.reshape(x)))

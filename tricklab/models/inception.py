@@ -10,7 +10,7 @@ where ``reduce``/``proj`` are 1-wide convolutions and every convolution is weigh
 network learns how much of each scale to use — the lesson calls ResNet and Inception "bis zu einem gewissen
 Grad selbstanpassend". ``depth`` modules, each concatenated to ``width`` channels (split evenly over the four
 branches; the 1-wide branch takes the remainder, and branches that would get 0 channels, for width < 4, are
-left out); dropout after each module's concatenated output; max-pooling by 2 at most three times between
+left out); dropout once, on the pooled features before the classifier (see ``ClassifierHead``); max-pooling by 2 at most three times between
 modules (as GoogLeNet pools between its stages); global average pooling and a linear layer to the logits.
 Kernel sizes 1, 3, 5 for signals and 1×1, 3×3, 5×5 for images; a vector (F,) is read as a signal (1, F).
 """
@@ -102,7 +102,7 @@ class Inception(nn.Module):
         channels, pooled = shape[0], 0
         for i in range(depth):
             body[f"module{i + 1}"] = InceptionModule(
-                dims, channels, width, activation=activation, norm=norm, dropout=dropout
+                dims, channels, width, activation=activation, norm=norm, dropout=0.0
             )
             channels = width
             if i in pools:
@@ -110,7 +110,7 @@ class Inception(nn.Module):
                 body[f"pool{pooled}"] = downsample(dims)
         self.reshape = Reshape(shape)
         self.body = nn.Sequential(body)
-        self.head = ClassifierHead(dims, width, num_classes)
+        self.head = ClassifierHead(dims, width, num_classes, dropout)  # dropout once, before the classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.reshape(x)))

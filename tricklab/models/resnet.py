@@ -15,7 +15,9 @@ the same number of parameters) and differ only by the shortcuts — He et al.'s 
   pre-activation normalises it, so along the signal path every weight layer is still followed by norm
   then activation, as the lesson says);
 - ``depth − 1`` weight layers in blocks of two (one block of one when ``depth − 1`` is odd);
-- a final norm → activation (→ dropout), the last pre-activation's counterpart, then the head.
+- a final norm → activation, the last pre-activation's counterpart, then the head. Dropout: in every block
+  and after the final activation for vectors (a residual MLP); once, in the head, for convolutional inputs
+  (see ``ClassifierHead``).
 
 Vectors (F,) use Linear layers (residual MLP blocks), signals Conv1d, images Conv2d; width stays constant, so
 no shortcut ever needs a projection. Downsampling (max-pooling by 2, at most three times) sits between blocks,
@@ -123,7 +125,7 @@ class ResNet(nn.Module):
                     kernel_size=kernel,
                     activation=activation,
                     norm=norm,
-                    dropout=dropout,
+                    dropout=dropout if dims == 0 else 0.0,  # conv nets: dropout once, in the head
                 )
             if slot in pools:
                 pooled += 1
@@ -132,10 +134,10 @@ class ResNet(nn.Module):
         final: OrderedDict[str, nn.Module] = OrderedDict(
             norm=make_norm(norm, width, dims), act=make_activation(activation)
         )
-        if dropout > 0:
+        if dropout > 0 and dims == 0:
             final["drop"] = nn.Dropout(dropout)
         self.final = nn.Sequential(final)
-        self.head = nn.Linear(width, num_classes) if dims == 0 else ClassifierHead(dims, width, num_classes)
+        self.head = nn.Linear(width, num_classes) if dims == 0 else ClassifierHead(dims, width, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.final(self.body(self.stem(self.reshape(x)))))

@@ -53,7 +53,32 @@ CREATE TABLE IF NOT EXISTS alarms (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alarms_run ON alarms(run_id);
+CREATE TABLE IF NOT EXISTS studies (
+    id          TEXT PRIMARY KEY,
+    spec_hash   TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    created     REAL NOT NULL,
+    version     TEXT,
+    git_rev     TEXT
+);
+CREATE TABLE IF NOT EXISTS trials (
+    study_id    TEXT NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+    arm         TEXT NOT NULL,
+    seed        INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    run_id      TEXT,
+    executor    TEXT,
+    error       TEXT,
+    started     REAL,
+    finished    REAL,
+    result      TEXT,
+    PRIMARY KEY (study_id, arm, seed)
+);
 """
+
+FINISHED = ("completed", "stopped_early", "diverged")
+"""Trial states that are results: a re-run never trains them again (a diverged trial is a result too)."""
 
 
 class Store:
@@ -74,10 +99,9 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise InputError("--store", f"{self.path} was written by a newer tricklab (schema {version})")
             with self.transaction():
-                if version == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
+                for statement in _SCHEMA.split(";"):  # idempotent: IF NOT EXISTS
+                    if statement.strip():
+                        self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             raise InputError("--store", f"{self.path} is not a readable tricklab store ({err}); "
@@ -126,12 +150,84 @@ class Store:
                    alarms: Iterable[dict[str, Any]] = ()) -> None:
         """Store a run's outcome with its metric series and alarms, in one transaction."""
         with self.transaction() as db:
-            db.execute("UPDATE runs SET status = ?, result = ?, finished = ? WHERE id = ?",
-                       (status, json.dumps(result), time.time(), run_id))
-            db.executemany("INSERT OR REPLACE INTO metrics (run_id, step, epoch, name, value) VALUES (?, ?, ?, ?, ?)",
-                           [(run_id, s, e, n, v) for s, e, n, v in metrics])
-            db.executemany("INSERT INTO alarms (run_id, step, kind, layer, message) VALUES (?, ?, ?, ?, ?)",
-                           [(run_id, a.get("step"), a["kind"], a.get("layer"), a["message"]) for a in alarms])
+            self._finish_run(db, run_id, status, result, metrics, alarms)
+
+    @staticmethod
+    def _finish_run(db: sqlite3.Connection, run_id: str, status: str, result: dict[str, Any],
+                    metrics: Iterable[tuple[int, int | None, str, float | None]],
+                    alarms: Iterable[dict[str, Any]]) -> None:
+        db.execute("UPDATE runs SET status = ?, result = ?, finished = ? WHERE id = ?",
+                   (status, json.dumps(result), time.time(), run_id))
+        db.execute("DELETE FROM alarms WHERE run_id = ?", (run_id,))
+        db.executemany("INSERT OR REPLACE INTO metrics (run_id, step, epoch, name, value) VALUES (?, ?, ?, ?, ?)",
+                       [(run_id, s, e, n, v) for s, e, n, v in metrics])
+        db.executemany("INSERT INTO alarms (run_id, step, kind, layer, message) VALUES (?, ?, ?, ?, ?)",
+                       [(run_id, a.get("step"), a["kind"], a.get("layer"), a["message"]) for a in alarms])
+
+    # -- studies and trials ---------------------------------------------------------------------------------
+    def ensure_study(self, study_id: str, spec_hash: str, spec: dict[str, Any], trials: Iterable[tuple[str, int]],
+                     *, version: str | None = None, git_rev: str | None = None) -> None:
+        """Register a study and its trials (pending) — or check that the stored one is the same study."""
+        with self.transaction() as db:
+            row = db.execute("SELECT spec_hash FROM studies WHERE id = ?", (study_id,)).fetchone()
+            if row is not None and row[0] != spec_hash:
+                raise InputError("study", f"{self.path} already holds a study named {study_id!r} with a different "
+                                          "spec (factors, seeds or base changed); give it another name or use "
+                                          "another --store")
+            if row is None:
+                db.execute("INSERT INTO studies (id, spec_hash, spec, created, version, git_rev) VALUES (?,?,?,?,?,?)",
+                           (study_id, spec_hash, json.dumps(spec), time.time(), version, git_rev))
+            db.executemany("INSERT OR IGNORE INTO trials (study_id, arm, seed, status) VALUES (?, ?, ?, 'pending')",
+                           [(study_id, arm, seed) for arm, seed in trials])
+
+    def trials(self, study_id: str) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT arm, seed, status, attempts, run_id, executor, error, started, finished, result"
+                               " FROM trials WHERE study_id = ? ORDER BY seed, arm", (study_id,))
+        names = ("arm", "seed", "status", "attempts", "run_id", "executor", "error", "started", "finished", "result")
+        out = []
+        for row in cur:
+            d = dict(zip(names, row))
+            d["result"] = json.loads(d["result"]) if d["result"] else None
+            out.append(d)
+        return out
+
+    def start_trial(self, study_id: str, arm: str, seed: int, executor: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE trials SET status = 'running', attempts = attempts + 1, executor = ?, started = ?,"
+                       " error = NULL WHERE study_id = ? AND arm = ? AND seed = ?",
+                       (executor, time.time(), study_id, arm, seed))
+
+    def finish_trial(self, study_id: str, arm: str, seed: int, *, status: str, run_id: str | None = None,
+                     run_name: str = "", recipe: dict[str, Any] | None = None, run_dir: str | None = None,
+                     result: dict[str, Any] | None = None,
+                     metrics: Iterable[tuple[int, int | None, str, float | None]] = (),
+                     alarms: Iterable[dict[str, Any]] = (), error: str | None = None,
+                     version: str | None = None, git_rev: str | None = None) -> None:
+        """A trial's outcome, its run, metric series and alarms — all in one transaction, so a driver killed at
+        any moment leaves either the whole trial or none of it."""
+        with self.transaction() as db:
+            if run_id is not None and result is not None:
+                db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                db.execute("INSERT INTO runs (id, name, created, status, recipe, run_dir, version, git_rev, study_id,"
+                           " arm, seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (run_id, run_name, time.time(), status, json.dumps(recipe or {}), run_dir, version,
+                            git_rev, study_id, arm, seed))
+                self._finish_run(db, run_id, status, result, metrics, alarms)
+            db.execute("UPDATE trials SET status = ?, run_id = ?, error = ?, finished = ?, result = ?"
+                       " WHERE study_id = ? AND arm = ? AND seed = ?",
+                       (status, run_id, error, time.time(), json.dumps(result) if result is not None else None,
+                        study_id, arm, seed))
+
+    def study(self, study_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT id, spec_hash, spec, created, version, git_rev FROM studies WHERE id = ?",
+                               (study_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("id", "spec_hash", "spec", "created", "version", "git_rev"), row[:2] + (json.loads(row[2]),)
+                        + row[3:]))
+
+    def studies(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT id FROM studies ORDER BY created")]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

@@ -1,0 +1,75 @@
+"""``tricklab study STUDY.yaml [--store PATH] [--executor local|population|ray] [--workers N] [--json]``.
+
+Runs every trial (arm × seed) of a study that the store does not hold yet, then compares the arms (mean,
+95% CI, paired differences against the baseline over the same seeds, Holm-corrected) and writes the HTML
+report. Re-running the same command completes what is missing and redoes nothing finished."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EPILOG = """examples:
+  tricklab study examples/dropout.yaml                       # local worker processes, one per core
+  tricklab study examples/dropout.yaml --executor ray        # one Ray task per trial (RAY_ADDRESS or a local Ray)
+  tricklab study examples/dropout.yaml --json                # last line: trials_total, trials_completed, ...
+
+With --json the last line of stdout is {"trials_total", "trials_completed", "trials_failed", "store", "report",
+"arms": [{"name", "mean", "ci_low", "ci_high", "n"}], ...}."""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("study", help="run a seeded ablation study (resumable) and compare its arms",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="the study spec (YAML)")
+    p.add_argument("--store", default="tricklab.sqlite", metavar="PATH", help="SQLite store (default: tricklab.sqlite)")
+    p.add_argument("--executor", choices=["local", "population", "ray"], default=None,
+                   help="where trials train (default: the spec's executor, else local)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="parallel trials (default: one per core)")
+    p.add_argument("--runs-dir", default=None, metavar="DIR", help="trial run directories (default: runs/ beside the store)")
+    p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tricklab.errors import InputError
+    from tricklab.study import load_study
+    from tricklab.study.runner import run_study
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers", f"must be >= 1, got {args.workers}")
+    spec = load_study(args.spec)
+    outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
+                        runs_root=args.runs_dir, progress=not args.quiet, report=not args.no_report)
+    payload = outcome.to_json()
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        _print_table(payload)
+    return 0
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+def _print_table(r: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"study {r['study']} — {r['metric']} (baseline: {r['baseline']})")
+    for col in ("arm", "n", "mean", "95% CI", "vs baseline"):
+        table.add_column(col)
+    for arm in r["arms"]:
+        diff = r.get("differences", {}).get(arm["name"])
+        words = diff.get("words", "") if diff else ("baseline" if arm["name"] == r["baseline"] else "")
+        table.add_row(arm["name"], str(arm["n"]), _fmt(arm["mean"]),
+                      f"[{_fmt(arm['ci_low'])}, {_fmt(arm['ci_high'])}]", words)
+    console.print(table)
+    console.print(f"trials: {r['trials_completed']}/{r['trials_total']} finished, {r['trials_failed']} failed; "
+                  f"trained now: {r['trained_now']} in {r['seconds']:.0f} s; store {r['store']}; report {r['report']}",
+                  highlight=False)

@@ -1,0 +1,221 @@
+"""Executors: how a study's trials get trained. One interface, several back ends.
+
+``Executor.run(tasks, on_start, on_done)`` trains every ``TrialTask`` and hands each ``TrialOutcome`` back
+to the driver as soon as it is known; the driver alone writes the store. A trial whose worker raises or dies
+comes back ``failed`` with the error text; the study goes on. A diverged trial is a result, not a failure.
+
+- ``local``: a process pool (``spawn``), one worker per core by default, each worker limited to
+  cores/workers torch threads so that workers do not fight over cores.
+- ``ray``: one Ray task per trial (``num_cpus=1``), connecting to ``address`` (spec), else ``RAY_ADDRESS``,
+  else a local Ray started for the study.
+- A batched executor that trains many trials as one population fits the same interface: it receives the
+  whole task list and may train several tasks at once before reporting them.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tricklab.errors import InputError
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One (arm, seed) to train: its fully resolved recipe and its run directory."""
+
+    arm: str
+    seed: int
+    recipe: dict[str, Any]
+    run_dir: str
+    threads: int = 1
+
+
+@dataclass
+class TrialOutcome:
+    arm: str
+    seed: int
+    status: str                    # completed | stopped_early | diverged | failed
+    result: dict[str, Any] | None = None
+    metrics: list[tuple[int, int | None, str, float | None]] = field(default_factory=list)
+    error: str | None = None
+
+
+def run_trial(task: TrialTask) -> TrialOutcome:
+    """Train one trial (in whatever process the executor chose). Never raises: errors become ``failed``.
+
+    A run directory left by an interrupted attempt with a checkpoint is resumed, not restarted.
+    """
+    try:
+        import math
+
+        import torch
+
+        from tricklab.recipe import recipe_from_dict
+        from tricklab.train import train
+        from tricklab.train.checkpoint import LATEST, PREVIOUS
+        from tricklab.train.run import RECIPE_FILE
+
+        torch.set_num_threads(max(1, task.threads))
+        run_dir = Path(task.run_dir)
+        resumable = (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in (LATEST, PREVIOUS))
+        if resumable:
+            result = train(resume=run_dir)
+        else:
+            result = train(recipe_from_dict(task.recipe), run_dir=run_dir)
+        metrics = [(int(h["step"]), int(h["epoch"]), k, v if isinstance(v, float) and math.isfinite(v) else None)
+                   for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
+        return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metrics)
+    except Exception as err:  # noqa: BLE001 - a failed trial is recorded with its error, the study goes on
+        return TrialOutcome(task.arm, task.seed, "failed", error=f"{type(err).__name__}: {err}\n"
+                                                                 f"{traceback.format_exc(limit=8)}")
+
+
+StartFn = Callable[[TrialTask], None]
+DoneFn = Callable[[TrialOutcome], None]
+
+
+class Executor:
+    """Base interface."""
+
+    name = "base"
+
+    def run(self, tasks: Sequence[TrialTask], on_start: StartFn, on_done: DoneFn) -> None:
+        raise NotImplementedError
+
+
+def _worker_loop(conn: Any, threads: int) -> None:
+    """A local worker: receive a task, send back its outcome, until told to stop (None)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        conn.send(run_trial(task))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, threads: int) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_loop, args=(child, threads), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: TrialTask | None = None
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+class LocalExecutor(Executor):
+    """Long-lived worker processes on this machine (``spawn``), one trial at a time each.
+
+    Each worker is watched on its own: if one dies (killed, out of memory, a crash in native code), exactly
+    the trial it was running is marked failed with its exit code, a fresh worker replaces it, and the others
+    keep going.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.workers = max(1, workers or cores)
+        self.threads = max(1, cores // self.workers)
+
+    def run(self, tasks: Sequence[TrialTask], on_start: StartFn, on_done: DoneFn) -> None:
+        from multiprocessing.connection import wait as wait_any
+
+        ctx = get_context("spawn")
+        pending = [TrialTask(t.arm, t.seed, t.recipe, t.run_dir, self.threads) for t in tasks]
+        workers = [_Worker(ctx, self.threads) for _ in range(min(self.workers, len(pending)))]
+        try:
+            while pending or any(w.task is not None for w in workers):
+                for w in workers:
+                    if w.task is None and pending:
+                        w.task = pending.pop(0)
+                        on_start(w.task)
+                        w.conn.send(w.task)
+                busy = [w for w in workers if w.task is not None]
+                ready = wait_any([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for i, w in enumerate(workers):
+                    if w.task is None or (w.conn not in ready and w.process.sentinel not in ready):
+                        continue
+                    task, w.task = w.task, None
+                    try:
+                        outcome = w.conn.recv()
+                    except (EOFError, OSError):
+                        w.process.join(timeout=5)
+                        outcome = TrialOutcome(task.arm, task.seed, "failed",
+                                               error=f"worker process died (exit code {w.process.exitcode})")
+                        workers[i] = _Worker(ctx, self.threads)
+                    on_done(outcome)
+        finally:
+            for w in workers:
+                w.stop()
+
+
+class RayExecutor(Executor):
+    """One Ray task per trial; results stream back to the driver as they finish."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self.address = address or os.environ.get("RAY_ADDRESS")
+        self.workers = workers
+
+    def run(self, tasks: Sequence[TrialTask], on_start: StartFn, on_done: DoneFn) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise InputError("--executor", "ray is not installed; pip install 'tricklab[ray]'",
+                             allowed="local, ray") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.address:
+                ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
+                         log_to_driver=False)
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
+        try:
+            refs = {}
+            for task in tasks:
+                on_start(task)
+                refs[remote.remote(task)] = task
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    task = refs.pop(ref)
+                    try:
+                        on_done(ray.get(ref))
+                    except Exception as err:  # noqa: BLE001 - a dead worker is a failed trial
+                        on_done(TrialOutcome(task.arm, task.seed, "failed", error=f"{type(err).__name__}: {err}"))
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(name: str, *, workers: int | None = None, address: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "ray":
+        return RayExecutor(address, workers)
+    if name == "population":
+        raise InputError("--executor", "the population executor (many small models trained as one) is not built "
+                                       "yet", allowed=", ".join(EXECUTORS))
+    raise InputError("--executor", f"unknown executor {name!r}", allowed=", ".join(EXECUTORS))

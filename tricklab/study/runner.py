@@ -1,0 +1,135 @@
+"""``run_study``: train every missing trial of a study, keep each one safe in the store, compare the arms.
+
+Resumable by construction: the store knows every (arm, seed) and its state. A re-run trains only trials that
+are not finished (pending, running when a driver was killed, or failed with retries left); a finished trial
+— completed, stopped early or diverged — is never trained again. Each trial's outcome, run row, metric
+series and alarms are written in one SQLite transaction by the driver alone, so a SIGKILL of the driver at
+any moment loses at most the trials in flight (whose run directories keep their checkpoints: the next run
+resumes them) and never corrupts the store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tricklab.provenance import __version__, git_revision
+from tricklab.recipe import recipe_to_dict
+from tricklab.store import Store
+from tricklab.store.sqlite import FINISHED
+from tricklab.study.executors import TrialOutcome, TrialTask, make_executor
+from tricklab.study.progress import StudyProgress
+from tricklab.study.spec import StudySpec
+from tricklab.study.stats import StudyStats, compare_arms
+
+
+@dataclass
+class StudyOutcome:
+    spec: StudySpec
+    store: str
+    trials: list[dict[str, Any]]
+    stats: dict[str, StudyStats] = field(default_factory=dict)   # metric → statistics
+    report: str | None = None
+    trained_now: int = 0
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        finished = sum(t["status"] in FINISHED for t in self.trials)
+        failed = sum(t["status"] == "failed" for t in self.trials)
+        return {"trials_total": len(self.trials), "trials_completed": finished, "trials_failed": failed}
+
+    def to_json(self) -> dict[str, Any]:
+        primary = self.spec.metrics()[0]
+        stats = self.stats.get(primary)
+        arms = []
+        for arm in self.spec.arm_names():
+            s = stats.summaries.get(arm) if stats else None
+            arms.append({"name": arm, "mean": _num(s.mean) if s else None, "ci_low": _num(s.ci_low) if s else None,
+                         "ci_high": _num(s.ci_high) if s else None, "n": s.n if s else 0})
+        out: dict[str, Any] = {**self.counts, "store": self.store, "report": self.report, "study": self.spec.name,
+                               "metric": primary, "baseline": self.spec.baseline_arm(), "arms": arms,
+                               "trained_now": self.trained_now, "seconds": self.seconds}
+        if stats:
+            out["differences"] = {arm: d.to_dict() for arm, d in stats.differences.items()}
+        return out
+
+
+def _num(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)[:80] or "_"
+
+
+def trial_run_dir(root: Path, study: str, arm: str, seed: int) -> Path:
+    return root / _slug(study) / _slug(arm) / f"seed-{seed}"
+
+
+def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqlite", executor: str | None = None,
+              workers: int | None = None, runs_root: str | os.PathLike[str] | None = None, progress: bool = True,
+              report: bool = True) -> StudyOutcome:
+    """Run (or complete) ``spec`` into ``store``; returns counts, per-arm statistics and the report path."""
+    started = time.perf_counter()
+    store_path = Path(store)
+    root = Path(runs_root) if runs_root is not None else store_path.parent / "runs"
+    executor_name = executor or spec.executor
+    runner = make_executor(executor_name, workers=workers, address=spec.address)
+    trials = spec.trials()
+    with Store(store_path) as db:
+        db.ensure_study(spec.name, spec.spec_hash(), spec.model_dump(mode="json"), trials, version=__version__,
+                        git_rev=git_revision())
+        state = {(t["arm"], t["seed"]): t for t in db.trials(spec.name)}
+        todo = [(arm, seed) for arm, seed in trials
+                if state[(arm, seed)]["status"] not in FINISHED
+                and not (state[(arm, seed)]["status"] == "failed" and state[(arm, seed)]["attempts"] > spec.max_retries)]
+        tasks = [TrialTask(arm, seed, recipe_to_dict(spec.trial_recipe(arm, seed)),
+                           str(trial_run_dir(root, spec.name, arm, seed))) for arm, seed in todo]
+        view = StudyProgress(len(trials), len(trials) - len(todo), enabled=progress)
+
+        def on_start(task: TrialTask) -> None:
+            db.start_trial(spec.name, task.arm, task.seed, runner.name)
+            view.started(task.arm, task.seed)
+
+        def on_done(outcome: TrialOutcome) -> None:
+            result = outcome.result
+            run_id = None if result is None else f"{spec.name}/{outcome.arm}/seed-{outcome.seed}"
+            db.finish_trial(spec.name, outcome.arm, outcome.seed, status=outcome.status, run_id=run_id,
+                            run_name=f"{spec.name}/{outcome.arm}", recipe=(result or {}).get("recipe"),
+                            run_dir=(result or {}).get("run_dir"), result=result, metrics=outcome.metrics,
+                            alarms=(result or {}).get("alarms", []), error=outcome.error, version=__version__,
+                            git_rev=git_revision())
+            view.finished(outcome.arm, outcome.seed, outcome.status, (result or {}).get(spec.metrics()[0]))
+
+        with view:
+            runner.run(tasks, on_start, on_done)
+        final = db.trials(spec.name)
+    outcome = StudyOutcome(spec, str(store_path), final, trained_now=len(tasks))
+    outcome.stats = study_statistics(spec, final)
+    if report:
+        from tricklab.report.study_report import write_study_report
+
+        outcome.report = str(write_study_report(store_path, spec.name))
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def study_statistics(spec: StudySpec, trials: list[dict[str, Any]]) -> dict[str, StudyStats]:
+    """Per metric: per-arm summaries and paired differences against the baseline (seeds pair the trials).
+
+    Failed trials have no value; a diverged trial keeps whatever its result says (None for test metrics)."""
+    out = {}
+    for metric in spec.metrics():
+        values: dict[str, dict[int, float]] = {arm: {} for arm in spec.arm_names()}
+        for t in trials:
+            v = (t["result"] or {}).get(metric) if t["status"] in FINISHED else None
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                values[t["arm"]][t["seed"]] = float(v)
+        out[metric] = compare_arms(values, spec.baseline_arm(), metric=metric)
+    return out
