@@ -89,7 +89,7 @@ class Executor:
         raise NotImplementedError
 
 
-def _worker_loop(conn: Any, threads: int) -> None:
+def _worker_loop(conn: Any, threads: int, trial_fn: Callable[[TrialTask], TrialOutcome]) -> None:
     """A local worker: receive a task, send back its outcome, until told to stop (None)."""
     import torch
 
@@ -98,13 +98,13 @@ def _worker_loop(conn: Any, threads: int) -> None:
         task = conn.recv()
         if task is None:
             return
-        conn.send(run_trial(task))
+        conn.send(trial_fn(task))
 
 
 class _Worker:
-    def __init__(self, ctx: Any, threads: int) -> None:
+    def __init__(self, ctx: Any, threads: int, trial_fn: Callable[[TrialTask], TrialOutcome]) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_loop, args=(child, threads), daemon=True)
+        self.process = ctx.Process(target=_worker_loop, args=(child, threads, trial_fn), daemon=True)
         self.process.start()
         child.close()
         self.task: TrialTask | None = None
@@ -129,17 +129,18 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, trial_fn: Callable[[TrialTask], TrialOutcome] = run_trial) -> None:
         cores = os.cpu_count() or 1
         self.workers = max(1, workers or cores)
         self.threads = max(1, cores // self.workers)
+        self.trial_fn = trial_fn  # a module-level function (the spawned workers import it by name)
 
     def run(self, tasks: Sequence[TrialTask], on_start: StartFn, on_done: DoneFn) -> None:
         from multiprocessing.connection import wait as wait_any
 
         ctx = get_context("spawn")
         pending = [TrialTask(t.arm, t.seed, t.recipe, t.run_dir, self.threads) for t in tasks]
-        workers = [_Worker(ctx, self.threads) for _ in range(min(self.workers, len(pending)))]
+        workers = [_Worker(ctx, self.threads, self.trial_fn) for _ in range(min(self.workers, len(pending)))]
         try:
             while pending or any(w.task is not None for w in workers):
                 for w in workers:
@@ -159,7 +160,7 @@ class LocalExecutor(Executor):
                         w.process.join(timeout=5)
                         outcome = TrialOutcome(task.arm, task.seed, "failed",
                                                error=f"worker process died (exit code {w.process.exitcode})")
-                        workers[i] = _Worker(ctx, self.threads)
+                        workers[i] = _Worker(ctx, self.threads, self.trial_fn)
                     on_done(outcome)
         finally:
             for w in workers:
