@@ -342,10 +342,10 @@ def test_cli_writes_the_report_and_prints_its_path(run_dir, tmp_path, capsys):
     assert json.loads(last) == {"report": str(run_dir / "report.html")}
 
 
-def test_cli_refuses_a_store_file_and_a_directory_as_out(run_dir, tmp_path):
+def test_cli_refuses_a_damaged_store_file_and_a_directory_as_out(run_dir, tmp_path):
     store = tmp_path / "tricklab.sqlite"
-    store.write_bytes(b"SQLite format 3\x00")
-    with pytest.raises(InputError, match="store reports come with studies"):
+    store.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    with pytest.raises(InputError, match="tricklab.sqlite"):   # a file is a store (tests/test_study_report.py)
         _cli(["report", str(store)])
     with pytest.raises(InputError) as err:
         _cli(["report", str(run_dir), "--out", str(tmp_path)])

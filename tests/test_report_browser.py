@@ -64,11 +64,9 @@ def test_the_console_check_sees_errors_and_blocked_requests(tmp_path):
     assert any("Uncaught ReferenceError" in m for m in messages), stderr[-2000:]
 
 
-def test_report_renders_in_chromium(run_dir, tmp_path):  # noqa: F811 - pytest fixture
-    write_probes(run_dir)
-    write_alarms(run_dir)
-    report = write_run_report(run_dir, tmp_path / "report.html")
-
+def assert_renders(tmp_path: Path, report: Path, images: int, height: int = 2400) -> None:
+    """``report`` renders in Chromium with a silent console, ``images`` images that all decode, and a non-blank
+    screenshot."""
     page = report.read_text(encoding="utf-8")
     script_csp = f'content="{CSP.replace(chr(39), "&#x27;")}"'
     assert script_csp in page, "the report's Content-Security-Policy meta changed; update this test"
@@ -80,15 +78,30 @@ def test_report_renders_in_chromium(run_dir, tmp_path):  # noqa: F811 - pytest f
     assert console_messages(stderr) == [], console_messages(stderr)
     total = int(re.search(r'data-imgs="(\d+)"', dom).group(1))
     ok = int(re.search(r'data-imgs-ok="(\d+)"', dom).group(1))
-    assert total == page.count("<img ") == 6 and ok == total
+    assert total == page.count("<img ") == images and ok == total
 
     shot = tmp_path / "report.png"
-    _, stderr = chromium(tmp_path, report, f"--screenshot={shot}", height=2400)
+    _, stderr = chromium(tmp_path, report, f"--screenshot={shot}", height=height)
     assert console_messages(stderr) == [], console_messages(stderr)
     from PIL import Image
 
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     with Image.open(io.BytesIO(data)) as im:
-        assert im.size == (1200, 2400)
+        assert im.size == (1200, height)
         assert len(im.convert("RGB").getcolors(maxcolors=1 << 22) or []) > 100, "a blank page"
+
+
+def test_report_renders_in_chromium(run_dir, tmp_path):  # noqa: F811 - pytest fixture
+    write_probes(run_dir)
+    write_alarms(run_dir)
+    assert_renders(tmp_path, write_run_report(run_dir, tmp_path / "report.html"), images=6)
+
+
+def test_study_report_renders_in_chromium(tmp_path):
+    from tests.test_study_report import make_study
+    from tricklab.report import write_study_report
+
+    store, spec = make_study(tmp_path / "study")
+    report = write_study_report(store, spec.name)
+    assert_renders(tmp_path, report, images=7, height=3000)  # 2 forest plots, curves, 4 per-layer views

@@ -1,4 +1,5 @@
-"""``tricklab report PATH [--out FILE.html] [--json]`` — one self-contained HTML report of a run directory."""
+"""``tricklab report PATH [--study NAME] [--out FILE.html] [--json]`` — one self-contained HTML report of a run
+directory, or of a study in a store."""
 
 from __future__ import annotations
 
@@ -10,31 +11,57 @@ from typing import Any
 EPILOG = """examples:
   tricklab report runs/mnist1d-cnn-20261127-101500-a1b2c3              # writes report.html into the run directory
   tricklab report runs/mnist1d-cnn-20261127-101500-a1b2c3 --out cnn.html
-  tricklab report runs/mnist1d-cnn-20261127-101500-a1b2c3 --json       # last line: {"report": PATH}
+  tricklab report tricklab.sqlite                   # the store's only study: writes <study>-report.html beside it
+  tricklab report tricklab.sqlite --study dropout   # a store holding several studies needs --study
+  tricklab report tricklab.sqlite --json            # last line: {"report": PATH, "study": ..., "csv": ..., ...}
 
-The report is one HTML file with everything inline (no network, works offline): summary, learning curves,
-per-layer gradient/activation/update views when the doctor watched the run, alarms, recipe and environment."""
+The report is one HTML file with everything inline (no network, works offline). A run: summary, learning curves,
+per-layer gradient/activation/update views when the doctor watched the run, alarms, recipe and environment.
+A study: per-arm means with 95% intervals, paired differences against the baseline (forest plot, p-values,
+verdict), learning curves per arm, steps to the target, alarms, failures, the spec — plus <study>-trials.csv
+and <study>-summary.md beside the HTML."""
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="write an HTML report of a run directory", description=__doc__,
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", metavar="PATH", help="a run directory (runs/NAME-DATE-ID)")
-    p.add_argument("--out", metavar="FILE.html", help="where to write the report (default: PATH/report.html)")
-    p.add_argument("--json", action="store_true", help='print {"report": PATH} as one JSON object on the last line')
+    p = sub.add_parser("report", help="write an HTML report of a run directory or of a study in a store",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="PATH", help="a run directory (runs/NAME-DATE-ID) or a store file (tricklab.sqlite)")
+    p.add_argument("--study", metavar="NAME", help="the study to report when the store holds several")
+    p.add_argument("--out", metavar="FILE.html",
+                   help="where to write the report (default: PATH/report.html for a run, "
+                        "<store dir>/<study>-report.html for a study)")
+    p.add_argument("--json", action="store_true", help='print {"report": PATH, ...} as one JSON object on the last line')
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tricklab.errors import InputError
-    from tricklab.report import write_run_report
 
     path = Path(args.path)
-    if path.is_file():
-        raise InputError("PATH", f"{path} is a file; store reports come with studies; give a run directory for now")
     out = Path(args.out) if args.out else None
     if out is not None and out.is_dir():
         raise InputError("--out", f"{out} is a directory; give a file name such as {out / 'report.html'}")
+    if path.is_file():
+        return _study_report(path, args.study, out, args.json)
+    if args.study is not None:
+        raise InputError("--study", f"{path} is not a store file; --study chooses a study of a store",
+                         allowed="a store file (tricklab.sqlite) as PATH, or no --study for a run directory")
+    from tricklab.report import write_run_report
+
     written = write_run_report(path, out)
     print(json.dumps({"report": str(written)}) if args.json else str(written))
+    return 0
+
+
+def _study_report(store: Path, study: str | None, out: Path | None, as_json: bool) -> int:
+    from tricklab.report.study_data import choose_study
+    from tricklab.report.study_report import report_paths, write_study_report
+
+    name = choose_study(store, study)
+    written = write_study_report(store, name, out)
+    _, csv_path, md_path = report_paths(name, written, store)
+    if as_json:
+        print(json.dumps({"report": str(written), "study": name, "csv": str(csv_path), "summary": str(md_path)}))
+    else:
+        print(written)
     return 0

@@ -47,6 +47,13 @@ pre { background: #f6f8fa; border: 1px solid #d0d7de; padding: 10px 12px; font-s
 .status-stopped_early { background: #fff8c5; color: #7d4e00; }
 .status-diverged { background: #ffebe9; color: #a40e26; }
 .status-unknown { background: #eaeef2; color: #424a53; }
+.status-failed { background: #ffebe9; color: #82071e; }
+.status-pending, .status-running { background: #ddf4ff; color: #0a3069; }
+.baseline { font-weight: 600; }
+.nowrap { white-space: nowrap; }
+table.stats { font-size: 0.82em; }
+table.stats th, table.stats td { padding: 4px 6px; }
+table.stats td:last-child { min-width: 11em; }
 ul.advice { margin: 0; padding-left: 1.2em; }
 """
 
@@ -103,10 +110,11 @@ def key_value_table(rows: Sequence[tuple[Any, Any]]) -> Markup:
     return tag("div", tag("table", rows_markup, class_="kv"), class_="scroll")
 
 
-def table(headers: Sequence[Any], rows: Sequence[Sequence[Any]]) -> Markup:
+def table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], class_: str = "data") -> Markup:
+    """A full-width table with a header row (``class_="data stats"``: the compact style of statistics tables)."""
     head = tag("tr", join(tag("th", h) for h in headers))
     body = join(tag("tr", join(tag("td", cell) for cell in row)) for row in rows)
-    return tag("div", tag("table", join([tag("thead", head), tag("tbody", body)]), class_="data"), class_="scroll")
+    return tag("div", tag("table", join([tag("thead", head), tag("tbody", body)]), class_=class_), class_="scroll")
 
 
 def image(png_base64: str, alt: str) -> Markup:
@@ -120,7 +128,7 @@ _BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 
 
 def status_badge(status: Any) -> Markup:
-    known = {"completed", "stopped_early", "diverged"}
+    known = {"completed", "stopped_early", "diverged", "failed", "pending", "running"}
     css = f"status status-{status if status in known else 'unknown'}"
     return tag("span", status if status is not None else "unknown", class_=css)
 

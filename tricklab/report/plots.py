@@ -15,7 +15,7 @@ import io
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 import numpy as np
@@ -279,4 +279,120 @@ def alarm_timeline(history: Sequence[dict[str, Any]], probe_steps: Sequence[int]
         ax.set_ylabel("loss")
         ax.set_title("loss and alarms (dotted lines: where each alarm was raised; numbers as in the table)", pad=14)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        return to_base64_png(fig)
+
+
+# -- study figures: arms compared over seeds --------------------------------------------------------------------
+
+ARM_CURVE_PANELS = (("val_accuracy", "validation accuracy"), ("val_loss", "validation loss"),
+                    ("train_loss", "training loss (epoch mean)"))
+MAX_LEGEND_ARMS = 40              # beyond this a legend would be taller than the figure
+BETTER, WORSE, UNCLEAR = "#1a7f37", "#cf222e", "#57606a"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A name cut to ``limit`` characters (arm names of large grids get long), drawn literally."""
+    text = str(text)
+    return plain(text if len(text) <= limit else text[:limit - 1] + "…")
+
+
+def _arm_colors(n: int) -> list[Any]:
+    """Distinct colours for up to 20 arms (tab10/tab20), a viridis ramp beyond."""
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    return list(matplotlib.colormaps["viridis"](np.linspace(0.0, 0.95, n)))
+
+
+def over_seeds(histories: Sequence[Sequence[dict[str, Any]]], key: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, min, max) of ``key`` per epoch over several runs' histories (one per seed).
+
+    Epochs are matched by their ``epoch`` number; a run that stopped early or diverged simply has fewer finite
+    values, so later epochs average over the seeds that reached them. Non-finite values are left out.
+    """
+    values: dict[int, list[float]] = {}
+    for history in histories:
+        for i, h in enumerate(history):
+            epoch, v = _float(h.get("epoch", i + 1)), _float(h.get(key))
+            if math.isfinite(epoch) and math.isfinite(v):
+                values.setdefault(int(epoch), []).append(v)
+    epochs = np.array(sorted(values), dtype=float)
+    cols = [np.array(values[int(e)]) for e in epochs]
+    return (epochs, np.array([c.mean() for c in cols]), np.array([c.min() for c in cols]),
+            np.array([c.max() for c in cols]))
+
+
+def arm_curves(arms: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]]) -> str | None:
+    """Validation accuracy, validation loss and training loss per epoch, one colour per arm: the line is the
+    mean over the arm's seeds, the band spans the lowest to the highest seed (min–max). None with no epoch."""
+    if not any(history for _, histories in arms for history in histories):
+        return None
+    colors = _arm_colors(len(arms))
+    handles: dict[str, Any] = {}
+    with _figure(3.9, ncols=3) as (fig, axes):
+        for ax, (key, title) in zip(axes[0], ARM_CURVE_PANELS):
+            ax.set_title(title)
+            drawn = []
+            for (name, histories), color in zip(arms, colors):
+                epochs, mean, low, high = over_seeds(histories, key)
+                if epochs.size == 0:
+                    continue
+                (line,) = ax.plot(epochs, mean, color=color, linewidth=1.5, marker="o" if epochs.size <= 30 else None,
+                                  markersize=3)
+                ax.fill_between(epochs, low, high, color=color, alpha=0.15, linewidth=0)
+                handles.setdefault(name, line)
+                drawn += [low, high]
+            if not drawn:
+                _empty(ax, title)
+                continue
+            if key != "val_accuracy":
+                _use_log(ax, *drawn)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch")
+        if 0 < len(handles) <= MAX_LEGEND_ARMS:
+            names = [name for name, _ in arms if name in handles]
+            fig.legend([handles[n] for n in names], [_label(_short(n)) for n in names], loc="outside lower center",
+                       ncols=min(3, len(names)), frameon=False)
+        return to_base64_png(fig)
+
+
+class ForestRow(NamedTuple):
+    """One row of a forest plot: a label, the point estimate and its interval (None: not defined), a colour."""
+
+    label: str
+    estimate: float | None
+    low: float | None
+    high: float | None
+    color: str = UNCLEAR
+
+
+def forest_plot(rows: Sequence[ForestRow], title: str, xlabel: str) -> str | None:
+    """Point estimates with their intervals, one row each, and a dashed vertical line at 0 (no difference).
+
+    A row whose interval crosses the line shows no detectable difference. A row without an estimate says so in
+    place of a point. None with no rows.
+    """
+    if not rows:
+        return None
+    n = len(rows)
+    with _figure(min(30.0, max(2.2, 0.38 * n + 1.4))) as (fig, axes):
+        ax = axes[0, 0]
+        ax.axvline(0.0, color="#57606a", linewidth=1, linestyle="--", zorder=1)
+        for i, row in enumerate(rows):
+            est, low, high = _float(row.estimate), _float(row.low), _float(row.high)
+            if math.isfinite(low) and math.isfinite(high):
+                ax.hlines(i, low, high, color=row.color, linewidth=2.2, zorder=2)
+                ax.vlines([low, high], i - 0.15, i + 0.15, color=row.color, linewidth=1.5, zorder=2)
+            if math.isfinite(est):
+                ax.plot([est], [i], "o", color=row.color, markersize=6, zorder=3)
+            else:
+                ax.text(0.0, i, "  no paired seeds", va="center", ha="left", fontsize=8, color=UNCLEAR)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels([_short(r.label) for r in rows], fontsize=9 if n <= 20 else 7)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel(plain(xlabel))
+        ax.set_title(plain(title))
         return to_base64_png(fig)

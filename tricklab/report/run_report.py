@@ -104,8 +104,9 @@ def _learning_curves(run: RunFiles) -> Markup:
     return image(png, "learning curves: loss, accuracy, learning rate and gradient norm per epoch")
 
 
-def _probe_views(probes: ProbeSeries | None) -> tuple[Markup, Markup, Markup]:
-    """(gradient norms, activation statistics, update ratios) sections' bodies."""
+def probe_views(probes: ProbeSeries | None) -> tuple[Markup, Markup, Markup]:
+    """The bodies of the per-layer sections (gradient norms, activation statistics, update ratios) of any run's
+    probes; each says "not recorded" when the run has no probes. The study report shows them for one trial."""
     if probes is None:
         why = "the run was not watched by the doctor (no probes.jsonl); run it with `tricklab doctor`"
         return (not_recorded("Per-layer gradient norms", why), not_recorded("Per-layer activation statistics", why),
@@ -202,7 +203,7 @@ def _environment(run: RunFiles) -> Markup:
 def build_run_report(run_dir: Path) -> str:
     """The HTML text of the report of one run directory (raises ``InputError`` when it is not one)."""
     run = read_run_dir(Path(run_dir))
-    grads, acts, ratios = _probe_views(run.probes)
+    grads, acts, ratios = probe_views(run.probes)
     summary_parts: list[Any] = [note(n) for n in run.notes] + [_summary(run)]
     sections = [
         ("summary", "Summary", section("summary", "Summary", *summary_parts)),

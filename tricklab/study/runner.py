@@ -78,7 +78,7 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     """Run (or complete) ``spec`` into ``store``; returns counts, per-arm statistics and the report path."""
     started = time.perf_counter()
     store_path = Path(store)
-    root = Path(runs_root) if runs_root is not None else store_path.parent / "runs"
+    root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
     executor_name = executor or spec.executor
     runner = make_executor(executor_name, workers=workers, address=spec.address)
     trials = spec.trials()
