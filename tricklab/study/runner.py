@@ -83,7 +83,7 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     runner = make_executor(executor_name, workers=workers, address=spec.address)
     trials = spec.trials()
     with Store(store_path) as db:
-        db.ensure_study(spec.name, spec.spec_hash(), spec.model_dump(mode="json"), trials, version=__version__,
+        db.ensure_study(spec.name, spec.spec_hash(), spec.self_contained(), trials, version=__version__,
                         git_rev=git_revision())
         state = {(t["arm"], t["seed"]): t for t in db.trials(spec.name)}
         todo = [(arm, seed) for arm, seed in trials

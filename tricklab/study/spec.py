@@ -211,6 +211,7 @@ class StudySpec(BaseModel):
 
     _arms: list[Arm] = PrivateAttr(default_factory=list)
     _baseline: str = PrivateAttr("")
+    _base_inline: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     # -- shape checks (each raises an InputError naming the exact field) -------------------------------------
     @model_validator(mode="before")
@@ -363,6 +364,7 @@ class StudySpec(BaseModel):
     # -- resolution: every arm built and validated at load time ---------------------------------------------
     def model_post_init(self, context: Any, /) -> None:
         base_dir = context.get("base_dir") if isinstance(context, dict) else None
+        self._base_inline = self._base_data(Path(base_dir) if base_dir is not None else Path.cwd())
         common = self._common_data(Path(base_dir) if base_dir is not None else Path.cwd())
         if self.design == "grid":
             arms, levels = self._grid_arms(common)
@@ -563,6 +565,13 @@ class StudySpec(BaseModel):
             if a.name == arm:
                 return a.recipe.model_copy(update={"seed": int(seed)}, deep=True)
         raise InputError("arm", f"{arm!r} is not an arm of study {self.name!r}", allowed=_short(self.arm_names()))
+
+    def self_contained(self) -> dict[str, Any]:
+        """The spec as JSON data with its base recipe inlined, so a store keeps the whole study even when the
+        recipe file moves or is edited (what a report rebuilds the spec from)."""
+        data = self.model_dump(mode="json")
+        data["base"] = copy.deepcopy(self._base_inline)
+        return data
 
     def spec_hash(self) -> str:
         """sha256 of the resolved arms (name + recipe, less the per-trial seed) and the seeds.
