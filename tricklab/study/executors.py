@@ -47,7 +47,8 @@ class TrialOutcome:
 
 
 def run_trial(task: TrialTask) -> TrialOutcome:
-    """Train one trial (in whatever process the executor chose). Never raises: errors become ``failed``.
+    """Train one trial (in whatever process the executor chose), with the doctor watching. Never raises:
+    errors become ``failed``.
 
     A run directory left by an interrupted attempt with a checkpoint is resumed, not restarted.
     """
@@ -56,6 +57,8 @@ def run_trial(task: TrialTask) -> TrialOutcome:
 
         import torch
 
+        from tricklab.diagnose.run_doctor import merge_alarms
+        from tricklab.diagnose.trainer_callback import DoctorCallback
         from tricklab.recipe import recipe_from_dict
         from tricklab.train import train
         from tricklab.train.checkpoint import LATEST, PREVIOUS
@@ -64,10 +67,13 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         torch.set_num_threads(max(1, task.threads))
         run_dir = Path(task.run_dir)
         resumable = (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in (LATEST, PREVIOUS))
+        doctor = DoctorCallback(run_dir=run_dir)  # per-layer statistics and alarms for every trial (<= 5% time)
         if resumable:
-            result = train(resume=run_dir)
+            result = train(resume=run_dir, callbacks=[doctor])
         else:
-            result = train(recipe_from_dict(task.recipe), run_dir=run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            result = train(recipe_from_dict(task.recipe), run_dir=run_dir, callbacks=[doctor])
+        merge_alarms(result, doctor.alarms)
         metrics = [(int(h["step"]), int(h["epoch"]), k, v if isinstance(v, float) and math.isfinite(v) else None)
                    for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
         return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metrics)

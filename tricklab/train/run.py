@@ -196,7 +196,8 @@ def train(
     ``recipe``: a ``Recipe``, a mapping, a YAML path, or None for the built-in default; ``overrides``:
     dotted ``key=value`` strings. ``resume``: a run directory of an interrupted run — its saved recipe and
     latest checkpoint are used and the run continues exactly where the last complete epoch ended.
-    ``store``: a ``Store`` or a path (the run and its metric series are recorded there).
+    ``store``: a ``Store`` or a path (the run and its metric series are recorded there). ``callbacks`` run
+    before the trick callbacks (so they see gradients before clipping).
     """
     if resume is not None:
         run_path = Path(resume)
@@ -261,7 +262,8 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
             step_size_epochs=s.step_size, final_lr=s.final_lr, pct_start=s.pct_start)
         tricks, stopper = _trick_callbacks(rec)
         label = rec.name if members == 1 else f"{rec.name} [{member + 1}/{members}]"
-        cbs = tricks + extra + [_MetricsFile(run_path / (METRICS_FILE if members == 1 else f"metrics-{member}.json"))]
+        # extra callbacks (the doctor) first: they see the gradients before clipping
+        cbs = extra + tricks + [_MetricsFile(run_path / (METRICS_FILE if members == 1 else f"metrics-{member}.json"))]
         if progress:
             cbs.append(ProgressReporter(label))
         ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"

@@ -1,0 +1,354 @@
+"""Benchmark: does the doctor name the problem a run really has — and nothing on a healthy run?
+
+    python bench/doctor_corpus.py [--quick] [--every 5] [--overhead 6]
+
+Builds a corpus of short training runs over three datasets (mnist1d, digits, synthetic) and four
+architectures (mlp, cnn, resnet, inception), each healthy or with ONE injected problem:
+
+- ``vanishing``: N(0, 1) init in a deep (20-layer) sigmoid net without normalisation; also deep ReLU nets
+  initialised N(0, 1/n_in) (``init.scheme=gaussian``), whose forward signal dies;
+- ``exploding``: plain SGD at a learning rate far too high (``optimizer.lr=50``);
+- ``dead_units``: the bias in front of the ReLUs of the first half of the hidden layers set to −10 after init
+  (the norm layer's shift where there is one, else the weight layer's bias);
+- ``unscaled``: ``data.scale=none`` and every input multiplied by 1000;
+- ``overfitting``: a tiny training subset (``data.train_subset``) for a large model, many epochs;
+- ``lr_too_low``: AdamW at 1e-6 or SGD at 1e-5.
+
+Each run trains with the doctor attached (``tricklab.diagnose.trainer_callback.DoctorCallback``, probing every
+``--every`` steps). Scoring: an alarm *detects* the injected problem when its kind is among the problem's
+accepted kinds; an alarm is *explained* when it is a known consequence of the injected problem (dead ReLUs
+after a learning rate of 50, say); anything else is a false positive — on a healthy run every alarm is, except
+``too_many_parameters`` when the model really has more than 10 parameters per training example.
+Per problem P: recall = detected runs of P / runs of P; precision = detected runs of P / (detected runs of
+P + other runs carrying an unexplained alarm of one of P's kinds). The last line of stdout is a JSON object
+with ``precision`` and ``recall`` (minimum over problems), the per-problem table, the healthy runs' false
+alarms, the time ratio against unprobed runs (``--overhead N`` healthy runs, at ``--every`` and at the probe's
+default period; median) and ``repair_success`` (null: the lead adds repair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tricklab.diagnose.probes import DEFAULT_EVERY  # noqa: E402
+from tricklab.diagnose.trainer_callback import DoctorCallback  # noqa: E402
+from tricklab.train import train  # noqa: E402
+from tricklab.train.events import Callback, TrainState  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An injected problem: the alarm kinds that name it, and those that are its known consequences."""
+
+    name: str
+    detects: frozenset[str]
+    explained: frozenset[str] = frozenset()
+
+
+GRADIENT_SYMPTOMS = frozenset({"plateau", "update_ratio"})
+PROBLEMS: dict[str, Problem] = {p.name: p for p in (
+    Problem("healthy", frozenset()),
+    Problem("vanishing", frozenset({"vanishing_gradients", "saturation"}), GRADIENT_SYMPTOMS | {"dead_units"}),
+    Problem("exploding", frozenset({"exploding_gradients", "nan_loss", "loss_spike", "update_ratio", "oscillation"}),
+            frozenset({"dead_units", "saturation", "plateau", "vanishing_gradients"})),
+    Problem("dead_units", frozenset({"dead_units"}), GRADIENT_SYMPTOMS | {"vanishing_gradients"}),
+    Problem("unscaled", frozenset({"unscaled_inputs"}),
+            frozenset({"saturation", "dead_units", "exploding_gradients", "vanishing_gradients", "update_ratio",
+                       "loss_spike", "nan_loss", "oscillation", "plateau"})),
+    Problem("overfitting", frozenset({"overfitting", "too_many_parameters"})),
+    Problem("lr_too_low", frozenset({"plateau", "update_ratio"})),
+)}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One corpus run: a recipe (dotted overrides), an optional injection, and the problem it has."""
+
+    name: str
+    problem: str
+    data: str
+    arch: str
+    overrides: tuple[str, ...]
+    inject: str | None = None
+    quick: bool = False
+
+
+DATA = {  # the three datasets, ~1,300–3,600 training examples each
+    "digits": ("data.name=digits",),                                   # 1,797 8×8 images, 10 classes
+    "mnist1d": ("data.name=mnist1d",),                                 # 5,000 signals of length 40, 10 classes
+    "synthetic": ("data.name=synthetic", "data.variant=teacher", "data.size=5000"),  # 20 features, 10 classes
+}
+
+
+def corpus() -> list[Setup]:
+    """The setups (~100); ``quick`` marks about a third of them (every problem, every dataset)."""
+    out: list[Setup] = []
+
+    def add(problem: str, data: str, arch: str, *ov: str, inject: str | None = None, tag: str = "") -> None:
+        name = f"{problem}/{data}/{arch}{'/' + tag if tag else ''}"
+        quick = len([s for s in out if s.problem == problem]) % 3 == 0
+        out.append(Setup(name, problem, data, arch, (*DATA[data], *ov), inject, quick))
+
+    datasets = ("digits", "mnist1d", "synthetic")
+    for data in datasets:  # healthy: the defaults (batch norm, He init, AdamW 0.003, one-cycle), short
+        add("healthy", data, "cnn", "model.name=cnn", "epochs=4")
+        add("healthy", data, "mlp", "model.name=mlp", "model.width=64", "epochs=4")
+        add("healthy", data, "resnet", "model.name=resnet", "model.depth=20", "epochs=4", tag="d20")
+        add("healthy", data, "inception", "model.name=inception", "model.depth=3", "epochs=4")
+        add("healthy", data, "mlp", "model.name=mlp", "model.width=64", "model.activation=tanh", "init.scheme=lecun",
+            "model.norm=none", "epochs=4", tag="tanh")
+        add("healthy", data, "cnn", "model.name=cnn", "model.norm=none", "epochs=4", tag="nonorm")
+    for data in datasets:
+        add("healthy", data, "mlp", "model.name=mlp", "model.width=64", "model.activation=sigmoid",
+            "init.scheme=glorot", "epochs=4", tag="sigmoid")
+    add("healthy", "mnist1d", "cnn", "model.name=cnn", "optimizer.name=momentum", "optimizer.lr=0.05",
+        "schedule.name=cosine", "epochs=6", tag="momentum-cosine")
+    add("healthy", "digits", "mlp", "model.name=mlp", "model.width=128", "model.dropout=0.3",
+        "model.activation=leaky_relu", "epochs=4", tag="dropout-leaky")
+    add("healthy", "synthetic", "resnet", "model.name=resnet", "model.depth=8", "model.norm=none",
+        "model.activation=gelu", "epochs=4", tag="nonorm-gelu")
+    add("healthy", "mnist1d", "inception", "model.name=inception", "model.depth=3", "schedule.name=constant",
+        "optimizer.lr=0.001", "epochs=4", tag="constant-lr")
+    for data in datasets:
+        deep = ("model.depth=20", "model.norm=none", "init.scheme=normal", "model.activation=sigmoid", "epochs=3")
+        add("vanishing", data, "mlp", "model.name=mlp", "model.width=64", *deep, tag="sigmoid")
+        add("vanishing", data, "cnn", "model.name=cnn", "model.width=16", *deep, tag="sigmoid")
+        add("vanishing", data, "inception", "model.name=inception", "model.width=64", "model.depth=6",
+            *deep[1:], tag="sigmoid")  # 16 channels per branch: fan-in large enough for N(0, 1) to saturate
+        add("vanishing", data, "mlp", "model.name=mlp", "model.width=64", "model.depth=20", "model.norm=none",
+            "init.scheme=gaussian", "epochs=3", tag="relu-gaussian")
+    for data in datasets:
+        for arch in ("mlp", "cnn", "resnet", "inception"):
+            extra = ("model.width=64",) if arch == "mlp" else ()
+            add("exploding", data, arch, f"model.name={arch}", *extra, "optimizer.name=sgd", "optimizer.lr=50",
+                "epochs=3")
+        add("exploding", data, "cnn", "model.name=cnn", "optimizer.name=adam", "optimizer.decay=l2",
+            "optimizer.lr=1", "epochs=3", tag="adam")
+    for data in datasets:
+        add("dead_units", data, "mlp", "model.name=mlp", "model.width=64", "model.norm=none", "epochs=3",
+            inject="kill_relus")
+        add("dead_units", data, "cnn", "model.name=cnn", "epochs=3", inject="kill_relus")
+        add("dead_units", data, "resnet", "model.name=resnet", "model.depth=8", "epochs=3", inject="kill_relus")
+        add("dead_units", data, "inception", "model.name=inception", "model.depth=3", "epochs=3", inject="kill_relus")
+    for data in datasets:
+        add("unscaled", data, "mlp", "model.name=mlp", "model.width=64", "data.scale=none", "epochs=3",
+            inject="times1000")
+        add("unscaled", data, "cnn", "model.name=cnn", "data.scale=none", "epochs=3", inject="times1000")
+        add("unscaled", data, "inception", "model.name=inception", "model.depth=3", "data.scale=none", "epochs=3",
+            inject="times1000")
+        add("unscaled", data, "mlp", "model.name=mlp", "model.width=64", "model.activation=tanh", "model.norm=none",
+            "init.scheme=lecun", "data.scale=none", "epochs=3", inject="times1000", tag="tanh")
+    for data in datasets:
+        add("overfitting", data, "mlp", "model.name=mlp", "model.width=512", "data.train_subset=60", "epochs=20")
+        add("overfitting", data, "cnn", "model.name=cnn", "model.width=64", "data.train_subset=60", "epochs=20")
+        add("overfitting", data, "resnet", "model.name=resnet", "model.width=64", "model.depth=8",
+            "data.train_subset=60", "epochs=20")
+        add("overfitting", data, "inception", "model.name=inception", "model.width=64", "model.depth=3",
+            "data.train_subset=60", "epochs=20")
+    for data in datasets:
+        add("lr_too_low", data, "cnn", "model.name=cnn", "optimizer.lr=1e-6", "epochs=3")
+        add("lr_too_low", data, "mlp", "model.name=mlp", "model.width=64", "optimizer.name=sgd", "optimizer.lr=1e-5",
+            "epochs=3")
+        add("lr_too_low", data, "inception", "model.name=inception", "model.depth=3", "optimizer.lr=1e-6", "epochs=3")
+        add("lr_too_low", data, "resnet", "model.name=resnet", "model.depth=8", "optimizer.name=momentum",
+            "optimizer.lr=1e-6", "schedule.name=constant", "epochs=3")
+    return out
+
+
+# -- injections -------------------------------------------------------------------------------------------
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def relu_feeders(model: nn.Module) -> list[nn.Module]:
+    """The module whose output feeds each ReLU (its norm if there is one, else the weight layer), in order."""
+    feeders: list[nn.Module] = []
+    weight = norm = None
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            source = norm if norm is not None else weight
+            if source is not None and getattr(source, "bias", None) is not None and source not in feeders:
+                feeders.append(source)
+            weight = norm = None
+        elif isinstance(module, NORMS):
+            norm = module
+        elif isinstance(module, WEIGHTS):
+            weight, norm = module, None
+    return feeders
+
+
+class Inject(Callback):
+    """Injects one problem when fitting begins: ``kill_relus`` (bias −10 in front of the ReLUs of the first
+    half of the hidden layers) or ``times1000`` (training and validation inputs × 1000)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def on_fit_begin(self, state: TrainState) -> None:
+        trainer = state.trainer
+        with torch.no_grad():
+            if self.what == "kill_relus":
+                feeders = relu_feeders(state.model)
+                for module in feeders[:max(1, len(feeders) // 2)]:
+                    module.bias.fill_(-10.0)
+            elif self.what == "times1000":
+                trainer.x_train.mul_(1000.0)
+                if trainer.val is not None:
+                    trainer.val[0].mul_(1000.0)
+            else:
+                raise ValueError(f"unknown injection {self.what!r}")
+
+
+# -- running and scoring -----------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    setup: Setup
+    kinds: list[str]
+    alarms: list[dict[str, Any]]
+    seconds: float
+    status: str
+    num_params: int
+    num_examples: int
+    detected: bool = False
+    unexplained: list[str] = field(default_factory=list)
+
+
+def run_setup(setup: Setup, every: int, workdir: str, doctor: bool = True) -> Outcome:
+    callbacks: list[Callback] = [Inject(setup.inject)] if setup.inject else []
+    cb = DoctorCallback(every=every) if doctor else None
+    if cb is not None:
+        callbacks.append(cb)
+    start = time.perf_counter()
+    result = train(overrides=list(setup.overrides), runs_root=workdir, store=None, callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    alarms = [a.brief() | {"evidence": a.evidence} for a in (cb.alarms if cb else [])]
+    kinds = list(dict.fromkeys(a["kind"] for a in alarms))
+    n_examples = int(result.data.get("train", result.data.get("n_train", 0)) or 0)
+    out = Outcome(setup, kinds, alarms, seconds, result.status, result.num_params, n_examples)
+    score(out)
+    return out
+
+
+def score(o: Outcome) -> None:
+    problem = PROBLEMS[o.setup.problem]
+    allowed = set(problem.detects | problem.explained)
+    if o.num_examples and o.num_params > 10 * o.num_examples:
+        allowed.add("too_many_parameters")  # justified on any setup
+    o.detected = bool(set(o.kinds) & problem.detects)
+    o.unexplained = [k for k in o.kinds if k not in allowed]
+
+
+def table(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for name, problem in PROBLEMS.items():
+        mine = [o for o in outcomes if o.setup.problem == name]
+        if name == "healthy":
+            clean = [o for o in mine if not o.unexplained]
+            rows[name] = {"runs": len(mine), "clean": len(clean),
+                          "false_alarm_rate": round(1 - len(clean) / len(mine), 3) if mine else None,
+                          "false_alarms": sorted({k for o in mine for k in o.unexplained})}
+            continue
+        tp = sum(o.detected for o in mine)
+        fp_runs = [o for o in outcomes if o.setup.problem != name and set(o.unexplained) & problem.detects]
+        rows[name] = {
+            "runs": len(mine), "detected": tp,
+            "recall": round(tp / len(mine), 3) if mine else None,
+            "precision": round(tp / (tp + len(fp_runs)), 3) if tp + len(fp_runs) else None,
+            "false_positive_runs": [o.setup.name for o in fp_runs],
+            "named_by": dict(sorted(_count(k for o in mine for k in o.kinds if k in problem.detects).items())),
+        }
+    return rows
+
+
+def _count(items: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def overhead(setups: list[Setup], periods: list[int], workdir: str) -> dict[str, Any]:
+    """Wall time of a run with the doctor / the same run without it, per probe period (median, min–max)."""
+    ratios: dict[int, list[float]] = {p: [] for p in periods}
+    for s in setups:
+        for p in periods:
+            bare = run_setup(s, p, workdir, doctor=False).seconds
+            ratios[p].append(run_setup(s, p, workdir, doctor=True).seconds / bare)
+    return {str(p): {"runs": len(r), "median": round(statistics.median(r), 3), "min": round(min(r), 3),
+                     "max": round(max(r), 3)} for p, r in ratios.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="about a third of the corpus (~2 minutes)")
+    ap.add_argument("--every", type=int, default=5, help="probe period in steps (runs here are ~20 steps/epoch)")
+    ap.add_argument("--overhead", type=int, default=4, help="healthy runs timed with and without the doctor")
+    ap.add_argument("--only", default="", help="run only setups whose name contains this text")
+    ap.add_argument("--verbose", action="store_true", help="print every alarm message")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared machine)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    # Saturated sigmoid nets and inputs × 1000 produce denormal floats, which x86 CPUs compute up to ~100×
+    # slower; flushing them to zero changes nothing the doctor judges and keeps the corpus within minutes.
+    torch.set_flush_denormal(True)
+    setups = [s for s in corpus() if (s.quick or not args.quick) and args.only in s.name]
+    started = time.perf_counter()
+    outcomes: list[Outcome] = []
+    with tempfile.TemporaryDirectory(prefix="doctor-corpus-") as workdir:
+        for s in setups:
+            o = run_setup(s, args.every, workdir)
+            outcomes.append(o)
+            mark = "ok " if (o.detected or s.problem == "healthy") and not o.unexplained else "BAD"
+            print(f"{mark} {s.name:42s} {o.seconds:5.1f}s {o.status:10s} alarms={o.kinds}"
+                  + (f" unexplained={o.unexplained}" if o.unexplained else ""), flush=True)
+            if args.verbose:
+                for a in o.alarms:
+                    print(f"      [{a['kind']} @ {a['step']}] {a['message']}")
+        periods = sorted({args.every, DEFAULT_EVERY})
+        timing = overhead([s for s in setups if s.problem == "healthy"][: args.overhead], periods, workdir) \
+            if args.overhead > 0 else None
+    rows = table(outcomes)
+    wall = time.perf_counter() - started
+    problems = [k for k in rows if k != "healthy" and rows[k]["runs"]]
+    print()
+    print(f"{'problem':12s} {'runs':>4s} {'detected':>8s} {'recall':>6s} {'precision':>9s}  named by")
+    for k in problems:
+        r = rows[k]
+        print(f"{k:12s} {r['runs']:4d} {r['detected']:8d} {r['recall']:6.2f} {r['precision'] or 0:9.2f}  {r['named_by']}")
+    h = rows["healthy"]
+    print(f"{'healthy':12s} {h['runs']:4d} clean {h['clean']}/{h['runs']}  false alarms: {h['false_alarms'] or 'none'}")
+    datasets = sorted({s.data for s in setups})
+    archs = sorted({s.arch for s in setups})
+    print(f"{len(setups)} runs over {datasets} × {archs}; {wall:.0f} s wall; probe every {args.every} steps; "
+          f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s), torch {torch.__version__}, "
+          f"Python {platform.python_version()}")
+    for period, t in (timing or {}).items():
+        print(f"time with the doctor / without, probing every {period} steps: median {t['median']} "
+              f"[{t['min']}–{t['max']}] over {t['runs']} healthy runs (whole runs: data, training, checkpoints)")
+    precision = min(((rows[k]["precision"] if rows[k]["precision"] is not None else 0.0) for k in problems),
+                    default=None)
+    recall = min((rows[k]["recall"] for k in problems), default=None)
+    print(json.dumps({"precision": precision, "recall": recall, "runs": len(setups), "wall_seconds": round(wall, 1),
+                      "healthy_false_alarm_rate": h["false_alarm_rate"], "every": args.every, "problems": rows,
+                      "time_ratio": timing, "repair_success": None}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

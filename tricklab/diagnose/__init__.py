@@ -1,0 +1,1 @@
+"""diagnose: probes (hooks → per-layer statistics), detectors (statistics → alarms), advice, the Doctor, repair."""

@@ -1,0 +1,268 @@
+"""From a finding to words: what is wrong (which layers, since which step, the numbers) and what to try.
+
+Each problem's remedies follow TRICKS.md ("Problems the doctor names"), best first, and name the recipe
+overrides that apply them (``init.scheme=he``, ``model.norm=batch``, ``clip.mode=norm clip.threshold=1``,
+``optimizer.lr=…`` computed from the learning rate the run had), so a person can paste them into
+``tricklab train --set``. Plain functions of the finding: no state, no tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+from tricklab.diagnose.detectors.base import Finding
+from tricklab.diagnose.records import Alarm
+from tricklab.tricks.regularization import capacity_warning
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A number for people: 3 significant digits, scientific when tiny or huge."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.{digits}g}"
+
+
+def where(layers: list[str]) -> str:
+    """``body.layer1`` / ``body.layer1 and body.layer2`` / ``body.layer1 and 4 more layers (…)``."""
+    if not layers:
+        return "the network"
+    if len(layers) == 1:
+        return layers[0]
+    if len(layers) == 2:
+        return f"{layers[0]} and {layers[1]}"
+    shown = ", ".join(layers[1:4]) + (", …" if len(layers) > 4 else "")
+    return f"{layers[0]} and {len(layers) - 1} more layers ({shown})"
+
+
+def lr_times(lr: float | None, factor: float) -> str:
+    """The override ``optimizer.lr=<lr × factor>``, or a placeholder when the run's lr is unknown."""
+    if lr is None or not math.isfinite(lr) or lr <= 0:
+        return f"optimizer.lr=<current × {factor:g}>"
+    return f"optimizer.lr={lr * factor:.3g}"
+
+
+CLIP = "clip.mode=norm clip.threshold=1: gradient-norm clipping bounds the size of every step (the lesson's θ = 1)"
+NORM = "model.norm=batch: batch normalisation keeps every layer's signal at mean 0, std 1"
+ROLLBACK = "roll back to the last good weights and continue from there (tricklab doctor --repair does it)"
+
+
+def _vanishing(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    if f.criterion == "signal":
+        what = (f"the forward signal dies: the activations' spread falls to {fmt(e.get('signal_ratio'))} of the "
+                f"first layer's by layer #{int(e.get('signal_layer_index', 0))}, so every layer gets a tiny "
+                f"gradient (first layer ‖g‖ = {fmt(e.get('grad_first'))}, last {fmt(e.get('grad_last'))}) — the "
+                "first/last gradient ratio stays near 1 and hides it")
+    else:
+        what = (f"the first layer's gradient is {fmt(e.get('grad_ratio'))} × the last layer's "
+                f"(‖g‖ = {fmt(e.get('grad_first'))} vs {fmt(e.get('grad_last'))})")
+    msg = (f"Vanishing gradients in {where(f.layers)} since step {f.step}: {what}; the loss is not moving "
+           f"({fmt(e.get('loss'))}).")
+    return msg, [
+        "init.scheme=he (ReLU) or init.scheme=lecun (tanh, SELU): an init whose variance keeps the signal's "
+        "scale from layer to layer",
+        NORM,
+        "model.name=resnet: identity shortcuts carry the gradient past every block",
+        "model.activation=relu: a ReLU-family activation has derivative 1 where it is active (no saturation)",
+    ]
+
+
+def _exploding(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    if f.criterion == "nonfinite":
+        what = f"the gradient norm is not finite (‖g‖ = {fmt(e.get('grad_norm'))}) in {where(f.layers)}"
+    elif f.criterion == "growth":
+        what = (f"the gradient norm grew to {fmt(e.get('grad_norm'))}, {fmt(e.get('growth'), 2)} × its value at "
+                f"the start ({fmt(e.get('grad_norm_start'))}), while the loss rose to {fmt(e.get('loss'))} "
+                f"(start {fmt(e.get('loss_start'))}); largest in {where(f.layers)}")
+    else:
+        what = (f"the first layer's gradient is {fmt(e.get('grad_ratio'))} × the last layer's "
+                f"(‖g‖ = {fmt(e.get('grad_first'))} vs {fmt(e.get('grad_last'))}) and the loss is not improving")
+    return f"Exploding gradients since step {f.step}: {what}.", [
+        CLIP,
+        f"{lr_times(lr, 0.1)}: a ten times smaller learning rate",
+        NORM,
+    ]
+
+
+def _dead(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    n = int(e.get("dead_layers", len(f.layers)))
+    more = f" ({n} of {int(e.get('relu_layers', n))} ReLU layers at ≥ 70 %)" if n > 1 else ""
+    msg = (f"Dead ReLUs in {where(f.layers)} since step {f.step}: {fmt(100 * e.get('frac_dead', 0), 3)} % of "
+           f"{f.layers[0] if f.layers else 'a layer'}'s units are ≤ 0 for every example of the batch{more}, so "
+           "they output 0, get no gradient and cannot recover.")
+    return msg, [
+        "model.activation=leaky_relu: a leaky ReLU keeps a small gradient for negative inputs, so units revive",
+        f"{lr_times(lr, 0.1)}: large steps push units into the dead region",
+        "init.scheme=he: a fresh He init with zero biases starts every unit in its active range",
+    ]
+
+
+def _saturation(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    act = f.criterion if f.criterion in ("sigmoid", "tanh") else "sigmoid/tanh"
+    flat = "|tanh| > 0.97" if act == "tanh" else ("within 0.03 of 0 or 1" if act == "sigmoid" else "saturated")
+    msg = (f"Saturated units in {where(f.layers)} since step {f.step}: {fmt(100 * e.get('frac_saturated', 0), 3)} % "
+           f"of the {act} outputs of {f.layers[0] if f.layers else 'a layer'} are {flat} (pre-activation std "
+           f"{fmt(e.get('pre_std'))}), where the derivative is nearly 0.")
+    ratio = e.get("grad_ratio")
+    if ratio is not None and ratio > 70:
+        msg += (f" The first layer's gradient is {fmt(ratio)} × the last's; that is the oversized weights "
+                "multiplying the gradient on its way back through saturated layers, not a learning-rate explosion.")
+    return msg, [
+        "init.scheme=lecun (or glorot): weights of variance 1/n_in keep pre-activations near the linear range",
+        "data.scale=standard: inputs of mean 0, std 1",
+        NORM,
+        "model.activation=relu: an activation that does not saturate for positive inputs",
+    ]
+
+
+def _update_ratio(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    med = e.get("log10_update_ratio", -3.0)
+    measured = e.get("lr")
+    if measured is not None and math.isfinite(measured) and measured > 0:
+        lr = measured  # the learning rate the ratio was measured at: scaling it moves the ratio to ≈ 1e-3
+    size = (f"each step changes the median layer by 10^{fmt(med, 2)} ≈ {fmt(10 ** med if med > -30 else 0.0, 2)} "
+            f"of its weights (healthy ≈ 1e-3)")
+    if f.criterion == "high":
+        return (f"Updates too large in {where(f.layers)} since step {f.step}: {size}; the learning rate "
+                f"({fmt(lr)}) is too high.", [
+                    f"{lr_times(lr, min(0.1, 10 ** (-3 - med)) if med < 30 else 0.1)}: brings the update ratio "
+                    "towards 1e-3",
+                    CLIP,
+                    "schedule.warmup_epochs=1: a linear warmup avoids the largest steps at the start",
+                ])
+    factor = min(10 ** (-3 - med), 1e4) if med > -30 else 1e3
+    return (f"Updates too small in {where(f.layers)} since step {f.step}: {size}; the learning rate "
+            f"({fmt(lr)}) is too low to move the weights.", [
+                f"{lr_times(lr, factor)}: brings the update ratio towards 1e-3",
+                "optimizer.name=adam optimizer.lr=0.003: Adam scales each coordinate's step (the lesson: if unsure, "
+                "take Adam)",
+                "lr_find (tricklab.tricks.lr_find): the LR range test picks the learning rate from the data",
+            ])
+
+
+def _nan(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    return (f"The loss became NaN/Inf at step {f.step}: the weights or activations overflowed; everything "
+            "trained after this point is lost.", [
+                ROLLBACK,
+                f"{lr_times(lr, 0.1)}: a ten times smaller learning rate",
+                CLIP,
+            ])
+
+
+def _spike(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    if f.criterion == "epoch":
+        what = (f"the mean training loss of epoch {int(e.get('epoch', 0)) + 1} (to step {f.step}) was "
+                f"{fmt(e.get('loss'))}, {fmt(e.get('factor'), 2)} × the loss at the start ({fmt(e.get('loss_start'))})")
+    else:
+        what = (f"{fmt(e.get('loss'))} at step {f.step}, {fmt(e.get('factor'), 2)} × the median "
+                f"{fmt(e.get('median_before'))} of the probes before (start {fmt(e.get('loss_start'))})")
+    return (f"Loss spike: {what}.", [
+                ROLLBACK,
+                f"{lr_times(lr, 0.1)}: a ten times smaller learning rate",
+                CLIP,
+            ])
+
+
+def _oscillation(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    return (f"The loss oscillates since step {f.step}: {int(e.get('turns', 0))} changes of direction over the "
+            f"last {int(e.get('window', 0))} probes, between {fmt(e.get('loss_min'))} and {fmt(e.get('loss_max'))}, "
+            "without net progress.", [
+                f"{lr_times(lr, 0.1)}: smaller steps stop overshooting the minimum",
+                "schedule.name=exponential schedule.gamma=0.98: decay the learning rate every epoch (the lesson)",
+                CLIP,
+            ])
+
+
+def _plateau(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    span = (f"over {int(e.get('epochs', 0))} epochs" if f.criterion == "epochs"
+            else f"over the last {int(e.get('window', 0))} probes")
+    msg = (f"The loss has not moved since step {f.step}: {fmt(e.get('loss_before'))} → {fmt(e.get('loss_now'))} "
+           f"({fmt(100 * e.get('improvement', 0), 2)} %) {span}, with the learning rate at {fmt(lr)}.")
+    return msg, [
+        f"{lr_times(lr, 10)}: a larger learning rate (or run lr_find)",
+        "schedule.name=one_cycle: warm up to a high learning rate, then anneal",
+        "optimizer.name=adam optimizer.lr=0.003: Adam adapts the step per coordinate (the lesson: if unsure, Adam)",
+    ]
+
+
+def _overfitting(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    if f.criterion == "gap":
+        what = (f"training accuracy {fmt(100 * e.get('train_accuracy', 0), 3)} % vs validation "
+                f"{fmt(100 * e.get('val_accuracy', 0), 3)} % (a gap of {fmt(100 * e.get('gap', 0), 2)} points)")
+    else:
+        what = (f"the validation loss rose to {fmt(e.get('val_loss'))} (best {fmt(e.get('best_val_loss'))}) "
+                f"while the training loss fell to {fmt(e.get('train_loss'))}")
+    return f"Overfitting since step {f.step}: {what} at epoch {int(e.get('epoch', 0)) + 1}.", [
+        "early_stopping.patience=3: stop when the validation loss stops improving and restore the best weights",
+        "optimizer.weight_decay=0.005: a larger penalty on large weights",
+        "model.dropout=0.3: dropout (implicit model averaging; the lesson: 10–50 %)",
+        "averaging.mode=swa (or ensemble): average weights or models",
+    ]
+
+
+def _unscaled(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    why = {"large": "far above the unit scale the init assumes", "small": "far below the unit scale",
+           "outliers": "with extreme values", "nonfinite": "with non-finite values"}.get(f.criterion, "off scale")
+    return (f"Inputs are not scaled (since step {f.step}): the batch has mean {fmt(e.get('input_mean'))}, std "
+            f"{fmt(e.get('input_std'))}, max |x| {fmt(e.get('input_absmax'))} (rms {fmt(e.get('input_rms'))}; scaled "
+            f"inputs have rms ≈ 1) — {why}.", [
+                "data.scale=standard: x' = (x − μ)/σ with training-split statistics",
+                "data.scale=minmax01: x' = (x − min)/(max − min), into [0, 1]",
+                NORM,
+            ])
+
+
+def _capacity(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    p, n = int(e.get("num_params", 0)), int(e.get("num_examples", 0))
+    msg = capacity_warning(p, n, e.get("limit", 10.0)) or f"The model has {p:,} parameters for {n:,} examples."
+    return msg, [
+        "model.width=… / model.depth=…: a smaller model",
+        "optimizer.weight_decay=0.005: a larger penalty on large weights",
+        "model.dropout=0.3: dropout",
+        "early_stopping.patience=3: stop when the validation loss stops improving",
+    ]
+
+
+WRITERS: dict[str, Callable[[Finding, float | None], tuple[str, list[str]]]] = {
+    "vanishing_gradients": _vanishing,
+    "exploding_gradients": _exploding,
+    "dead_units": _dead,
+    "saturation": _saturation,
+    "update_ratio": _update_ratio,
+    "nan_loss": _nan,
+    "loss_spike": _spike,
+    "plateau": _plateau,
+    "oscillation": _oscillation,
+    "overfitting": _overfitting,
+    "unscaled_inputs": _unscaled,
+    "too_many_parameters": _capacity,
+}
+
+
+def describe(finding: Finding, lr: float | None = None) -> tuple[str, list[str]]:
+    """(message, advice best first) for a finding; ``lr``: the run's learning rate, for the LR overrides."""
+    return WRITERS[finding.kind](finding, lr)
+
+
+def to_alarm(finding: Finding, lr: float | None = None, step: int | None = None) -> Alarm:
+    """The ``Alarm`` for a finding (``step`` overrides the finding's, e.g. the first step of a merged alarm)."""
+    if step is not None and step != finding.step:
+        finding = dataclasses.replace(finding, step=step)
+    message, advice = describe(finding, lr)
+    return Alarm(kind=finding.kind, step=finding.step, message=message,
+                 layer=finding.layers[0] if finding.layers else None, layers=list(finding.layers),
+                 evidence=dict(finding.evidence), advice=advice)

@@ -1,0 +1,111 @@
+"""Every number the detectors judge by, in one dataclass, each with where it comes from.
+
+Sources named below:
+
+- AUTOTRAINER — Zhang, Zhai, Ma, Xu & Chen, "AUTOTRAINER: An Automatic DNN Training Problem Detection and
+  Repair System", ICSE 2021; default parameters in its ``utils/monitor.py``: β₁ = 1e-3 and β₂ = 1e-4
+  (vanishing), β₃ = 70 (exploding), γ = 0.7 (dying ReLU), train/test accuracy gap 0.1 (overfitting),
+  ε = 0.01 (loss change per epoch). AUTOTRAINER judges gradient problems only while training does not
+  converge — we keep that idea as the "is the loss moving?" gate.
+- Karpathy, CS231n "Neural Networks Part 3": the update/weight ratio ‖Δw‖/‖w‖ should be about 1e-3; far
+  lower, the learning rate is too low; far higher, too high.
+- He, Zhang, Ren & Sun 2015 ("Delving Deep into Rectifiers") and Glorot & Bengio 2010: a well-initialised
+  network keeps the variance of the forward signal about constant from layer to layer, so a signal that
+  shrinks by orders of magnitude means the gradients of every layer shrink with it.
+- LeCun, Bottou, Orr & Müller 1998 ("Efficient BackProp"): inputs should have mean ≈ 0 and variance ≈ 1,
+  the premise of every init scheme's variance formula.
+- Samuelson's inequality (1968): a standardised value satisfies |z| ≤ √(N − 1), so on a dataset of fewer
+  than a million examples no standardised input exceeds 1000 in magnitude.
+- The lesson (capacity check in ``tricklab.tricks.regularization``): more than 10 parameters per training
+  example is a warning sign.
+
+Numbers marked "ours" are engineering choices; they were checked (not fitted) against
+``bench/doctor_corpus.py``: healthy runs of every architecture on three datasets raise no alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detector thresholds. Defaults and their sources are documented per field (see the module docstring)."""
+
+    # -- persistence (ours): a condition must hold on this many consecutive probes before it is an alarm.
+    # With the probe's default period of 20 steps that is 60 steps; one-off minibatch outliers do not pass.
+    # NaN/Inf losses and gradients are immediate; a loss spike is judged on one probe, with a high bar.
+    persist: int = 3
+
+    # -- "is the loss moving?" (ours, after AUTOTRAINER's not-converging gate): the median loss of the last
+    # ``persist`` probes must be at least this much (relative) below the median of the ``persist`` before
+    # them (early in a run: below the first probe's loss) — else the run is "stalled" and the gradient-ratio
+    # rules may name a problem.
+    moving_improvement: float = 0.05
+
+    # -- vanishing gradients
+    vanishing_ratio: float = 1e-3          # AUTOTRAINER β₁: ‖g_first‖/‖g_last‖ below this ...
+    vanishing_first_grad: float = 1e-4     # ... and AUTOTRAINER β₂: ‖g_first‖ below this. "first" is the front of
+                                           # the net: the largest gradient among its first quarter of layers
+    signal_collapse: float = 1e-3          # forward signal: min_k std_k / std_first below this (He 2015; β₁'s
+                                           # three orders of magnitude applied to the activations)
+
+    # -- exploding gradients
+    exploding_ratio: float = 70.0          # AUTOTRAINER β₃: ‖g_first‖/‖g_last‖ above this
+    exploding_growth: float = 10.0         # ours: global ‖g‖ an order of magnitude above its value at the start
+                                           # while the loss is worse than at the start
+
+    # -- units
+    dead_fraction: float = 0.7             # AUTOTRAINER γ: share of a ReLU layer's units dead
+    saturated_fraction: float = 0.5        # ours: more than half of a sigmoid/tanh layer in the flat part
+                                           # (|tanh| > 0.97: derivative < 0.06, i.e. < 6 % of its peak)
+
+    # -- update ratio (Karpathy): log10(‖Δw‖/‖w‖) of the median layer outside [low, high]
+    update_log10_low: float = -5.0
+    update_log10_high: float = -1.0
+    update_lr_gate: float = 0.1            # ours: judge "too small" only while lr >= this × the peak lr seen,
+                                           # so a schedule's deliberate annealing is not an alarm
+
+    # -- loss
+    spike_factor: float = 3.0              # ours: a probe loss above 3 × the median of the recent probes ...
+    spike_jump: float = 0.5                # ... and above it by at least half of the loss at the start
+    oscillation_window: int = 8            # ours: probes judged together
+    oscillation_turns: int = 4             # direction changes of the loss in the window (of window − 2)
+    oscillation_amplitude: float = 0.5     # max − min of the window, as a fraction of the loss at the start
+    plateau_window: int = 8                # ours: probes; first half vs second half of the window
+    plateau_improvement: float = 0.02      # relative improvement below this = not moving
+    plateau_loss_fraction: float = 0.9     # ... while the loss is still within 10 % of the start loss (the run
+                                           # has not got going; per-batch noise hides slower progress, which
+                                           # the epoch-level rule below judges on smooth epoch means)
+    plateau_epochs: int = 2                # epoch-level: train loss over this many epochs ...
+    plateau_epoch_improvement: float = 0.01  # ... improved by less than this (relative; AUTOTRAINER ε = 0.01)
+    plateau_fit_accuracy: float = 0.99     # a training set fit this well is converged, not stuck
+    plateau_lr_gate: float = 0.1           # ours: not while the schedule has annealed lr below 0.1 × peak
+
+    # -- overfitting (AUTOTRAINER's "test not well" gap and "test turns bad")
+    overfit_gap: float = 0.1               # train accuracy − val accuracy at least this ...
+    overfit_epochs: int = 2                # ... on this many consecutive epochs; or val loss rising while the
+    overfit_change: float = 0.01           # train loss falls, each by more than this (relative), that long
+
+    # -- unscaled inputs (LeCun et al. 1998; Samuelson 1968)
+    input_rms_high: float = 10.0           # root mean square of the inputs an order of magnitude above 1
+    input_rms_low: float = 1e-2            # or two orders below it
+    input_absmax: float = 1000.0           # no standardised input of < 1e6 examples reaches this
+
+    # -- capacity (the lesson; ``tricklab.tricks.regularization.capacity_warning``)
+    params_per_example: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"Thresholds.{f.name} must be a number, got {value!r}")
+        for name in ("persist", "oscillation_window", "plateau_window", "plateau_epochs", "overfit_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Thresholds.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.update_log10_low >= self.update_log10_high:
+            raise ValueError("Thresholds.update_log10_low must be below update_log10_high")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,208 @@
+"""The Doctor: probe records and epoch metrics in, deduplicated alarms with advice out.
+
+    doctor = Doctor(num_params=p, num_examples=n)
+    for record in records:                    # from tricklab.diagnose.probes.Probe, every N steps
+        for alarm in doctor.observe(record):  # new alarms only
+            print(alarm.message, alarm.advice)
+    doctor.end_epoch(epoch, step, {"train_loss": ..., "train_accuracy": ..., "val_loss": ..., "val_accuracy": ...})
+    doctor.diagnosis()                        # ["saturation", ...]
+
+Detectors run in a fixed order, causes before symptoms (inputs, units, gradients, then update sizes and the
+loss curve), and a finding whose cause is already raised is not raised itself (``Finding.explained_by``):
+a flat loss behind dead ReLUs is one problem, the dead ReLUs. One alarm per (kind, group): a repeated
+finding updates its alarm's evidence, layers and message but keeps the first step; ``observe`` returns only
+alarms not seen before. NaN/Inf is immediate; everything else must persist (see ``Thresholds``).
+
+Memory is bounded whatever the run's length: the last ``max_records`` records, the last ``max_epochs``
+epochs, a few running numbers and at most one alarm per kind and group; all plain Python, so
+``state_dict()`` is JSON data and a resumed run judges exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tricklab.diagnose.advice import to_alarm
+from tricklab.diagnose.detectors import (
+    Context,
+    DeadUnits,
+    Detector,
+    EpochMetrics,
+    ExplodingGradients,
+    Finding,
+    LossSpike,
+    NonFiniteLoss,
+    Oscillation,
+    Overfitting,
+    Plateau,
+    Saturation,
+    Thresholds,
+    TooManyParameters,
+    UnscaledInputs,
+    UpdateRatio,
+    VanishingGradients,
+)
+from tricklab.diagnose.detectors.loss import nonfinite_finding
+from tricklab.diagnose.records import Alarm, ProbeRecord
+
+DETECTORS: tuple[type[Detector], ...] = (
+    NonFiniteLoss,
+    UnscaledInputs,
+    TooManyParameters,
+    DeadUnits,
+    Saturation,
+    VanishingGradients,
+    ExplodingGradients,
+    UpdateRatio,
+    LossSpike,
+    Oscillation,
+    Plateau,
+    Overfitting,
+)
+"""Every detector, causes before symptoms (the order in which one observation is judged)."""
+
+STATIC_KINDS = frozenset({"too_many_parameters"})
+"""Properties of the setup, not of the run's state: kept over ``reset`` and ignored by ``healthy_since``."""
+
+MAX_RECORDS = 64
+"""Records kept (at the probe's default period of 20 steps: the last 1,280 steps) — enough for every window."""
+
+
+@dataclass
+class _Entry:
+    """One deduplicated alarm and when its condition was last seen."""
+
+    alarm: Alarm
+    group: str
+    last_seen: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alarm": self.alarm.to_dict(), "group": self.group, "last_seen": self.last_seen}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _Entry:
+        return cls(alarm=Alarm(**d["alarm"]), group=d.get("group", ""), last_seen=int(d["last_seen"]))
+
+
+class Doctor:
+    """Watches a run through its probe records and epoch metrics; see the module docstring.
+
+    ``thresholds``: a ``Thresholds`` (defaults documented there); ``num_params``/``num_examples``: for the
+    capacity check (too many parameters per training example); ``max_records``/``max_epochs``: memory bounds.
+    """
+
+    def __init__(self, thresholds: Thresholds | None = None, *, num_params: int | None = None,
+                 num_examples: int | None = None, max_records: int = MAX_RECORDS, max_epochs: int = 64,
+                 detectors: Sequence[type[Detector]] = DETECTORS) -> None:
+        self.thresholds = thresholds or Thresholds()
+        self.max_records, self.max_epochs = max_records, max_epochs
+        self._num_params, self._num_examples = num_params, num_examples
+        self._detector_types = tuple(detectors)
+        self.reset(keep_static=False)
+
+    # -- the three inputs ---------------------------------------------------------------------------------
+    def observe(self, record: ProbeRecord) -> list[Alarm]:
+        """Judge one probe record; returns the alarms raised for the first time."""
+        self.ctx.add_record(record)
+        findings = [f for d in self.detectors if (f := d.observe(record, self.ctx)) is not None]
+        return self._raise(findings, record.step)
+
+    def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> list[Alarm]:
+        """Judge a finished epoch (``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``lr``;
+        missing keys are skipped); returns the alarms raised for the first time."""
+        em = EpochMetrics.from_metrics(epoch, step, metrics)
+        self.ctx.add_epoch(em)
+        findings = [f for d in self.detectors if (f := d.end_epoch(em, self.ctx)) is not None]
+        loss = metrics.get("train_loss")
+        if isinstance(loss, (int, float)) and not math.isfinite(loss):
+            findings.insert(0, nonfinite_finding(step, float(loss)))
+        return self._raise(findings, step)
+
+    def nonfinite_loss(self, step: int) -> list[Alarm]:
+        """The training loop saw a NaN/Inf loss at ``step`` (e.g. the Trainer's divergence check)."""
+        return self._raise([nonfinite_finding(step)], step)
+
+    # -- what it found ----------------------------------------------------------------------------------
+    @property
+    def alarms(self) -> list[Alarm]:
+        """One alarm per (kind, group), in the order first raised, evidence as last seen."""
+        return [e.alarm for e in self._entries.values()]
+
+    def diagnosis(self) -> list[str]:
+        """The alarm kinds found, in the order first raised, each once."""
+        kinds: list[str] = []
+        for e in self._entries.values():
+            if e.alarm.kind not in kinds:
+                kinds.append(e.alarm.kind)
+        return kinds
+
+    def healthy_since(self, step: int) -> bool:
+        """True when no problem of the run (capacity aside) was seen at or after ``step`` and at least
+        ``persist`` probes from ``step`` on were judged — so a repair policy knows its fix held."""
+        if any(e.last_seen >= step for e in self._entries.values() if e.alarm.kind not in STATIC_KINDS):
+            return False
+        judged = sum(1 for r in self.ctx.records if r.step >= step)
+        return judged >= self.thresholds.persist
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def reset(self, keep_static: bool = True) -> None:
+        """Start judging afresh (after a repair): records, summaries, persistence and alarms are cleared;
+        setup alarms (too many parameters) are kept unless ``keep_static`` is False."""
+        kept = {k: e for k, e in getattr(self, "_entries", {}).items() if keep_static and e.alarm.kind in STATIC_KINDS}
+        self.ctx = Context(self.thresholds, num_params=self._num_params, num_examples=self._num_examples,
+                           max_records=self.max_records, max_epochs=self.max_epochs)
+        self.detectors: list[Detector] = [cls(self.thresholds) for cls in self._detector_types]
+        self._entries: dict[tuple[str, str], _Entry] = dict(kept)
+        self.ctx.raised = {e.alarm.kind for e in kept.values()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue judging exactly (JSON data; thresholds included for reference)."""
+        return {
+            "version": 1,
+            "thresholds": self.thresholds.to_dict(),
+            "context": self.ctx.state_dict(),
+            "detectors": {type(d).__name__: d.state_dict() for d in self.detectors},
+            "alarms": [e.to_dict() for e in self._entries.values()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.ctx.load_state_dict(state.get("context", {}))
+        self._num_params = self.ctx.num_params
+        self._num_examples = self.ctx.num_examples
+        saved = state.get("detectors", {})
+        for d in self.detectors:
+            d.load_state_dict(saved.get(type(d).__name__, {}))
+        self._entries = {}
+        for item in state.get("alarms", []):
+            entry = _Entry.from_dict(item)
+            self._entries[(entry.alarm.kind, entry.group)] = entry
+        self.ctx.raised = {e.alarm.kind for e in self._entries.values()}
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _raise(self, findings: list[Finding], step: int) -> list[Alarm]:
+        new: list[Alarm] = []
+        lr = self.ctx.peak_lr or self.ctx.last_lr  # recipes name the peak lr (one-cycle warms up to it)
+        for f in findings:
+            if f.explainable and any(kind in self.ctx.raised for kind in f.explained_by if kind != f.kind):
+                continue
+            key = (f.kind, f.group)
+            entry = self._entries.get(key)
+            if entry is None:
+                alarm = to_alarm(f, lr)
+                self._entries[key] = _Entry(alarm, f.group, max(step, f.step))
+                self.ctx.raised.add(f.kind)
+                new.append(alarm)
+                continue
+            first = entry.alarm
+            layers = list(dict.fromkeys([*first.layers, *f.layers]))
+            merged = to_alarm(dataclasses.replace(f, layers=layers), lr, step=first.step)
+            merged.layer = first.layer or merged.layer
+            entry.alarm = merged
+            entry.last_seen = max(entry.last_seen, step)
+        return new

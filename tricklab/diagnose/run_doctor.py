@@ -1,0 +1,98 @@
+"""``doctor_train``: one recipe trained under the doctor, optionally repaired, as ``tricklab doctor`` runs it.
+
+In-run repairs happen inside the run (``DoctorCallback``); a rebuild repair ends the run and this loop starts
+the changed recipe in a new run directory, until the run is healthy or the repair budget is spent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tricklab.diagnose.probes import DEFAULT_EVERY
+from tricklab.diagnose.records import Alarm
+from tricklab.diagnose.repair import RepairPlan
+from tricklab.diagnose.trainer_callback import DoctorCallback
+from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
+from tricklab.train import RunResult, train
+from tricklab.train.run import new_run_dir
+
+
+@dataclass
+class DoctorResult:
+    """The final run, what the doctor found over all attempts, and what it repaired."""
+
+    result: RunResult
+    alarms: list[Alarm]
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+    before: dict[str, Any] | None = None
+    attempts: int = 1
+
+    @property
+    def diagnosis(self) -> list[str]:
+        kinds: list[str] = []
+        for a in self.alarms:
+            if a.kind not in kinds:
+                kinds.append(a.kind)
+        return kinds
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.result.to_json()
+        out.pop("recipe", None)
+        out["alarms"] = [a.brief() for a in self.alarms]
+        out["diagnosis"] = self.diagnosis
+        out["advice"] = {a.kind: a.advice for a in self.alarms}
+        out["repairs"] = self.repairs
+        out["attempts"] = self.attempts
+        if self.repairs:
+            out["before"] = self.before
+            out["after"] = {"test_accuracy": out["test_accuracy"], "test_loss": out["test_loss"],
+                            "val_accuracy": out["val_accuracy"], "val_loss": out["val_loss"], "status": out["status"]}
+        return out
+
+
+def merge_alarms(result: RunResult, doctor_alarms: list[Alarm]) -> list[Alarm]:
+    """The doctor's alarms plus the core's own (divergence, capacity) of kinds the doctor did not raise;
+    ``result.alarms`` (the ``{kind, layer, step, message}`` list of the CLI contract) is set to all of them."""
+    seen = {a.kind for a in doctor_alarms}
+    merged = list(doctor_alarms) + [Alarm(kind=a["kind"], step=a["step"], message=a["message"], layer=a["layer"])
+                                    for a in result.alarms if a["kind"] not in seen]
+    result.alarms = [a.brief() for a in merged]
+    return merged
+
+
+def doctor_train(
+    recipe: Recipe | str | os.PathLike[str] | None = None,
+    *,
+    overrides: Sequence[str] | None = None,
+    repair: bool = False,
+    budget: int = 4,
+    every: int = DEFAULT_EVERY,
+    runs_root: str | os.PathLike[str] = "runs",
+    store: Any = None,
+    progress: bool = False,
+) -> DoctorResult:
+    """Train ``recipe`` with the doctor watching; with ``repair``, repair what it finds (see ``repair``)."""
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides or []))
+    if isinstance(recipe, Recipe) and overrides:
+        rec = recipe_from_dict(apply_overrides(recipe_to_dict(recipe), list(overrides)))
+    plan = RepairPlan(budget=budget) if repair else None
+    alarms: list[Alarm] = []
+    before = None
+    attempts = 0
+    while True:
+        attempts += 1
+        run_dir = new_run_dir(rec, runs_root)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec))
+        result = train(rec, run_dir=run_dir, store=store, progress=progress, callbacks=[cb])
+        alarms += cb.alarms
+        before = before or cb.before
+        if not (plan is not None and cb.rebuild_overrides):
+            break
+        rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), cb.rebuild_overrides))
+    alarms = merge_alarms(result, alarms)
+    return DoctorResult(result=result, alarms=alarms, repairs=plan.log if plan else [], before=before,
+                        attempts=attempts)
