@@ -23,7 +23,9 @@ Per problem P: recall = detected runs of P / runs of P; precision = detected run
 P + other runs carrying an unexplained alarm of one of P's kinds). The last line of stdout is a JSON object
 with ``precision`` and ``recall`` (minimum over problems), the per-problem table, the healthy runs' false
 alarms, the time ratio against unprobed runs (``--overhead N`` healthy runs, at ``--every`` and at the probe's
-default period; median) and ``repair_success`` (null: the lead adds repair).
+default period; median; whole runs of a few seconds, so on a shared machine the spread is wide —
+``bench/probe_overhead.py`` measures the probe's cost per step precisely) and ``repair_success`` (null: the lead
+adds repair). Runs use one torch thread and flush denormal floats to zero (see ``main``).
 """
 
 from __future__ import annotations
