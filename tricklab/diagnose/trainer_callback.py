@@ -27,6 +27,7 @@ from tricklab.diagnose.repair import PRIORITY, Action, RepairPlan
 from tricklab.fsutil import atomic_write_text
 from tricklab.train.callbacks import GradientClipping
 from tricklab.train.events import Callback, TrainState
+from tricklab.train.run import json_safe
 
 PROBES_FILE = "probes.jsonl"
 ALARMS_FILE = "alarms.json"
@@ -194,8 +195,8 @@ class DoctorCallback(Callback):
             with open(self.run_dir / PROBES_FILE, "a", encoding="utf-8") as fh:
                 fh.write("\n".join(self._pending) + "\n")
             self._pending.clear()
-        atomic_write_text(self.run_dir / ALARMS_FILE, json.dumps([a.to_dict() for a in self.alarms], indent=1,
-                                                                 default=_jsonable))
+        atomic_write_text(self.run_dir / ALARMS_FILE, json.dumps(json_safe([a.to_dict() for a in self.alarms]),
+                                                                 indent=1))
 
     def state_dict(self) -> dict[str, Any]:
         return {"doctor": self.doctor.state_dict() if self.doctor is not None else {},
@@ -212,6 +213,3 @@ def _finite(value: Any) -> float | None:
     f = float(value) if not isinstance(value, torch.Tensor) else float(value.detach())
     return f if math.isfinite(f) else None
 
-
-def _jsonable(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)

@@ -25,7 +25,7 @@ from tricklab.errors import InputError
 from tricklab.fsutil import atomic_write_text
 from tricklab.models import build_model, load_user_model
 from tricklab.provenance import __version__, git_revision
-from tricklab.recipe import Recipe, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
 from tricklab.store import Store
 from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
 from tricklab.train.events import Callback, TrainState
@@ -71,16 +71,17 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (non-finite numbers become null)."""
-        return _finite(asdict(self))
+        return json_safe(asdict(self))
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON has no NaN/Inf)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -162,7 +163,7 @@ class _MetricsFile(Callback):
         self.path = path
 
     def on_epoch_end(self, state: TrainState) -> None:
-        atomic_write_text(self.path, json.dumps(_finite(state.history + [state.epoch_metrics]), indent=1))
+        atomic_write_text(self.path, json.dumps(json_safe(state.history + [state.epoch_metrics]), indent=1))
 
 
 def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> Path:
@@ -210,12 +211,8 @@ def train(
         if isinstance(recipe, Recipe):
             rec = recipe.model_copy(deep=True)
             if overrides:
-                from tricklab.recipe import apply_overrides
-
                 rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), list(overrides)))
         elif isinstance(recipe, dict):
-            from tricklab.recipe import apply_overrides
-
             rec = recipe_from_dict(apply_overrides(recipe, list(overrides or [])))
         else:
             rec = load_recipe(recipe, list(overrides or []))
