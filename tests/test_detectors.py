@@ -166,10 +166,24 @@ def test_growing_gradient_norm_with_a_rising_loss_is_an_explosion():
     rising = [rec(15 + 5 * i, grad_norm=11.0, loss=5.0 * (i + 1)) for i in range(3)]
     results = feed(ExplodingGradients(T), start + rising)
     assert first_fire(results) == 5 and results[5].criterion == "growth" and results[5].step == 15
-    below = [rec(15 + 5 * i, grad_norm=9.0, loss=5.0) for i in range(3)]           # 9 × the start: not yet
+    below = [rec(15 + 5 * i, grad_norm=9.0, loss=3.0) for i in range(3)]           # 9 × the start: not yet
     assert first_fire(feed(ExplodingGradients(T), start + below)) is None
     learning = [rec(15 + 5 * i, grad_norm=50.0, loss=1.0) for i in range(3)]       # large but the loss falls
     assert first_fire(feed(ExplodingGradients(T), start + learning)) is None
+
+
+def test_a_loss_climbing_far_above_its_start_with_bounded_gradients_is_divergence():
+    """Batch norm bounds the weight gradients (scale invariance) while a far too high learning rate throws the
+    net out of its basin: the loss, not the gradient norm, explodes."""
+    start = [rec(5 * i, grad_norm=1.0, loss=2.3) for i in range(3)]
+    climbing = [rec(15 + 5 * i, grad_norm=0.8, loss=2.3 * 1.6 * (i + 1)) for i in range(3)]
+    results = feed(ExplodingGradients(T), start + climbing)
+    assert first_fire(results) == 5 and results[5].criterion == "divergence" and results[5].step == 15
+    assert results[5].evidence["loss_factor"] == pytest.approx(3 * 1.6)
+    under = [rec(15 + 5 * i, grad_norm=0.8, loss=2.3 * 1.45) for i in range(3)]     # 1.45 × the start: not yet
+    assert first_fire(feed(ExplodingGradients(T), start + under)) is None
+    blip = [rec(15, loss=9.0), rec(20, loss=9.0), rec(25, loss=2.0), rec(30, loss=9.0)]  # not 3 in a row
+    assert first_fire(feed(ExplodingGradients(T), start + blip)) is None
 
 
 # -- units ------------------------------------------------------------------------------------------------------

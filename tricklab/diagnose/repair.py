@@ -8,6 +8,10 @@ action of that problem's policy. Two kinds of action:
 - **rebuild** (recipe side, built-in models only): a changed recipe (init, normalisation, activation,
   residual connections, input scaling, dropout, optimizer). The run ends and is started again from the
   changed recipe — a different architecture cannot continue from the old weights.
+- **restart**: a fresh initialisation from the same recipe (``reinit``), for weights that were broken from
+  the start. An in-run action whose rollback would land on the initial weights (no healthy epoch yet) is
+  applied as a restart too, carrying the change (learning rate, clipping) into the recipe: the repaired run
+  then gets the whole step budget and schedule, not what was left of them.
 
 Order follows TRICKS.md ("Problems the doctor names") and the cost of each action: the cheapest, least
 invasive action first. A repair budget bounds the total number of actions per run.
@@ -31,21 +35,28 @@ class Action:
     weight_decay_factor: float | None = None
     stop: bool = False
     overrides: tuple[str, ...] = ()
+    reinit: bool = False
+    patience: int | None = None    # switch on early stopping (epochs without a better validation loss)
 
     @property
     def rebuild(self) -> bool:
-        return bool(self.overrides)
+        """The run must start again (a changed recipe or a fresh initialisation)."""
+        return bool(self.overrides) or self.reinit
 
     def applies(self, recipe: dict[str, Any]) -> bool:
-        """False when the action would change nothing (already so) or cannot apply (user model + model.*)."""
+        """False when the action would change nothing (every override already holds) or cannot apply (a user
+        model and a ``model.*`` override, or norm clipping already at least as tight)."""
         user_model = bool(recipe.get("model", {}).get("python"))
-        for override in self.overrides:
-            key, _, value = override.partition("=")
-            section, _, name = key.partition(".")
-            if user_model and section == "model":
-                return False
-            current = recipe.get(section, {}).get(name) if name else recipe.get(section)
-            if str(current) == value:
+        if self.overrides:
+            changes = []
+            for override in self.overrides:
+                key, _, value = override.partition("=")
+                section, _, name = key.partition(".")
+                if user_model and section == "model":
+                    return False
+                current = recipe.get(section, {}).get(name) if name else recipe.get(section)
+                changes.append(str(current) != value)
+            if not any(changes):
                 return False
         if self.clip_threshold is not None:
             clip = recipe.get("clip", {})
@@ -57,11 +68,16 @@ class Action:
 LR_DOWN = Action("lr×0.1", "a smaller learning rate shrinks every update", lr_factor=0.1)
 CLIP = Action("clip norm θ=1", "norm clipping bounds each step's size (the lesson's θ = 1)", clip_threshold=1.0)
 NORM = Action("model.norm=batch", "batch norm keeps every layer's signal in range", overrides=("model.norm=batch",))
+REINIT = Action("re-initialise", "units broken from the start come back with fresh weights from the recipe's init",
+                reinit=True)
+LEAKY = Action("model.activation=leaky_relu", "a leaky ReLU keeps a gradient for negative inputs",
+               overrides=("model.activation=leaky_relu",))
 
 
 def _policies() -> dict[str, list[Action]]:
-    he = Action("init.scheme=he", "He init keeps the signal's variance through ReLU layers",
-                overrides=("init.scheme=he", "model.activation=relu"))
+    standard = Action("ReLU + He + batch norm", "the lesson's standard cure: ReLUs do not saturate, He init keeps the "
+                      "signal's variance, batch norm keeps every layer in range",
+                      overrides=("model.activation=relu", "init.scheme=he", "model.norm=batch"))
     lecun = Action("init.scheme=lecun", "LeCun init keeps mean 0 / std 1 through the layers",
                    overrides=("init.scheme=lecun",))
     residual = Action("model.name=resnet", "identity shortcuts carry the gradient past every block",
@@ -70,15 +86,12 @@ def _policies() -> dict[str, list[Action]]:
         "nan_loss": [LR_DOWN, CLIP, LR_DOWN, LR_DOWN, NORM],
         "exploding_gradients": [LR_DOWN, CLIP, LR_DOWN, NORM],
         "loss_spike": [LR_DOWN, CLIP, LR_DOWN],
-        "vanishing_gradients": [he, NORM, residual],
-        "saturation": [lecun, NORM, he],
-        "dead_units": [
-            LR_DOWN,  # the cheapest fix first: large updates are what usually pushes ReLUs into the dead zone
-            LR_DOWN,
-            Action("model.activation=leaky_relu", "a leaky ReLU keeps a gradient for negative inputs",
-                   overrides=("model.activation=leaky_relu",)),
-            Action("init.scheme=he", "a fresh He init revives the units", overrides=("init.scheme=he",)),
-        ],
+        "vanishing_gradients": [standard, residual],
+        "saturation": [lecun, standard],
+        # dead from the start (a bad initial state): fresh weights first; a leaky ReLU if they die again
+        "dead_units": [REINIT, LEAKY, LR_DOWN],
+        # dead after oversized steps (the update ratio was far above 1e-3): the learning rate first
+        "dead_units_unstable": [LR_DOWN, LR_DOWN, LEAKY, REINIT],
         "update_ratio_high": [LR_DOWN, CLIP, LR_DOWN],
         "update_ratio_low": [Action("lr×10", "updates are ~1e-5 of the weights: the learning rate is too small",
                                     lr_factor=10.0)] * 3,
@@ -90,7 +103,9 @@ def _policies() -> dict[str, list[Action]]:
                    overrides=("schedule.name=one_cycle",)),
         ],
         "overfitting": [
-            Action("early stop", "stop at the last healthy weights (early stopping)", stop=True),
+            Action("early stopping (patience 3)", "keep training while the validation loss improves, then stop with "
+                   "the weights of its best epoch", patience=3),
+            Action("early stop", "stop now with the weights of the best validation loss", stop=True),
         ],
         "unscaled_inputs": [Action("data.scale=standard", "standardise inputs with training-split statistics",
                                    overrides=("data.scale=standard",))],
@@ -108,11 +123,24 @@ PLATEAU_AFTER_INSTABILITY = Action("lr×0.1", "the loss stalls after an unstable
                                    "too high for the loss to fall", lr_factor=0.1)
 
 
-def policy_key(kind: str, evidence: dict[str, float]) -> str:
-    """The policy for an alarm: the update-ratio alarm has two directions."""
+UNSTABLE_UPDATE_RATIO = 1e-1
+"""A median ‖Δw‖/‖w‖ above this (at the peak learning rate; the update-ratio detector's upper bound, 100 ×
+Karpathy's 1e-3) means the steps were oversized."""
+HEALTHY_PEAK_RATIO = 1e-2
+"""Where an adapted learning-rate change aims the median ‖Δw‖/‖w‖ at the peak rate (ours). Measured on the
+healthy runs of ``bench/doctor_corpus.py`` (AdamW 3e-3, SGD 0.1, momentum 0.05): 1e-2 to 2e-2 at the peak,
+1e-3 to 5e-3 as the rate anneals — above Karpathy's 1e-3, which describes SGD late in training. A cut that
+lands a little high is caught by the next alarm; one that lands far too low wastes the run."""
+
+
+def policy_key(kind: str, evidence: dict[str, float], unstable: bool = False) -> str:
+    """The policy for an alarm: the update-ratio alarm has two directions; dead units two causes (``unstable``:
+    the steps before them were oversized)."""
     if kind == "update_ratio":
         ratio = evidence.get("log10_update_ratio", evidence.get("log10_ratio", -3.0))
         return "update_ratio_high" if ratio > -3 else "update_ratio_low"
+    if kind == "dead_units" and unstable:
+        return "dead_units_unstable"
     return kind
 
 
@@ -126,14 +154,16 @@ class RepairPlan:
     log: list[dict[str, Any]] = field(default_factory=list)
     lowered_lr: bool = False
 
-    def next_action(self, kind: str, evidence: dict[str, float], recipe: dict[str, Any]) -> Action | None:
+    def next_action(self, kind: str, evidence: dict[str, float], recipe: dict[str, Any],
+                    unstable: bool = False) -> Action | None:
         """The next applicable action for ``kind`` (advancing past inapplicable ones), or None.
 
         A plateau that follows a learning-rate cut for instability is not answered by raising the rate again
-        (that would undo the repair): the rate is cut once more."""
+        (that would undo the repair): the rate is cut once more. ``unstable``: the run's recent steps were
+        oversized (see ``policy_key``)."""
         if self.used >= self.budget:
             return None
-        key = policy_key(kind, evidence)
+        key = policy_key(kind, evidence, unstable)
         if key == "plateau" and self.lowered_lr:
             self.used += 1
             return PLATEAU_AFTER_INSTABILITY
@@ -147,7 +177,9 @@ class RepairPlan:
                 return action
         return None
 
-    def record(self, step: int, action: Action, alarm_kind: str, message: str) -> dict[str, Any]:
-        entry = {"step": step, "action": action.name, "reason": f"{alarm_kind}: {message} → {action.reason}"}
+    def record(self, step: int, action: Action, alarm_kind: str, message: str, name: str | None = None) -> dict[str, Any]:
+        """Log one repair; ``name`` is what was really done when it differs from the action's name (an
+        adapted learning-rate factor, an in-run change applied as a restart)."""
+        entry = {"step": step, "action": name or action.name, "reason": f"{alarm_kind}: {message} → {action.reason}"}
         self.log.append(entry)
         return entry

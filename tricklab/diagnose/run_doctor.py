@@ -17,6 +17,7 @@ from tricklab.diagnose.repair import RepairPlan
 from tricklab.diagnose.trainer_callback import DoctorCallback
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
 from tricklab.train import RunResult, train
+from tricklab.train.events import Callback
 from tricklab.train.run import new_run_dir
 
 
@@ -73,8 +74,11 @@ def doctor_train(
     runs_root: str | os.PathLike[str] = "runs",
     store: Any = None,
     progress: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> DoctorResult:
-    """Train ``recipe`` with the doctor watching; with ``repair``, repair what it finds (see ``repair``)."""
+    """Train ``recipe`` with the doctor watching; with ``repair``, repair what it finds (see ``repair``).
+
+    ``callbacks`` run in every attempt, before the doctor (so it sees what they did)."""
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides or []))
     if isinstance(recipe, Recipe) and overrides:
         rec = recipe_from_dict(apply_overrides(recipe_to_dict(recipe), list(overrides)))
@@ -86,11 +90,11 @@ def doctor_train(
         attempts += 1
         run_dir = new_run_dir(rec, runs_root)
         run_dir.mkdir(parents=True, exist_ok=True)
-        cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec))
-        result = train(rec, run_dir=run_dir, store=store, progress=progress, callbacks=[cb])
+        cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec), can_restart=True)
+        result = train(rec, run_dir=run_dir, store=store, progress=progress, callbacks=[*callbacks, cb])
         alarms += cb.alarms
         before = before or cb.before
-        if not (plan is not None and cb.rebuild_overrides):
+        if not (plan is not None and cb.restart):
             break
         rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), cb.rebuild_overrides))
     alarms = merge_alarms(result, alarms)

@@ -6,8 +6,10 @@ turns the probe step into a ``ProbeRecord`` for the ``Doctor``; ``on_epoch_end``
 (overfitting, plateau). Records go to ``probes.jsonl`` and alarms to ``alarms.json`` in the run directory.
 
 With ``repair`` the callback keeps the last healthy weights (at the start and after every epoch without a new
-alarm) in memory, and on an alarm rolls back to them and applies the next action of ``repair.POLICIES``.
-Rebuild actions end the run with ``rebuild_overrides`` set; ``doctor_train`` starts the changed recipe.
+alarm) and the weights of the best validation loss in memory, and on an alarm rolls back to the healthy ones
+and applies the next action of ``repair.POLICIES``. Rebuild actions end the run with ``restart`` and
+``rebuild_overrides`` set; ``doctor_train`` (``can_restart=True``) starts the changed recipe. An in-run action
+taken before any healthy epoch is applied as a restart as well (see ``repair``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tricklab.diagnose.doctor import Doctor
+from tricklab.diagnose.doctor import STATIC_KINDS, Doctor
 from tricklab.diagnose.probes import DEFAULT_EVERY, Probe
 from tricklab.diagnose.records import Alarm
-from tricklab.diagnose.repair import PRIORITY, Action, RepairPlan
+from tricklab.diagnose.repair import (
+    HEALTHY_PEAK_RATIO,
+    PRIORITY,
+    UNSTABLE_UPDATE_RATIO,
+    Action,
+    RepairPlan,
+)
 from tricklab.fsutil import atomic_write_text
 from tricklab.train.callbacks import GradientClipping
 from tricklab.train.events import Callback, TrainState
@@ -31,6 +40,9 @@ from tricklab.train.run import json_safe
 
 PROBES_FILE = "probes.jsonl"
 ALARMS_FILE = "alarms.json"
+RECENT_PROBES = 5
+"""Probes whose update ratios tell whether the steps before an alarm were oversized (100 steps by default)."""
+INSTABILITY = frozenset({"nan_loss", "exploding_gradients", "loss_spike"})
 
 
 class DoctorCallback(Callback):
@@ -38,7 +50,7 @@ class DoctorCallback(Callback):
 
     def __init__(self, *, every: int = DEFAULT_EVERY, run_dir: str | Path | None = None,
                  repair: RepairPlan | None = None, recipe: dict[str, Any] | None = None,
-                 doctor_kwargs: dict[str, Any] | None = None) -> None:
+                 doctor_kwargs: dict[str, Any] | None = None, can_restart: bool = False) -> None:
         self.every = every
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.repair = repair
@@ -49,12 +61,19 @@ class DoctorCallback(Callback):
         self.alarms: list[Alarm] = []          # every alarm raised in this run, in order
         self.repairs: list[dict[str, Any]] = []
         self.before: dict[str, Any] | None = None
+        self.can_restart = can_restart        # the caller starts the run again when ``restart`` is set
+        self.restart = False
         self.rebuild_overrides: list[str] = []
         self._snapshot: dict[str, Any] | None = None
+        self._best: dict[str, Any] | None = None   # weights of the best validation loss (repair only)
+        self._best_val = math.inf
+        self._best_epoch = 0
+        self._patience: int | None = None        # early stopping switched on by a repair
         self._pending: list[str] = []
         self._alarm_this_epoch = False
         self._resume_doctor: dict[str, Any] | None = None
         self._update_ratio: float | None = None  # median ‖Δw‖/‖w‖ over layers at the last probe
+        self._recent_ratios: deque[float] = deque(maxlen=RECENT_PROBES)  # and at the last few
 
     # -- events -----------------------------------------------------------------------------------------
     def on_fit_begin(self, state: TrainState) -> None:
@@ -85,7 +104,9 @@ class DoctorCallback(Callback):
         if record is not None:
             self._pending.append(json.dumps(record.to_dict(), allow_nan=True))
             ratios = sorted(r for layer in record.layers if (r := layer.update_ratio) is not None and math.isfinite(r))
-            self._update_ratio = ratios[len(ratios) // 2] if ratios else self._update_ratio
+            if ratios:
+                self._update_ratio = self._at_peak(ratios[len(ratios) // 2], state)
+                self._recent_ratios.append(self._update_ratio)
             new += self.doctor.observe(record)
         if self.repair is not None and state.loss is not None and not math.isfinite(float(state.loss)):
             new += self.doctor.nonfinite_loss(step)
@@ -96,8 +117,10 @@ class DoctorCallback(Callback):
         metrics = {k: v for k, v in state.epoch_metrics.items() if isinstance(v, (int, float))}
         self._raise(state, self.doctor.end_epoch(state.epoch, state.step, metrics), state.step)
         self._flush()
-        if self.repair is not None and not self._alarm_this_epoch and state.status != "diverged":
-            self._take_snapshot(state)
+        if self.repair is not None and state.status != "diverged":
+            self._early_stopping(state, metrics.get("val_loss"))
+            if not self._alarm_this_epoch and not state.stop:
+                self._take_snapshot(state)
         self._alarm_this_epoch = False
 
     def on_fit_end(self, state: TrainState) -> None:
@@ -113,42 +136,44 @@ class DoctorCallback(Callback):
         if not new:
             return
         self.alarms.extend(new)
-        self._alarm_this_epoch = True
+        self._alarm_this_epoch = self._alarm_this_epoch or any(a.kind not in STATIC_KINDS for a in new)
         if self.repair is None or state.stop:
             return
         rank = {kind: i for i, kind in enumerate(PRIORITY)}
+        unstable = (max(self._recent_ratios, default=0.0) > UNSTABLE_UPDATE_RATIO
+                    or any(a.kind in INSTABILITY for a in self.alarms))
         for alarm in sorted(new, key=lambda a: rank.get(a.kind, len(rank))):
-            action = self.repair.next_action(alarm.kind, alarm.evidence, self.recipe)
+            action = self.repair.next_action(alarm.kind, alarm.evidence, self.recipe, unstable=unstable)
             if action is None:
                 continue
             if self.before is None:
                 last = state.history[-1] if state.history else {}
                 self.before = {"step": step, "alarm": alarm.kind, "train_loss": _finite(state.loss),
                                "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss")}
-            self.repairs.append(self.repair.record(step, action, alarm.kind, alarm.message))
-            self._apply(state, action)
+            done = self._apply(state, action, since=alarm.step)
+            self.repairs.append(self.repair.record(step, action, alarm.kind, alarm.message, name=done))
             break
 
-    def _apply(self, state: TrainState, action: Action) -> None:
+    def _apply(self, state: TrainState, action: Action, since: int = 0) -> str:
+        """Roll back and apply ``action`` against a problem seen since step ``since``; returns what was done
+        (the log's name for it). A snapshot taken at or after ``since`` already had the problem: then only a
+        restart goes back far enough."""
         assert self.doctor is not None
-        self._rollback(state)
-        if action.rebuild:
-            # the rebuilt run keeps what in-run repairs already changed (learning rate, clipping)
-            carried = []
-            if state.lr_scale != 1.0 and "optimizer" in self.recipe:
-                carried.append(f"optimizer.lr={self.recipe['optimizer']['lr'] * state.lr_scale:.6g}")
-            clip = self.recipe.get("clip", {})
-            if clip.get("mode") == "norm":
-                carried += [f"clip.mode={clip['mode']}", f"clip.threshold={clip['threshold']}"]
-            self.rebuild_overrides = carried + list(action.overrides)
-            state.stop, state.stop_reason = True, f"doctor: rebuild with {' '.join(action.overrides)}"
-            return
+        if action.patience is not None:
+            self._patience = action.patience   # in-run, no rollback: training goes on while it helps
+            return action.name
         if action.stop:
+            self._rollback(state, self._best)
             state.stop, state.status = True, "stopped_early"
-            state.stop_reason = "doctor: stopped at the last healthy weights"
-            return
+            state.stop_reason = ("doctor: stopped with the weights of the best validation loss" if self._best
+                                 else "doctor: stopped at the last healthy weights")
+            return action.name
+        self._rollback(state, self._snapshot)
+        done = [action.name]
         if action.lr_factor is not None:
-            state.lr_scale *= self._lr_factor(action)
+            factor = self._lr_factor(action)
+            state.lr_scale *= factor
+            done = [f"lr×{factor:.3g}"]
         if action.clip_threshold is not None:
             for cb in state.trainer.callbacks:
                 if isinstance(cb, GradientClipping):
@@ -159,31 +184,77 @@ class DoctorCallback(Callback):
                 for key in ("weight_decay", "decoupled_decay"):
                     if isinstance(group.get(key), float):
                         group[key] *= action.weight_decay_factor
+        no_healthy = self._snapshot is None or self._snapshot["step"] == 0 or self._snapshot["step"] >= since
+        if action.rebuild or (self.can_restart and no_healthy):
+            # the next run keeps what in-run repairs changed (learning rate, clipping)
+            carried = []
+            if state.lr_scale != 1.0 and "optimizer" in self.recipe:
+                carried.append(f"optimizer.lr={self.recipe['optimizer']['lr'] * state.lr_scale:.6g}")
+            clip = self.recipe.get("clip", {})
+            if clip.get("mode") == "norm":
+                carried += [f"clip.mode={clip['mode']}", f"clip.threshold={clip['threshold']}"]
+            self.rebuild_overrides = carried + list(action.overrides)
+            self.restart = True
+            what = " ".join(self.rebuild_overrides) or "a fresh initialisation"
+            state.stop, state.stop_reason = True, f"doctor: start again with {what}"
+            return " + ".join(done) + ("" if action.rebuild else " (restart: no healthy epoch to roll back to)")
         self.doctor.reset()
+        self._recent_ratios.clear()
+        return " + ".join(done)
+
+    def _at_peak(self, ratio: float, state: TrainState) -> float:
+        """The update ratio scaled to the run's peak learning rate (the recipe's rate × the repairs' scale):
+        a warm-up or an annealed schedule shrinks the steps on purpose, and an adapted change of the rate
+        must aim at the steps the schedule's peak will take. Unscaled without a recipe."""
+        peak = self.recipe.get("optimizer", {}).get("lr")
+        if not isinstance(peak, (int, float)) or not state.lr or state.lr <= 0:
+            return ratio
+        return ratio * peak * state.lr_scale / state.lr
+
+    def _early_stopping(self, state: TrainState, val_loss: float | None) -> None:
+        """Keep the weights of the best validation loss; once a repair switched early stopping on, stop with
+        them after ``patience`` epochs without a better one."""
+        if isinstance(val_loss, float) and math.isfinite(val_loss) and val_loss < self._best_val:
+            self._best_val, self._best_epoch = val_loss, state.epoch
+            self._best = self._copy(state)
+            return
+        if self._patience is not None and not state.stop and state.epoch - self._best_epoch >= self._patience:
+            self._rollback(state, self._best)
+            state.stop, state.status = True, "stopped_early"
+            state.stop_reason = (f"doctor: early stopping — no better validation loss for {self._patience} epochs; "
+                                 f"weights of epoch {self._best_epoch + 1} restored")
 
     def _lr_factor(self, action: Action) -> float:
-        """A cut goes at least to where the median update/weight ratio is ~1e-3 (Karpathy's rule of thumb:
-        updates are about a thousandth of the weights); the update of SGD and Adam scales with the learning
-        rate, so one cut suffices even when the rate is several decades too high."""
+        """An adapted change of the learning rate: the update of SGD and Adam scales with the rate, so one
+        change can correct a rate several decades off. A cut, when the median update ratio (at the peak rate)
+        of the last few probes exceeded ``UNSTABLE_UPDATE_RATIO``, or a raise, when it is below 1e-4, aims at
+        ``HEALTHY_PEAK_RATIO`` (factors within [1e-4, 1e5]). Otherwise the action's own factor."""
         factor = action.lr_factor
         assert factor is not None
+        high = max(self._recent_ratios, default=0.0)
+        if factor < 1 and high > UNSTABLE_UPDATE_RATIO:
+            return max(1e-4, min(factor, HEALTHY_PEAK_RATIO / high))
         ratio = self._update_ratio
-        if factor < 1 and ratio is not None and ratio > 1e-2:
-            factor = max(1e-4, min(factor, 1e-3 / ratio))
+        if factor > 1 and ratio is not None and 0 < ratio < 1e-4:
+            return min(1e5, max(factor, HEALTHY_PEAK_RATIO / ratio))
         return factor
 
     def _take_snapshot(self, state: TrainState) -> None:
-        self._snapshot = {
+        self._snapshot = self._copy(state)
+
+    @staticmethod
+    def _copy(state: TrainState) -> dict[str, Any]:
+        return {
             "model": {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()},
             "optimizer": copy.deepcopy(state.optimizer.state_dict()),
             "step": state.step,
         }
 
-    def _rollback(self, state: TrainState) -> None:
-        if self._snapshot is None:
+    def _rollback(self, state: TrainState, snapshot: dict[str, Any] | None) -> None:
+        if snapshot is None:
             return
-        state.model.load_state_dict(self._snapshot["model"])
-        state.optimizer.load_state_dict(self._snapshot["optimizer"])
+        state.model.load_state_dict(snapshot["model"])
+        state.optimizer.load_state_dict(snapshot["optimizer"])
         if state.first_bad_step is not None:
             state.first_bad_step.fill_(-1)
 

@@ -23,7 +23,10 @@ Both gradient-ratio rules are judged only while the loss is not moving (AUTOTRAI
 when training does not converge); a healthy ResNet or batch-normed net whose ratio happens to be extreme for
 a moment while it learns raises nothing. Non-finite gradients are immediate; a gradient norm that grows an
 order of magnitude above its start value while the loss is worse than at the start is an explosion as well
-(the too-high-learning-rate case, where the ratio can stay ordinary).
+(the too-high-learning-rate case, where the ratio can stay ordinary). So is a training loss that climbs well
+above its value at the start and stays there (``divergence``): behind batch norm the weight gradients stay
+bounded however large the steps (the normalised output does not depend on the weights' scale), yet the steps
+throw the net out of its basin — the last, un-normalised layer's logits grow and the loss explodes instead.
 """
 
 from __future__ import annotations
@@ -124,8 +127,9 @@ class ExplodingGradients(Detector):
     probes of either (a) growth: the global ‖g‖ > ``exploding_growth`` (10) × its value at the first probe
     while the loss is above its value there, or (b) ratio: ‖g_first‖/‖g_last‖ >
     ``exploding_ratio`` (70, AUTOTRAINER β₃) while the loss is not moving and no sigmoid/tanh layer is more
-    than ``saturated_fraction`` saturated (then saturation explains the ratio). Rule (b) is also explained by a
-    raised saturation alarm; every non-NaN rule by unscaled inputs.
+    than ``saturated_fraction`` saturated (then saturation explains the ratio), or (c) divergence: the loss
+    above ``divergence_factor`` (1.5) × its value at the first probe. Rule (b) is also explained by a raised
+    saturation alarm; every non-NaN rule by unscaled inputs.
     """
 
     kind = "exploding_gradients"
@@ -133,6 +137,7 @@ class ExplodingGradients(Detector):
 
     def reset(self) -> None:
         self.streak = Streak()
+        self.diverging = Streak()
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         layers = weight_layers(record)
@@ -149,7 +154,10 @@ class ExplodingGradients(Detector):
         saturated = max_saturation(layers)
         by_ratio = (ratio is not None and ratio[2] > self.t.exploding_ratio and ctx.stalled()
                     and saturated <= self.t.saturated_fraction)
-        if self.streak.update(by_growth or by_ratio, record.step) < self.t.persist:
+        by_divergence = (finite(record.loss) and finite(start_loss) and start_loss > 0
+                         and record.loss > self.t.divergence_factor * start_loss)
+        self.diverging.update(by_divergence, record.step)
+        if self.streak.update(by_growth or by_ratio or by_divergence, record.step) < self.t.persist:
             return None
         evidence: dict[str, float] = {"grad_norm": record.grad_norm, "grad_norm_start": start_gn,
                                       "growth": growth, "loss": record.loss, "loss_start": start_loss}
@@ -159,5 +167,12 @@ class ExplodingGradients(Detector):
         carrying = [layer for layer in layers if layer.grad_norm >= 0.1 * peak] if peak > 0 else layers[:1]
         if by_growth:
             return self.finding(self.streak.start(record.step), "growth", carrying, evidence,
+                                explained_by=("unscaled_inputs",))
+        if self.diverging.count >= self.t.persist:
+            evidence["loss_factor"] = record.loss / start_loss
+            update = [float(layer.update_ratio) for layer in layers if finite(layer.update_ratio)]
+            if update:
+                evidence["update_ratio"] = max(update)
+            return self.finding(self.diverging.start(record.step), "divergence", layers[-1:], evidence,
                                 explained_by=("unscaled_inputs",))
         return self.finding(self.streak.start(record.step), "ratio", carrying, evidence)

@@ -55,6 +55,11 @@ class Thresholds:
     exploding_ratio: float = 70.0          # AUTOTRAINER β₃: ‖g_first‖/‖g_last‖ above this
     exploding_growth: float = 10.0         # ours: global ‖g‖ an order of magnitude above its value at the start
                                            # while the loss is worse than at the start
+    divergence_factor: float = 1.5         # ours: the training loss above 1.5 × its value at the first probe
+                                           # (≈ ln C for a fresh classifier) on ``persist`` consecutive probes:
+                                           # the steps are so large that training climbs out of the basin. With
+                                           # batch norm the gradient norm stays bounded (scale invariance) while
+                                           # the logits, and the loss, blow up — growth alone misses that case
 
     # -- units
     dead_fraction: float = 0.7             # AUTOTRAINER γ: share of a ReLU layer's units dead
