@@ -31,6 +31,9 @@ def add_parser(sub: Any) -> None:
                    help="where to write the report (default: PATH/report.html for a run, "
                         "<store dir>/<study>-report.html for a study)")
     p.add_argument("--json", action="store_true", help='print {"report": PATH, ...} as one JSON object on the last line')
+    p.add_argument("--tensorboard", metavar="LOGDIR",
+                   help="also export a run's per-layer statistics as TensorBoard events into LOGDIR "
+                        "(needs pip install 'tricklab[tensorboard]')")
     p.set_defaults(run=run)
 
 
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and out.is_dir():
         raise InputError("--out", f"{out} is a directory; give a file name such as {out / 'report.html'}")
     if path.is_file():
+        if args.tensorboard:
+            raise InputError("--tensorboard", "TensorBoard export is for a run directory, not a store",
+                             allowed="a run directory as PATH")
         return _study_report(path, args.study, out, args.json)
     if args.study is not None:
         raise InputError("--study", f"{path} is not a store file; --study chooses a study of a store",
@@ -49,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from tricklab.report import write_run_report
 
     written = write_run_report(path, out)
-    print(json.dumps({"report": str(written)}) if args.json else str(written))
+    result = {"report": str(written)}
+    if args.tensorboard:
+        from tricklab.integrations.tensorboard import export_run
+
+        result["tensorboard"] = str(export_run(path, args.tensorboard))
+    print(json.dumps(result) if args.json else "\n".join(result.values()))
     return 0
 
 

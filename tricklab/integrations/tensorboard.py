@@ -1,0 +1,152 @@
+"""TensorBoard export of the doctor's per-layer statistics (optional extra: ``pip install 'tricklab[tensorboard]'``).
+
+Three ways in, one layout of tags:
+
+- ``TensorBoardCallback(logdir)`` — a tricklab Trainer callback: every probe record and every epoch's metrics,
+  live (add it after a ``DoctorCallback``, which makes the records);
+- ``TensorBoardWriter(logdir)`` — a plain ``on_record`` hook for ``tl.watch(model, ..., on_record=writer)``
+  in a hand-written loop (call ``writer.epoch(...)`` yourself for epoch metrics);
+- ``export_run(run_dir, logdir)`` / ``tricklab report RUN_DIR --tensorboard LOGDIR`` — after the fact, from a
+  run directory's ``probes.jsonl``, ``metrics.json`` and ``alarms.json``.
+
+Tags (x axis: optimizer step): ``train/loss``, ``train/grad_norm``, ``train/lr``, ``train/clip_fired``;
+``layers/<stat>/<layer>`` for ``grad_norm``, ``weight_norm``, ``update_ratio`` (as log10),
+``act_mean``, ``act_std``, ``frac_saturated``, ``frac_dead`` — one chart per statistic with every layer on it
+(TensorBoard groups tags by their prefix); ``epoch/<metric>`` per epoch; alarms as text under ``alarms``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from tricklab.diagnose.records import Alarm, ProbeRecord
+from tricklab.errors import InputError
+from tricklab.train.events import Callback, TrainState
+
+LAYER_STATS = ("grad_norm", "weight_norm", "update_ratio", "act_mean", "act_std", "frac_saturated", "frac_dead")
+
+
+def _summary_writer(logdir: str | os.PathLike[str]) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("--tensorboard", "TensorBoard export needs the tensorboard package",
+                         allowed="pip install 'tricklab[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(logdir))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class TensorBoardWriter:
+    """Writes probe records, epoch metrics and alarms to one TensorBoard log directory (see the module
+    docstring for the tags). Callable: ``writer(record)`` is the ``on_record`` hook of ``tl.watch``."""
+
+    def __init__(self, logdir: str | os.PathLike[str]) -> None:
+        self.logdir = Path(logdir)
+        self.writer = _summary_writer(self.logdir)
+
+    def __call__(self, record: ProbeRecord) -> None:
+        self.record(record)
+
+    def record(self, record: ProbeRecord) -> None:
+        w, step = self.writer, record.step
+        for tag, value in (("train/loss", record.loss), ("train/grad_norm", record.grad_norm), ("train/lr", record.lr)):
+            if _finite(value):
+                w.add_scalar(tag, value, step)
+        if record.clip_fired is not None:
+            w.add_scalar("train/clip_fired", float(record.clip_fired), step)
+        for layer in record.layers:
+            for stat in LAYER_STATS:
+                value = getattr(layer, stat)
+                if stat == "update_ratio":  # spans decades: log10, as the doctor judges it (healthy ≈ −3)
+                    value = math.log10(value) if _finite(value) and value > 0 else None
+                if _finite(value):
+                    w.add_scalar(f"layers/{stat}/{layer.name}", value, step)
+
+    def epoch(self, step: int, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            if key not in ("epoch", "step") and _finite(value):
+                self.writer.add_scalar(f"epoch/{key}", value, step)
+
+    def alarms(self, alarms: list[Alarm] | list[dict[str, Any]]) -> None:
+        for a in alarms:
+            d = a if isinstance(a, dict) else a.to_dict()
+            self.writer.add_text("alarms", f"**{d.get('kind')}** (step {d.get('step')}): {d.get('message')}",
+                                 int(d.get("step") or 0))
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class TensorBoardCallback(Callback):
+    """Live TensorBoard logging inside tricklab's Trainer. Reads the records of the ``DoctorCallback`` given
+    (or the first one among the Trainer's callbacks) and the epoch metrics."""
+
+    def __init__(self, logdir: str | os.PathLike[str], doctor: Any = None) -> None:
+        self.logdir = logdir
+        self.doctor = doctor
+        self.tb: TensorBoardWriter | None = None
+        self._seen = 0
+
+    def on_fit_begin(self, state: TrainState) -> None:
+        from tricklab.diagnose.trainer_callback import DoctorCallback
+
+        if self.doctor is None:
+            self.doctor = next((cb for cb in state.trainer.callbacks if isinstance(cb, DoctorCallback)), None)
+        self.tb = TensorBoardWriter(self.logdir)
+
+    def on_batch_end(self, state: TrainState) -> None:
+        doctor = self.doctor.doctor if self.doctor is not None else None
+        if doctor is None or self.tb is None or not doctor.ctx.records:
+            return
+        last = doctor.ctx.records[-1]
+        if last.step >= self._seen:
+            self.tb.record(last)
+            self._seen = last.step + 1
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.tb is not None:
+            self.tb.epoch(state.step, state.epoch_metrics)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        if self.tb is None:
+            return
+        if self.doctor is not None:
+            self.tb.alarms(self.doctor.alarms)
+        self.tb.close()
+
+
+def export_run(run_dir: str | os.PathLike[str], logdir: str | os.PathLike[str] | None = None) -> Path:
+    """Write a run directory's probe records, epoch metrics and alarms as TensorBoard events into ``logdir``
+    (default: ``RUN_DIR/tensorboard``); returns the log directory."""
+    run = Path(run_dir)
+    probes, metrics, alarms = run / "probes.jsonl", run / "metrics.json", run / "alarms.json"
+    if not probes.is_file() and not metrics.is_file():
+        raise InputError("PATH", f"{run} has neither probes.jsonl nor metrics.json: not a run directory",
+                         allowed="a run directory written by tricklab train or tricklab doctor")
+    out = Path(logdir) if logdir is not None else run / "tensorboard"
+    tb = TensorBoardWriter(out)
+    try:
+        if probes.is_file():
+            with open(probes, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        record = ProbeRecord.from_dict(json.loads(line))
+                    except (ValueError, TypeError):
+                        continue  # blank, or the partial last line of a killed run
+                    tb.record(record)
+        if metrics.is_file():
+            for epoch in json.loads(metrics.read_text(encoding="utf-8")):
+                tb.epoch(int(epoch.get("step", epoch.get("epoch", 0))), epoch)
+        if alarms.is_file():
+            tb.alarms(json.loads(alarms.read_text(encoding="utf-8")))
+    finally:
+        tb.close()
+    return out
