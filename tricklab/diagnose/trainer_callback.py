@@ -226,14 +226,17 @@ class DoctorCallback(Callback):
 
     def _lr_factor(self, action: Action) -> float:
         """An adapted change of the learning rate: the update of SGD and Adam scales with the rate, so one
-        change can correct a rate several decades off. A cut, when the median update ratio (at the peak rate)
-        of the last few probes exceeded ``UNSTABLE_UPDATE_RATIO``, or a raise, when it is below 1e-4, aims at
+        change can correct a rate several decades off. A cut, when the update ratio (median over layers, at the
+        peak rate) of one of the last few probes exceeded ``UNSTABLE_UPDATE_RATIO``, or a raise, when it is below
+        1e-4, aims at
         ``HEALTHY_PEAK_RATIO`` (factors within [1e-4, 1e5]). Otherwise the action's own factor."""
         factor = action.lr_factor
         assert factor is not None
-        high = max(self._recent_ratios, default=0.0)
-        if factor < 1 and high > UNSTABLE_UPDATE_RATIO:
-            return max(1e-4, min(factor, HEALTHY_PEAK_RATIO / high))
+        recent = sorted(self._recent_ratios)
+        if factor < 1 and recent and recent[-1] > UNSTABLE_UPDATE_RATIO:
+            # sized by the median of the recent probes: the largest, taken once the weights have blown up,
+            # is past the range where the update grows in proportion to the rate, and would over-cut
+            return max(1e-4, min(factor, HEALTHY_PEAK_RATIO / recent[len(recent) // 2]))
         ratio = self._update_ratio
         if factor > 1 and ratio is not None and 0 < ratio < 1e-4:
             return min(1e5, max(factor, HEALTHY_PEAK_RATIO / ratio))
