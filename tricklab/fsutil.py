@@ -1,10 +1,13 @@
-"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
+"""Atomic file writes (a reader, or a crash, sees the old file or the new one, never half of one) and an
+exclusive lock between processes that a crash cannot leave behind."""
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -20,11 +23,68 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(p)) from err  # say which file could not be written
         raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """``atomic_write`` for text (UTF-8)."""
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+class LockBusy(Exception):
+    """``exclusive_lock(..., wait=False)`` found the lock held; ``holder`` is what its owner wrote (pid, ...)."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        self.path = path
+        self.holder = holder
+        super().__init__(f"{path} is held by {holder or 'another process'}")
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike[str], *, wait: bool,
+                   on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if missing) for the ``with`` block.
+
+    The operating system releases the lock when its process ends in any way, SIGKILL included, so a crash never
+    leaves a stale lock. ``wait=False`` raises ``LockBusy`` at once when another process holds it; ``wait=True``
+    calls ``on_wait(holder)`` once and blocks until the lock is free. The holder's pid and host are written into
+    the file for those messages. POSIX ``flock``; where it does not exist (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, run unlocked
+        yield
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            if not wait:
+                raise LockBusy(p, holder) from None
+            if on_wait is not None:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # the lock file stays (removing it would race with a waiting process)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tricklab.errors import InputError
+from tricklab.errors import InputError, brief
 from tricklab.fsutil import atomic_write_text
 from tricklab.recipe.schema import Recipe
 
@@ -28,12 +28,19 @@ def _allowed_keys(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+def key_label(key: object) -> str:
+    """A mapping key as it appears in a field name: plain keys as they are, blank or odd ones quoted
+    (``''``, ``' '``, ``'a\\tb'``), so a message never names an empty field."""
+    text = str(key)
+    return text if text.strip() and text.isprintable() and text == text.strip() else repr(text)
+
+
 def validation_error_to_input_error(err: ValidationError, *, source: str = "recipe",
                                     model: type[BaseModel] = Recipe) -> InputError:
     """Turn pydantic's report into one ``InputError`` naming the first bad field and what is allowed."""
     problems: list[tuple[str, str]] = []
     for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"])
+        loc = tuple(key_label(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         m = _FIELD_PREFIX.match(msg)
         if m:  # a validator that names the sub-field itself ("path: ...")
@@ -41,7 +48,7 @@ def validation_error_to_input_error(err: ValidationError, *, source: str = "reci
         if e["type"] == "extra_forbidden":
             msg = f"unknown key; allowed keys here: {', '.join(_allowed_keys(model, loc[:-1]))}"
         elif e["type"] != "missing" and not isinstance(e.get("input"), dict):
-            msg += f" (got {e.get('input')!r})"
+            msg += f" (got {brief(e.get('input'))})"
         problems.append((".".join(loc) or source, msg))
     field, first = problems[0]
     others = "".join(f"; also {f}: {m}" for f, m in problems[1:])
@@ -57,9 +64,27 @@ def recipe_from_dict(data: Any, *, source: str = "recipe") -> Recipe:
         raise InputError(source, f"a recipe must be a mapping of sections, got {type(data).__name__}",
                          allowed=", ".join(Recipe.model_fields))
     try:
+        _check_keys(data, "")
+    except InputError as err:
+        if source == "recipe":
+            raise
+        raise InputError(err.field, f"{err.problem} [in {source}]", err.allowed) from None
+    try:
         return Recipe.model_validate(data)
     except ValidationError as err:
         raise validation_error_to_input_error(err, source=source) from None
+
+
+def _check_keys(data: dict[Any, Any], prefix: str) -> None:
+    """Refuse keys that are not text (YAML's ``1:``, ``true:``, ``null:``) where they are, before pydantic, which
+    would name them by position."""
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise InputError(f"{prefix}{key_label(key)}",
+                             f"keys must be text, got {brief(key)} ({type(key).__name__})",
+                             allowed="section and setting names, e.g. optimizer: {lr: 0.1}")
+        if isinstance(value, dict):
+            _check_keys(value, f"{prefix}{key_label(key)}.")
 
 
 def read_yaml(path: str | os.PathLike[str], *, field: str = "recipe") -> Any:
@@ -81,6 +106,10 @@ def read_yaml(path: str | os.PathLike[str], *, field: str = "recipe") -> Any:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InputError(field, f"malformed YAML in {p}{where}: {problem}",
                          allowed="plain YAML mappings, lists, strings and numbers (no !!python tags)") from None
+    except (RecursionError, ValueError) as err:  # nesting too deep for the parser; an integer over 4300 digits
+        problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
+        raise InputError(field, f"unreadable YAML in {p}: {problem}",
+                         allowed="plain YAML mappings, lists, strings and numbers of ordinary size") from None
 
 
 def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
@@ -90,10 +119,11 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise InputError("--set", f"expected section.key=value, got {pair!r}", allowed="e.g. --set optimizer.lr=0.1")
+            raise InputError("--set", f"expected section.key=value, got {brief(pair)}",
+                             allowed="e.g. --set optimizer.lr=0.1")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError, ValueError):  # not a YAML scalar: the raw text, validated as such
             value = raw
         parsed.append((key.split("."), value))
     return parsed

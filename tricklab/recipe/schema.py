@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tricklab.errors import brief
 from tricklab.registry import Registry
 
 
@@ -39,7 +40,7 @@ def _registry(kind: str) -> Registry:
 def _check_name(kind: str, value: str) -> str:
     registry = _registry(kind)
     if value not in registry:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(registry.allowed())}")
+        raise ValueError(f"unknown {kind} {brief(value)}; allowed: {', '.join(registry.allowed())}")
     return registry.canonical(value)
 
 
@@ -112,7 +113,7 @@ class ModelConfig(Section):
     @classmethod
     def _python(cls, v: str | None) -> str | None:
         if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
-            raise ValueError(f"expected 'package.module:factory', got {v!r}")
+            raise ValueError(f"expected 'package.module:factory', got {brief(v)}")
         return v
 
 

@@ -136,8 +136,9 @@ def _tables(path: Path) -> set[str] | None:
 
 
 def open_store(path: Path) -> Store:
-    """Open an existing store for reading; a damaged file raises the ``Store``'s ``InputError`` (naming it), a
-    SQLite file that is not a tricklab store an ``InputError("PATH")`` — and nothing is written into it."""
+    """Open an existing store for reading; a damaged file (anywhere in it) raises the ``Store``'s ``InputError``
+    naming it, a SQLite file that is not a tricklab store an ``InputError("PATH")`` — and nothing is written into
+    it."""
     path = Path(path)
     if not path.is_file():
         raise InputError("PATH", f"{path} is not a file; give a tricklab store (e.g. tricklab.sqlite)")
@@ -145,7 +146,13 @@ def open_store(path: Path) -> Store:
     if tables is not None and not {"studies", "trials"} <= tables:
         raise InputError("PATH", f"{path} is a SQLite file but not a tricklab store (it has no studies table); "
                                  "give the --store of `tricklab study`, or a run directory")
-    return Store(path)  # an unreadable file: the Store names it in its own error
+    store = Store(path)  # an unreadable file: the Store names it in its own error
+    try:
+        store.check()  # a damaged page anywhere is refused, never reported as fewer trials
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def choose_study(store_path: Path, study: str | None) -> str:

@@ -2,20 +2,27 @@
 
 Standard library ``sqlite3`` only. Every write is one short transaction, so a process killed at any moment
 leaves the file consistent (SQLite's own guarantee); readers never block the writer (WAL).
+
+Every SQLite error leaves a ``Store`` method as an error that names the file: a damaged file is an
+``InputError("--store")`` (never a silently shorter answer), a full disk an ``OSError(ENOSPC)`` with the file as
+its filename (the transaction is rolled back, so nothing is half-written), another operational failure (locked
+for longer than the busy timeout, an I/O error) a ``StoreError``.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tricklab.errors import InputError
+from tricklab.errors import InputError, TricklabError
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE = "tricklab.sqlite"
@@ -80,6 +87,54 @@ CREATE TABLE IF NOT EXISTS trials (
 FINISHED = ("completed", "stopped_early", "diverged")
 """Trial states that are results: a re-run never trains them again (a diverged trial is a result too)."""
 
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_FULL = ("SQLITE_FULL",)
+
+
+class StoreError(TricklabError):
+    """A store could not be read or written for a reason that is neither damage nor a full disk (e.g. it stayed
+    locked by another process for longer than the busy timeout)."""
+
+
+def _kind(err: sqlite3.Error) -> str:
+    """``damaged``, ``full`` or ``other`` (error names on Python >= 3.11, the message text before)."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    text = str(err).lower()
+    if name.startswith(_DAMAGED) or "malformed" in text or "not a database" in text:
+        return "damaged"
+    if name.startswith(_FULL) or "database or disk is full" in text:
+        return "full"
+    return "other"
+
+
+def named_error(path: Path, err: sqlite3.Error) -> Exception:
+    """The error a person reads for a SQLite failure on the store at ``path``."""
+    kind = _kind(err)
+    if kind == "damaged":
+        return InputError("--store", f"{path} is damaged ({err}); no result is read from a damaged store. Restore it "
+                                     "from a copy, or recover what is readable with `sqlite3 FILE .recover`",
+                          allowed="an intact tricklab store, or a new file name for a new store")
+    if kind == "full":
+        return OSError(errno.ENOSPC, f"No space left on device (SQLite: {err}); the transaction was rolled back",
+                       str(path))
+    return StoreError(f"store {path}: {err}")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _names_the_file(method: _F) -> _F:
+    """Turn any SQLite error raised inside ``method`` into ``named_error`` (see the module doc)."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as err:
+            if _kind(err) == "other" and not isinstance(err, sqlite3.OperationalError):
+                raise  # a misuse of sqlite3 (closed connection, constraint): a bug, shown as one
+            raise named_error(self.path, err) from None
+    return wrapper  # type: ignore[return-value]
+
 
 class Store:
     """A tricklab store at ``path`` (created if missing). Use as a context manager or call ``close()``."""
@@ -103,7 +158,9 @@ class Store:
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as err:
+        except sqlite3.Error as err:
+            if _kind(err) == "full":
+                raise named_error(self.path, err) from None
             raise InputError("--store", f"{self.path} is not a readable tricklab store ({err}); "
                                         "it may be damaged or not a SQLite file") from None
 
@@ -114,10 +171,11 @@ class Store:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself after some errors (a full disk)
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -128,10 +186,20 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_names_the_file
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
+    @_names_the_file
+    def check(self) -> None:
+        """Refuse a damaged file before reading results from it (``PRAGMA quick_check``: every page and row is
+        read once; damage in a part a query would not touch would otherwise go unnoticed)."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise named_error(self.path, sqlite3.DatabaseError(f"database disk image is malformed: {problems[0]}"))
+
     # -- runs -----------------------------------------------------------------------------------------------
+    @_names_the_file
     def add_run(self, run_id: str, name: str, recipe: dict[str, Any], *, run_dir: str | None = None,
                 version: str | None = None, git_rev: str | None = None, study_id: str | None = None,
                 arm: str | None = None, seed: int | None = None, status: str = "running") -> None:
@@ -145,6 +213,7 @@ class Store:
                  seed),
             )
 
+    @_names_the_file
     def finish_run(self, run_id: str, status: str, result: dict[str, Any],
                    metrics: Iterable[tuple[int, int | None, str, float | None]] = (),
                    alarms: Iterable[dict[str, Any]] = ()) -> None:
@@ -165,6 +234,7 @@ class Store:
                        [(run_id, a.get("step"), a["kind"], a.get("layer"), a["message"]) for a in alarms])
 
     # -- studies and trials ---------------------------------------------------------------------------------
+    @_names_the_file
     def ensure_study(self, study_id: str, spec_hash: str, spec: dict[str, Any], trials: Iterable[tuple[str, int]],
                      *, version: str | None = None, git_rev: str | None = None) -> None:
         """Register a study and its trials (pending) — or check that the stored one is the same study."""
@@ -180,6 +250,7 @@ class Store:
             db.executemany("INSERT OR IGNORE INTO trials (study_id, arm, seed, status) VALUES (?, ?, ?, 'pending')",
                            [(study_id, arm, seed) for arm, seed in trials])
 
+    @_names_the_file
     def trials(self, study_id: str) -> list[dict[str, Any]]:
         cur = self._db.execute("SELECT arm, seed, status, attempts, run_id, executor, error, started, finished, result"
                                " FROM trials WHERE study_id = ? ORDER BY seed, arm", (study_id,))
@@ -191,12 +262,14 @@ class Store:
             out.append(d)
         return out
 
+    @_names_the_file
     def start_trial(self, study_id: str, arm: str, seed: int, executor: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE trials SET status = 'running', attempts = attempts + 1, executor = ?, started = ?,"
                        " error = NULL WHERE study_id = ? AND arm = ? AND seed = ?",
                        (executor, time.time(), study_id, arm, seed))
 
+    @_names_the_file
     def finish_trial(self, study_id: str, arm: str, seed: int, *, status: str, run_id: str | None = None,
                      run_name: str = "", recipe: dict[str, Any] | None = None, run_dir: str | None = None,
                      result: dict[str, Any] | None = None,
@@ -218,6 +291,7 @@ class Store:
                        (status, run_id, error, time.time(), json.dumps(result) if result is not None else None,
                         study_id, arm, seed))
 
+    @_names_the_file
     def study(self, study_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT id, spec_hash, spec, created, version, git_rev FROM studies WHERE id = ?",
                                (study_id,)).fetchone()
@@ -226,13 +300,16 @@ class Store:
         return dict(zip(("id", "spec_hash", "spec", "created", "version", "git_rev"), row[:2] + (json.loads(row[2]),)
                         + row[3:]))
 
+    @_names_the_file
     def studies(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT id FROM studies ORDER BY created")]
 
+    @_names_the_file
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._row(row) if row else None
 
+    @_names_the_file
     def runs(self, study_id: str | None = None) -> list[dict[str, Any]]:
         if study_id is None:
             rows = self._db.execute("SELECT * FROM runs ORDER BY created").fetchall()
@@ -240,6 +317,7 @@ class Store:
             rows = self._db.execute("SELECT * FROM runs WHERE study_id = ? ORDER BY created", (study_id,)).fetchall()
         return [self._row(r) for r in rows]
 
+    @_names_the_file
     def metrics(self, run_id: str) -> dict[str, list[tuple[int, float | None]]]:
         """``{name: [(step, value), ...]}`` for one run, ordered by step."""
         series: dict[str, list[tuple[int, float | None]]] = {}
@@ -249,6 +327,7 @@ class Store:
             series.setdefault(name, []).append((step, value))
         return series
 
+    @_names_the_file
     def alarms(self, run_id: str) -> list[dict[str, Any]]:
         cur = self._db.execute("SELECT step, kind, layer, message FROM alarms WHERE run_id = ? ORDER BY step",
                                (run_id,))

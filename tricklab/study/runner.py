@@ -6,10 +6,15 @@ are not finished (pending, running when a driver was killed, or failed with retr
 series and alarms are written in one SQLite transaction by the driver alone, so a SIGKILL of the driver at
 any moment loses at most the trials in flight (whose run directories keep their checkpoints: the next run
 resumes them) and never corrupts the store.
+
+One driver per study and store: a second ``run_study`` of the same study on the same store, while the first
+runs, is refused with an ``InputError`` (an operating-system lock beside the store, released when the driver
+ends, even by SIGKILL). Other studies may run on the same store at the same time (SQLite serialises writes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -18,11 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tricklab.errors import InputError
+from tricklab.fsutil import LockBusy, exclusive_lock
 from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import recipe_to_dict
 from tricklab.store import Store
 from tricklab.store.sqlite import FINISHED
-from tricklab.study.executors import TrialOutcome, TrialTask, make_executor
+from tricklab.study.executors import Executor, TrialOutcome, TrialTask, make_executor
 from tricklab.study.progress import StudyProgress
 from tricklab.study.spec import StudySpec
 from tricklab.study.stats import StudyStats, compare_arms
@@ -72,6 +79,12 @@ def trial_run_dir(root: Path, study: str, arm: str, seed: int) -> Path:
     return root / _slug(study) / _slug(arm) / f"seed-{seed}"
 
 
+def study_lock_path(store: Path, study: str) -> Path:
+    """The lock file of one study in one store, beside the store (``.tricklab.sqlite.dropout-1a2b3c4d.lock``)."""
+    digest = hashlib.sha256(study.encode("utf-8")).hexdigest()[:8]
+    return store.with_name(f".{store.name}.{_slug(study)[:40]}-{digest}.lock")
+
+
 def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqlite", executor: str | None = None,
               workers: int | None = None, runs_root: str | os.PathLike[str] | None = None, progress: bool = True,
               report: bool = True) -> StudyOutcome:
@@ -81,36 +94,16 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
     executor_name = executor or spec.executor
     runner = make_executor(executor_name, workers=workers, address=spec.address)
-    trials = spec.trials()
-    with Store(store_path) as db:
-        db.ensure_study(spec.name, spec.spec_hash(), spec.self_contained(), trials, version=__version__,
-                        git_rev=git_revision())
-        state = {(t["arm"], t["seed"]): t for t in db.trials(spec.name)}
-        todo = [(arm, seed) for arm, seed in trials
-                if state[(arm, seed)]["status"] not in FINISHED
-                and not (state[(arm, seed)]["status"] == "failed" and state[(arm, seed)]["attempts"] > spec.max_retries)]
-        tasks = [TrialTask(arm, seed, recipe_to_dict(spec.trial_recipe(arm, seed)),
-                           str(trial_run_dir(root, spec.name, arm, seed))) for arm, seed in todo]
-        view = StudyProgress(len(trials), len(trials) - len(todo), enabled=progress)
-
-        def on_start(task: TrialTask) -> None:
-            db.start_trial(spec.name, task.arm, task.seed, runner.name)
-            view.started(task.arm, task.seed)
-
-        def on_done(outcome: TrialOutcome) -> None:
-            result = outcome.result
-            run_id = None if result is None else f"{spec.name}/{outcome.arm}/seed-{outcome.seed}"
-            db.finish_trial(spec.name, outcome.arm, outcome.seed, status=outcome.status, run_id=run_id,
-                            run_name=f"{spec.name}/{outcome.arm}", recipe=(result or {}).get("recipe"),
-                            run_dir=(result or {}).get("run_dir"), result=result, metrics=outcome.metrics,
-                            alarms=(result or {}).get("alarms", []), error=outcome.error, version=__version__,
-                            git_rev=git_revision())
-            view.finished(outcome.arm, outcome.seed, outcome.status, (result or {}).get(spec.metrics()[0]))
-
-        with view:
-            runner.run(tasks, on_start, on_done)
-        final = db.trials(spec.name)
-    outcome = StudyOutcome(spec, str(store_path), final, trained_now=len(tasks))
+    try:
+        with exclusive_lock(study_lock_path(store_path, spec.name), wait=False), Store(store_path) as db:
+            final, trained_now = _run_trials(spec, db, root, runner, progress)
+    except LockBusy as busy:
+        raise InputError("study", f"study {spec.name!r} in {store_path} is being run by another process "
+                                  f"({busy.holder or 'unknown'}); let it finish, then run the same command again to "
+                                  "complete whatever is missing",
+                         allowed="one `tricklab study` process per study and store (another study, or another "
+                                 "--store, may run at the same time)") from None
+    outcome = StudyOutcome(spec, str(store_path), final, trained_now=trained_now)
     outcome.stats = study_statistics(spec, final)
     if report:
         from tricklab.report.study_report import write_study_report
@@ -118,6 +111,41 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
         outcome.report = str(write_study_report(store_path, spec.name))
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _run_trials(spec: StudySpec, db: Store, root: Path, runner: Executor, progress: bool
+                ) -> tuple[list[dict[str, Any]], int]:
+    """Train the study's missing trials into ``db`` (the caller holds the study's lock); returns the final trial
+    rows and how many trials were trained now."""
+    trials = spec.trials()
+    db.check()  # a damaged store is refused before any compute is spent on it
+    db.ensure_study(spec.name, spec.spec_hash(), spec.self_contained(), trials, version=__version__,
+                    git_rev=git_revision())
+    state = {(t["arm"], t["seed"]): t for t in db.trials(spec.name)}
+    todo = [(arm, seed) for arm, seed in trials
+            if state[(arm, seed)]["status"] not in FINISHED
+            and not (state[(arm, seed)]["status"] == "failed" and state[(arm, seed)]["attempts"] > spec.max_retries)]
+    tasks = [TrialTask(arm, seed, recipe_to_dict(spec.trial_recipe(arm, seed)),
+                       str(trial_run_dir(root, spec.name, arm, seed))) for arm, seed in todo]
+    view = StudyProgress(len(trials), len(trials) - len(todo), enabled=progress)
+
+    def on_start(task: TrialTask) -> None:
+        db.start_trial(spec.name, task.arm, task.seed, runner.name)
+        view.started(task.arm, task.seed)
+
+    def on_done(outcome: TrialOutcome) -> None:
+        result = outcome.result
+        run_id = None if result is None else f"{spec.name}/{outcome.arm}/seed-{outcome.seed}"
+        db.finish_trial(spec.name, outcome.arm, outcome.seed, status=outcome.status, run_id=run_id,
+                        run_name=f"{spec.name}/{outcome.arm}", recipe=(result or {}).get("recipe"),
+                        run_dir=(result or {}).get("run_dir"), result=result, metrics=outcome.metrics,
+                        alarms=(result or {}).get("alarms", []), error=outcome.error, version=__version__,
+                        git_rev=git_revision())
+        view.finished(outcome.arm, outcome.seed, outcome.status, (result or {}).get(spec.metrics()[0]))
+
+    with view:
+        runner.run(tasks, on_start, on_done)
+    return db.trials(spec.name), len(tasks)
 
 
 def study_statistics(spec: StudySpec, trials: list[dict[str, Any]]) -> dict[str, StudyStats]:

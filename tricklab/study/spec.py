@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from tricklab.errors import InputError
+from tricklab.errors import InputError, brief
 from tricklab.recipe import Recipe, recipe_from_dict, recipe_to_dict
-from tricklab.recipe.io import read_yaml, validation_error_to_input_error
+from tricklab.recipe.io import key_label, read_yaml, validation_error_to_input_error
 
 # The metrics a study can compare (fields of ``RunResult``) and which way is better.
 METRICS: dict[str, bool] = {
@@ -48,6 +48,7 @@ DESIGNS = ("grid", "leave_one_out")
 EXECUTORS = ("local", "population", "ray")
 FULL_ARM = "full"
 MAX_ARMS = 10_000            # a grid larger than this is almost surely a typo (and weeks of compute)
+MAX_LEVELS = 1_000          # values of one factor; more is a generated list gone wrong (and slow to check)
 _RESERVED = {"seed": "the study sets each trial's seed from `seeds`",
              "name": "the study names each arm's recipe '<study name>/<arm name>'"}
 _HASH_VERSION = "tricklab-study-1"
@@ -59,7 +60,7 @@ def higher_is_better(metric: str) -> bool:
         return METRICS[metric]
     if metric in TARGET_METRICS:
         return TARGET_METRICS[metric]
-    raise InputError("metric", f"unknown metric {metric!r}", allowed=list(METRICS))
+    raise InputError("metric", f"unknown metric {brief(metric)}", allowed=list(METRICS))
 
 
 def _recipe_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
@@ -80,16 +81,16 @@ RECIPE_KEYS: tuple[str, ...] = tuple(_recipe_keys())
 def _check_key(key: str, field: str) -> None:
     """Refuse a dotted key that is not a recipe setting, naming what would be allowed at that level."""
     if key in _RESERVED:
-        raise InputError(field, f"{key!r} cannot be set by a study: {_RESERVED[key]}")
+        raise InputError(field, f"{brief(key)} cannot be set by a study: {_RESERVED[key]}")
     if key in RECIPE_KEYS:
         return
     section = key.split(".")[0]
     allowed = [k for k in RECIPE_KEYS if k.startswith(section + ".")]
     if allowed and "." not in key:
-        problem = (f"{key!r} is a recipe section, not a setting; name a setting (e.g. {allowed[0]}), or vary "
+        problem = (f"{brief(key)} is a recipe section, not a setting; name a setting (e.g. {allowed[0]}), or vary "
                    "several settings together with named override sets {label: {key: value}}")
     else:
-        problem = f"unknown recipe key {key!r}"
+        problem = f"unknown recipe key {brief(key)}"
     top = list(dict.fromkeys(k.split(".")[0] for k in RECIPE_KEYS if k not in _RESERVED))
     raise InputError(field, problem, allowed=allowed or top)
 
@@ -102,16 +103,16 @@ def _flatten(mapping: Any, field: str, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in mapping.items():
         if not isinstance(k, str) or not k.strip():
-            raise InputError(field, f"keys must be non-empty strings, got {k!r}")
+            raise InputError(field, f"keys must be non-empty strings, got {brief(k)}")
         key = f"{prefix}{k.strip()}"
         if isinstance(v, dict):
             inner = _flatten(v, field, key + ".")
         else:
-            _check_key(key, f"{field}.{key}")
+            _check_key(key, f"{field}.{key_label(key)}")
             inner = {key: v}
         for ik, iv in inner.items():
             if ik in flat:
-                raise InputError(f"{field}.{ik}", "set twice (once dotted, once nested)")
+                raise InputError(f"{field}.{key_label(ik)}", "set twice (once dotted, once nested)")
             flat[ik] = iv
     return flat
 
@@ -131,8 +132,11 @@ def _with(data: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
-    """A value as it appears in an arm name: ``0.2``, ``null``, ``true``, ``sgd``, ``[0.9, 0.99]``."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """A value as it appears in an arm name: ``0.2``, ``null``, ``true``, ``sgd``, ``[0.9, 0.99]``.
+
+    Any YAML value must get a name here (dates, ``!!binary`` bytes), because recipe validation, which refuses
+    the values no recipe field takes, runs after the arms are named."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -174,8 +178,8 @@ class Target(BaseModel):
     @field_validator("metric", mode="before")
     @classmethod
     def _metric(cls, v: Any) -> Any:
-        if v not in TARGET_METRICS:
-            raise InputError("target.metric", f"unknown per-epoch metric {v!r}", allowed=list(TARGET_METRICS))
+        if not isinstance(v, str) or v not in TARGET_METRICS:
+            raise InputError("target.metric", f"unknown per-epoch metric {brief(v)}", allowed=list(TARGET_METRICS))
         return v
 
     @property
@@ -222,14 +226,14 @@ class StudySpec(BaseModel):
                              allowed=list(cls.model_fields))
         for key in data:
             if key not in cls.model_fields:
-                raise InputError(str(key), "unknown key in the study spec", allowed=list(cls.model_fields))
+                raise InputError(key_label(key), "unknown key in the study spec", allowed=list(cls.model_fields))
         target = data.get("target")
         if target is not None and not isinstance(target, dict):
             raise InputError("target", "expected a mapping {metric: ..., value: ...}",
                              allowed="e.g. {metric: val_accuracy, value: 0.95}")
         for key in target or {}:
             if key not in Target.model_fields:
-                raise InputError(f"target.{key}", "unknown key", allowed=list(Target.model_fields))
+                raise InputError(f"target.{key_label(key)}", "unknown key", allowed=list(Target.model_fields))
         return data
 
     @field_validator("name", mode="before")
@@ -244,21 +248,21 @@ class StudySpec(BaseModel):
     def _base(cls, v: Any) -> Any:
         if v is None or isinstance(v, dict) or (isinstance(v, str) and v.strip()):
             return v
-        raise InputError("base", f"expected a recipe path or an inline recipe mapping, got {v!r}",
+        raise InputError("base", f"expected a recipe path or an inline recipe mapping, got {brief(v)}",
                          allowed="a YAML path relative to the study file, a mapping of recipe sections, or null")
 
     @field_validator("design", mode="before")
     @classmethod
     def _design(cls, v: Any) -> Any:
         if v not in DESIGNS:
-            raise InputError("design", f"unknown design {v!r}", allowed=DESIGNS)
+            raise InputError("design", f"unknown design {brief(v)}", allowed=DESIGNS)
         return v
 
     @field_validator("executor", mode="before")
     @classmethod
     def _executor(cls, v: Any) -> Any:
         if v not in EXECUTORS:
-            raise InputError("executor", f"unknown executor {v!r}", allowed=EXECUTORS)
+            raise InputError("executor", f"unknown executor {brief(v)}", allowed=EXECUTORS)
         return v
 
     @field_validator("factors", mode="before")
@@ -271,22 +275,27 @@ class StudySpec(BaseModel):
                              allowed="{recipe.key: [values]} or {factor name: {label: {recipe.key: value}}}")
         for key, values in v.items():
             if not isinstance(key, str) or not key.strip():
-                raise InputError("factors", f"factor names must be non-empty strings, got {key!r}")
+                raise InputError("factors", f"factor names must be non-empty strings, got {brief(key)}")
             if isinstance(values, list):
                 if not values:
-                    raise InputError(f"factors.{key}", "empty list of values", allowed="at least one value")
+                    raise InputError(f"factors.{key_label(key)}", "empty list of values", allowed="at least one value")
+                if len(values) > MAX_LEVELS:
+                    raise InputError(f"factors.{key_label(key)}", f"{len(values)} values",
+                                     allowed=f"at most {MAX_LEVELS} values per factor")
             elif isinstance(values, dict):
                 if not values:
-                    raise InputError(f"factors.{key}", "no named override sets",
+                    raise InputError(f"factors.{key_label(key)}", "no named override sets",
                                      allowed="{label: {recipe.key: value}, ...}")
                 for label, sets in values.items():
                     if not isinstance(label, str) or not label.strip():
-                        raise InputError(f"factors.{key}", f"labels must be non-empty strings, got {label!r}")
+                        raise InputError(f"factors.{key_label(key)}",
+                                         f"labels must be non-empty strings, got {brief(label)}")
                     if not isinstance(sets, dict):
-                        raise InputError(f"factors.{key}.{label}", f"expected a mapping of recipe keys to "
-                                         f"values, got {type(sets).__name__}", allowed="{recipe.key: value}")
+                        raise InputError(f"factors.{key_label(key)}.{key_label(label)}",
+                                         f"expected a mapping of recipe keys to values, got {type(sets).__name__}",
+                                         allowed="{recipe.key: value}")
             else:
-                raise InputError(f"factors.{key}", f"expected a list of values or named override sets, "
+                raise InputError(f"factors.{key_label(key)}", f"expected a list of values or named override sets, "
                                  f"got {type(values).__name__}",
                                  allowed="[v1, v2, ...] or {label: {recipe.key: value}, ...}")
         return v
@@ -301,9 +310,9 @@ class StudySpec(BaseModel):
                              allowed="{trick: {recipe.key: value that switches it off}}")
         for label, sets in v.items():
             if not isinstance(label, str) or not label.strip():
-                raise InputError("remove", f"trick names must be non-empty strings, got {label!r}")
+                raise InputError("remove", f"trick names must be non-empty strings, got {brief(label)}")
             if not isinstance(sets, dict) or not sets:
-                raise InputError(f"remove.{label}", "expected a non-empty mapping of recipe keys to values",
+                raise InputError(f"remove.{key_label(label)}", "expected a non-empty mapping of recipe keys to values",
                                  allowed="e.g. {model.norm: none}")
         return v
 
@@ -333,12 +342,12 @@ class StudySpec(BaseModel):
                 raise InputError("seeds", "empty list of seeds", allowed=allowed)
             bad = [x for x in v if not is_int(x) or not 0 <= x <= 2**63 - 1]
             if bad:
-                raise InputError("seeds", f"seeds must be integers >= 0, got {bad[0]!r}", allowed=allowed)
+                raise InputError("seeds", f"seeds must be integers >= 0, got {brief(bad[0])}", allowed=allowed)
             dupes = sorted({x for x in v if v.count(x) > 1})
             if dupes:
                 raise InputError("seeds", f"duplicate seeds {dupes}", allowed=allowed)
             return v
-        raise InputError("seeds", f"expected a count or a list of integers, got {v!r}", allowed=allowed)
+        raise InputError("seeds", f"expected a count or a list of integers, got {brief(v)}", allowed=allowed)
 
     @field_validator("metric", mode="before")
     @classmethod
@@ -347,8 +356,8 @@ class StudySpec(BaseModel):
         if not names:
             raise InputError("metric", "empty list of metrics", allowed=list(METRICS))
         for m in names:
-            if m not in METRICS:
-                raise InputError("metric", f"unknown metric {m!r}", allowed=list(METRICS))
+            if not isinstance(m, str) or m not in METRICS:
+                raise InputError("metric", f"unknown metric {brief(m)}", allowed=list(METRICS))
         if len(set(names)) != len(names):
             raise InputError("metric", f"a metric is listed twice: {names}", allowed=list(METRICS))
         return v
@@ -358,7 +367,7 @@ class StudySpec(BaseModel):
     def _baseline_shape(cls, v: Any) -> Any:
         if v is None or isinstance(v, dict) or (isinstance(v, str) and v.strip()):
             return v
-        raise InputError("baseline", f"expected an arm name or a mapping of factor settings, got {v!r}",
+        raise InputError("baseline", f"expected an arm name or a mapping of factor settings, got {brief(v)}",
                          allowed="e.g. {model.dropout: 0.0} or an arm name")
 
     # -- resolution: every arm built and validated at load time ---------------------------------------------
@@ -422,17 +431,17 @@ class StudySpec(BaseModel):
         table: list[list[tuple[str, Any, dict[str, Any]]]] = []
         owner: dict[str, str] = {}
         for key, spec in self.factors.items():
-            field = f"factors.{key}"
+            field = f"factors.{key_label(key)}"
             levels: list[tuple[str, Any, dict[str, Any]]] = []
             if isinstance(spec, list):
                 _check_key(key, field)
                 for value in spec:
                     if any(_same(value, seen) for _, seen, _ in levels):
-                        raise InputError(field, f"value {value!r} is listed twice")
+                        raise InputError(field, f"value {brief(value)} is listed twice")
                     levels.append((f"{key}={_show(value)}", value, {key: value}))
             else:
                 for label, sets in spec.items():
-                    levels.append((label.strip(), label.strip(), _flatten(sets, f"{field}.{label}")))
+                    levels.append((label.strip(), label.strip(), _flatten(sets, f"{field}.{key_label(label)}")))
             for label, value, flat in levels:
                 for k in flat:
                     if owner.setdefault(k, key) != key:
@@ -441,7 +450,7 @@ class StudySpec(BaseModel):
                 try:
                     recipe_from_dict(_with(common, flat))
                 except InputError as err:
-                    what = f"value {value!r}" if isinstance(spec, list) else f"override set {label!r}"
+                    what = f"value {brief(value)}" if isinstance(spec, list) else f"override set {label!r}"
                     raise _rewrap(err, field, what) from None
             table.append(levels)
         count = math.prod(len(levels) for levels in table)
@@ -472,14 +481,14 @@ class StudySpec(BaseModel):
                                      "e.g. {batchnorm: {model.norm: none}}")
         arms = [Arm(FULL_ARM, {}, self._recipe(common, FULL_ARM, {}))]
         for label, sets in self.remove.items():
-            flat = _flatten(sets, f"remove.{label}")
+            flat = _flatten(sets, f"remove.{key_label(label)}")
             name = f"without {label.strip()}"
             try:
                 arms.append(Arm(name, flat, self._recipe(common, name, flat)))
             except InputError as err:
                 if err.field == "name":
                     raise
-                raise _rewrap(err, f"remove.{label}", "switching it off") from None
+                raise _rewrap(err, f"remove.{key_label(label)}", "switching it off") from None
         return arms
 
     def _check_distinct(self, arms: list[Arm]) -> None:
@@ -491,7 +500,8 @@ class StudySpec(BaseModel):
                 other = seen[key]
                 if self.design == "leave_one_out":
                     label = arm.name.removeprefix("without ")
-                    raise InputError(f"remove.{label}", f"arm {arm.name!r} is the same recipe as {other!r}: it "
+                    raise InputError(f"remove.{key_label(label)}",
+                                     f"arm {arm.name!r} is the same recipe as {other!r}: it "
                                      "switches nothing off (the base already has these settings)",
                                      allowed="settings that differ from the full recipe")
                 raise InputError("factors", f"arms {other!r} and {arm.name!r} are the same recipe "
@@ -513,7 +523,7 @@ class StudySpec(BaseModel):
                 return b
             if self.design == "leave_one_out" and f"without {b}" in names:
                 return f"without {b}"
-            raise InputError("baseline", f"{b!r} is not an arm of this study", allowed=_short(names))
+            raise InputError("baseline", f"{brief(b)} is not an arm of this study", allowed=_short(names))
         if self.design == "leave_one_out":
             raise InputError("baseline", "leave_one_out compares with an arm by name", allowed=_short(names))
         wanted: dict[str, Any] = {}
@@ -524,7 +534,7 @@ class StudySpec(BaseModel):
                 wanted[str(key)] = value
         for key in wanted:
             if key not in levels:
-                raise InputError(f"baseline.{key}", "not a factor of this study", allowed=list(levels))
+                raise InputError(f"baseline.{key_label(key)}", "not a factor of this study", allowed=list(levels))
         matches = [arm for arm, combo in zip(arms, itertools.product(*levels.values()))
                    if all(_same(combo[list(levels).index(k)][0], v) for k, v in wanted.items())]
         if not matches:

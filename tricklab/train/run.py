@@ -11,6 +11,7 @@ import json
 import math
 import os
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from torch import nn
 
 from tricklab.data import Splits, load_data
 from tricklab.errors import InputError
-from tricklab.fsutil import atomic_write_text
+from tricklab.fsutil import atomic_write_text, exclusive_lock
 from tricklab.models import build_model, load_user_model
 from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
@@ -41,6 +42,7 @@ from tricklab.tricks.schedules import build_schedule
 
 RECIPE_FILE = "recipe.yaml"
 RESULT_FILE = "result.json"
+LOCK_FILE = ".lock"  # held while a process trains in the run directory (see ``fsutil.exclusive_lock``)
 METRICS_FILE = "metrics.json"
 
 
@@ -217,31 +219,64 @@ def train(
         else:
             rec = load_recipe(recipe, list(overrides or []))
         run_path = Path(run_dir) if run_dir is not None else new_run_dir(rec, runs_root)
-        run_path.mkdir(parents=True, exist_ok=True)
-        save_recipe(rec, run_path / RECIPE_FILE)
-    run_id = run_path.name
-
+    # Data and store first: bad data (NaN rows, a missing file) or a bad --store is refused before a run directory
+    # or a store row exists.
+    started = time.perf_counter()
+    device = select_device(rec.device)
+    splits = prepare_data(rec, device)
     own_store = store is not None and not isinstance(store, Store)
     db = Store(store) if own_store else store  # type: ignore[arg-type]
-    if db is not None:
-        db.add_run(run_id, rec.name, recipe_to_dict(rec), run_dir=str(run_path), version=__version__,
-                   git_rev=git_revision(), **(study or {}))
+    run_id = run_path.name
     try:
-        result = _execute(rec, run_path, resume is not None, progress, list(callbacks))
-        if db is not None:
-            metric_rows = [(int(h["step"]), int(h["epoch"]), k, v if math.isfinite(v) else None)
-                           for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
-            db.finish_run(run_id, result.status, result.to_json(), metric_rows, result.alarms)
+        if resume is None:
+            _make_run_dir(run_path)
+        lock = exclusive_lock(run_path / LOCK_FILE, wait=True,
+                              on_wait=lambda holder: _say_waiting(run_path, holder, resume is not None))
+        with lock:
+            if resume is None:
+                save_recipe(rec, run_path / RECIPE_FILE)
+            else:
+                _remove_stale_temporaries(run_path)
+            if db is not None:
+                db.add_run(run_id, rec.name, recipe_to_dict(rec), run_dir=str(run_path), version=__version__,
+                           git_rev=git_revision(), **(study or {}))
+            result = _execute(rec, run_path, resume is not None, progress, list(callbacks), splits, device, started)
+            if db is not None:
+                metric_rows = [(int(h["step"]), int(h["epoch"]), k, v if math.isfinite(v) else None)
+                               for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
+                db.finish_run(run_id, result.status, result.to_json(), metric_rows, result.alarms)
     finally:
         if own_store and db is not None:
             db.close()
     return result
 
 
-def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: list[Callback]) -> RunResult:
-    started = time.perf_counter()
-    device = select_device(rec.device)
-    splits = prepare_data(rec, device)
+def _make_run_dir(path: Path) -> None:
+    """Create a run directory; a path that cannot be one (a file in the way, no permission) is an input error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as err:
+        raise InputError("--runs-dir", f"cannot create the run directory {path}: {err.strerror}",
+                         allowed="a directory path you can write to") from None
+
+
+def _remove_stale_temporaries(run_path: Path) -> None:
+    """Delete what atomic writes of a killed process left (``.checkpoint.pt.x1y2.tmp``): the caller holds the run
+    directory's lock, so no live process is writing them."""
+    for tmp in run_path.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _say_waiting(run_path: Path, holder: str, resume: bool) -> None:
+    """Two processes on one run directory (a resumed run whose first process still lives, e.g. a study worker
+    left by a killed driver): the second waits for the first, then (resuming) continues from its last checkpoint."""
+    then = ", then continuing from its last checkpoint" if resume else ""
+    sys.stderr.write(f"tricklab: {run_path} is in use by {holder or 'another process'}; waiting for it to end{then}\n")
+    sys.stderr.flush()
+
+
+def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: list[Callback], splits: Splits,
+             device: torch.device, started: float) -> RunResult:
     members = rec.averaging.k if rec.averaging.mode == "ensemble" else 1
     models: list[nn.Module] = []
     states: list[TrainState] = []
