@@ -8,14 +8,18 @@ internal error.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from tricklab.errors import InputError
+from tricklab.errors import InputError, TricklabError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+# Failures of the machine, not of tricklab or of the input: exit 1 with a message, without "this is a bug".
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tricklab.cli import doctor_cmd, report_cmd, study_cmd, train_cmd, tricks_cmd
+    from tricklab.cli import doctor_cmd, lesson_cmd, report_cmd, study_cmd, train_cmd, tricks_cmd
     from tricklab.provenance import __version__
 
     parser = _Parser(
@@ -44,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_cmd.add_parser(sub)
     tricks_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
+    lesson_cmd.add_parser(sub)
     return parser
 
 
@@ -67,13 +72,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as exit_:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_INPUT
-    except Exception as err:  # noqa: BLE001 - the last line of defence: an internal error is exit code 1
-        sys.stderr.write(f"internal error: {type(err).__name__}: {err}\n")
-        if os.environ.get("TRICKLAB_DEBUG"):
-            traceback.print_exc()
-        else:
-            sys.stderr.write("(this is a bug in tricklab; set TRICKLAB_DEBUG=1 to see the traceback)\n")
+    except OSError as err:
+        if err.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(err)
+        where = f" ({err.filename})" if err.filename else ""
+        sys.stderr.write(f"error: {err.strerror or err}{where}. Files are written whole or not at all, so nothing "
+                         "half-written was kept; fix this (free disk space) and run the command again (an "
+                         "interrupted run continues with `tricklab train --resume RUN_DIR`, a study with the same "
+                         "`tricklab study` command)\n")
         return EXIT_INTERNAL
+    except TricklabError as err:  # tricklab's own non-input errors (a store locked too long, ...)
+        sys.stderr.write(f"error: {err}\n")
+        return EXIT_INTERNAL
+    except Exception as err:  # noqa: BLE001 - the last line of defence: an internal error is exit code 1
+        return _internal_error(err)
+
+
+def _internal_error(err: BaseException) -> int:
+    sys.stderr.write(f"internal error: {type(err).__name__}: {err}\n")
+    if os.environ.get("TRICKLAB_DEBUG"):
+        traceback.print_exception(err)
+    else:
+        sys.stderr.write("(this is a bug in tricklab; set TRICKLAB_DEBUG=1 to see the traceback)\n")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,8 +142,9 @@ def subsection(title: str, *parts: Any) -> Markup:
     return join([tag("h3", title), *parts])
 
 
-def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, Markup]]) -> str:
-    """The whole document: ``sections`` are ``(anchor, nav label, section markup)``."""
+def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, Markup]], extra_css: str = "") -> str:
+    """The whole document: ``sections`` are ``(anchor, nav label, section markup)``; ``extra_css`` (a constant of
+    the calling report module, never user text) is appended to the shared style sheet."""
     nav = join(tag("a", label, href=f"#{anchor}") for anchor, label, _ in sections)
     body = join([
         tag("header", join([tag("h1", title), paragraph(subtitle)])),
@@ -153,4 +154,4 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, Markup]])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(CSP)}\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<title>{esc(title)}</title>\n<style>{CSS}{extra_css}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

@@ -1,0 +1,333 @@
+"""Lessons: the verdict rule and its orientation, the checks, the measures, the mechanism probe, the registry, the
+CLI (errors, one quick lesson end to end with resume) and — slow — every lesson's quick variant plus the lesson book
+in headless Chromium."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tests.conftest import last_json, run_cli
+from tricklab.lessons import (
+    INCONCLUSIVE,
+    LESSONS,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    VERDICTS,
+    Check,
+    TrialView,
+    evaluate_check,
+    get_lesson,
+    lesson_spec,
+    orient,
+    verdict,
+)
+from tricklab.lessons.measures import DIVERGED, GAP, TEST_ACCURACY, steps_to
+from tricklab.lessons.mechanism import InitProfile, init_profile
+from tricklab.lessons.run import judge
+from tricklab.study.stats import paired_difference
+
+JSON_KEYS = {"lesson", "claim", "verdict", "n_seeds", "effect", "ci_low", "ci_high", "report"}
+
+
+def consistent(obj: dict) -> bool:
+    """The verdict follows from the printed interval (the rule of the issue)."""
+    low, high = obj["ci_low"], obj["ci_high"]
+    if low is not None and low > 0:
+        return obj["verdict"] == SUPPORTED
+    if high is not None and high < 0:
+        return obj["verdict"] == NOT_SUPPORTED
+    return obj["verdict"] == INCONCLUSIVE
+
+
+# -- the verdict rule ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (0.01, 0.2, SUPPORTED), (-0.3, -0.001, NOT_SUPPORTED), (-0.1, 0.1, INCONCLUSIVE),
+    (0.0, 0.1, INCONCLUSIVE), (-0.1, 0.0, INCONCLUSIVE), (0.0, 0.0, INCONCLUSIVE), (0.5, 0.5, SUPPORTED),
+    (None, None, INCONCLUSIVE), (math.nan, 1.0, INCONCLUSIVE),
+])
+def test_verdict_from_the_sign_of_the_interval(low, high, expected):
+    assert verdict(low, high) == expected
+
+
+def test_an_interval_upside_down_is_a_bug():
+    with pytest.raises(ValueError):
+        verdict(0.2, 0.1)
+
+
+def _diff(treatment, baseline):
+    return paired_difference(dict(enumerate(treatment)), dict(enumerate(baseline)))
+
+
+def test_the_paired_interval_is_students_t_of_the_differences():
+    t, b = [0.91, 0.89, 0.93, 0.90], [0.85, 0.86, 0.84, 0.86]
+    d = np.subtract(t, b)
+    half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))  # reference, float64
+    o = orient(_diff(t, b), "higher")
+    assert o.n == 4 and o.sign == 1
+    assert o.effect == pytest.approx(d.mean()) and o.ci_low == pytest.approx(d.mean() - half)
+    assert o.ci_high == pytest.approx(d.mean() + half) and o.verdict == SUPPORTED
+
+
+def test_orientation_flips_a_lower_is_the_claim_difference():
+    # the treatment's loss is lower on every seed: what a "lower" claim predicts
+    lower = _diff([0.20, 0.25, 0.22], [0.30, 0.33, 0.35])
+    assert lower.ci_high < 0
+    o = orient(lower, "lower")
+    assert o.sign == -1 and o.effect == pytest.approx(-lower.mean_diff)
+    assert (o.ci_low, o.ci_high) == pytest.approx((-lower.ci_high, -lower.ci_low)) and o.ci_low > 0
+    assert o.verdict == SUPPORTED
+    assert orient(lower, "higher").verdict == NOT_SUPPORTED
+    no_effect = orient(_diff([0.3, 0.2, 0.25], [0.25, 0.25, 0.25]), "lower")
+    assert no_effect.verdict == INCONCLUSIVE
+
+
+def test_identical_arms_are_inconclusive_and_print_no_negative_zero():
+    o = orient(_diff([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]), "lower")
+    assert o.verdict == INCONCLUSIVE and math.copysign(1.0, o.effect) == 1.0
+
+
+def test_one_seed_gives_no_interval_and_no_verdict_either_way():
+    o = orient(_diff([0.9], [0.1]), "higher")
+    assert (o.n, o.ci_low, o.verdict) == (1, None, INCONCLUSIVE)
+
+
+# -- checks over several arms ---------------------------------------------------------------------------------------
+def test_a_check_averages_each_side_per_seed_and_keeps_only_complete_pairs():
+    values = {"a": {0: 0.8, 1: 0.9, 2: 0.7, 3: 0.6}, "b": {0: 0.6, 1: 0.7, 2: 0.9},
+              "base": {0: 0.5, 1: 0.5, 2: 0.6, 3: 0.1}}
+    check = Check("c", "?", TEST_ACCURACY, ("a", "b"), ("base",))
+    r = evaluate_check(check, values)
+    expected = [(0.8 + 0.6) / 2 - 0.5, (0.9 + 0.7) / 2 - 0.5, (0.7 + 0.9) / 2 - 0.6]  # seed 3 lacks arm b
+    assert r.n == 3 and r.oriented.effect == pytest.approx(np.mean(expected))
+    assert r.treatment_mean == pytest.approx(np.mean([0.7, 0.8, 0.8]))
+    assert r.verdict == verdict(r.oriented.ci_low, r.oriented.ci_high)
+
+
+def test_a_check_refuses_an_arm_on_both_sides_and_a_bad_expectation():
+    with pytest.raises(ValueError):
+        Check("c", "?", TEST_ACCURACY, ("a",), ("a", "b"))
+    with pytest.raises(ValueError):
+        Check("c", "?", TEST_ACCURACY, ("a",), ("b",), expects="bigger")  # type: ignore[arg-type]
+
+
+# -- measures -------------------------------------------------------------------------------------------------------
+def _trial(status="completed", **result):
+    base = {"data": {"num_classes": 10}, "recipe": {"epochs": 3, "early_stopping": {"patience": 0}},
+            "history": [{"epoch": 1, "step": 20, "val_accuracy": 0.5, "train_accuracy": 0.6},
+                        {"epoch": 2, "step": 40, "val_accuracy": 0.92, "train_accuracy": 0.95},
+                        {"epoch": 3, "step": 60, "val_accuracy": 0.9, "train_accuracy": 0.99}]}
+    return TrialView("a", 0, status, {**base, **result} if status != "failed" else None)
+
+
+def test_accuracy_counts_a_diverged_run_at_chance_and_a_failed_one_not_at_all():
+    assert TEST_ACCURACY(_trial(test_accuracy=0.93)) == 0.93
+    assert TEST_ACCURACY(_trial("diverged", test_accuracy=None)) == pytest.approx(0.1)
+    assert TEST_ACCURACY(_trial("failed")) is None
+    assert DIVERGED(_trial("diverged")) == 1.0 and DIVERGED(_trial()) == 0.0 and DIVERGED(_trial("failed")) is None
+
+
+def test_steps_to_target_is_censored_at_the_budget():
+    assert steps_to("val_accuracy", 0.9)(_trial()) == 40
+    assert steps_to("val_accuracy", 0.99)(_trial()) == 60          # never reached: the whole budget (3 × 20)
+    assert steps_to("val_accuracy", 0.5)(_trial("diverged")) == 60   # a diverged run never reaches it
+    stopped = _trial("stopped_early", history=_trial().result["history"][:2])
+    assert steps_to("val_accuracy", 0.99)(stopped) == 60           # the planned budget, not where it stopped
+
+
+def test_the_gap_uses_the_epoch_whose_weights_were_evaluated():
+    assert GAP(_trial(test_accuracy=0.9)) == pytest.approx(0.99 - 0.9)
+    restored = _trial(test_accuracy=0.9, best_epoch=2, recipe={"epochs": 3, "early_stopping": {"patience": 1}})
+    assert GAP(restored) == pytest.approx(0.95 - 0.9)
+
+
+# -- the mechanism probe --------------------------------------------------------------------------------------------
+def test_attenuation_counts_decades_between_the_last_and_the_first_layer():
+    profile = InitProfile(("l1", "l2", "out"), (1.0, 1.0, 1.0), (1e-3, 1e-2, 1e-1), (None,) * 3, (None,) * 3, 2.3)
+    assert profile.attenuation() == pytest.approx(2.0)
+    assert InitProfile(("l1",), (1.0,), (0.1,), (None,), (None,), 2.3).attenuation() is None
+
+
+@pytest.mark.parametrize(("scheme", "low", "high"), [("normal", 4.0, 8.0), ("he", 0.7, 1.4)])
+def test_init_profile_shows_the_growth_per_layer_the_variance_argument_predicts(scheme, low, high):
+    """ReLU layers of n_in = 64: N(0, 1) weights multiply the activation's size by about √(64/2) ≈ 5.7 per layer,
+    He's N(0, 2/n_in) by about 1 (He et al. 2015). Geometric mean of the per-layer ratios over 8 hidden layers."""
+    from tricklab.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"data": {"name": "synthetic", "variant": "teacher", "size": 600},
+                               "model": {"name": "mlp", "depth": 9, "width": 64, "norm": "none"},
+                               "init": {"scheme": scheme}})
+    profile = init_profile(recipe, seed=0)
+    hidden = np.array(profile.act_std[1:9])
+    growth = float(np.exp(np.mean(np.log(hidden[1:] / hidden[:-1]))))
+    assert low < growth < high
+    assert len(profile.layers) == 10 and all(g > 0 for g in profile.grad_std)
+
+
+# -- the registry and the lesson definitions -----------------------------------------------------------------------
+def test_ten_lessons_in_the_lessons_order_each_with_a_valid_study_in_both_variants(tmp_path):
+    assert list(LESSONS) == ["scaling", "init", "batchnorm", "dropout", "overfitting", "optimizers", "clipping",
+                             "lr_decay", "architectures", "gradients"]
+    for lesson in LESSONS.values():
+        assert lesson.title_de and lesson.quote_de and lesson.claim and lesson.definition
+        for quick in (True, False):
+            spec = lesson_spec(lesson, quick, tmp_path)
+            assert len(spec.seed_list()) >= 3
+            assert set(spec.arm_names()) == set(lesson.arm_names())
+            assert spec.name.startswith(f"lesson-{lesson.name}-{'quick' if quick else 'full'}-")
+        assert lesson.quick.epochs <= lesson.full.epochs and lesson.quick.seeds <= lesson.full.seeds
+
+
+def test_the_study_name_changes_with_the_lesson_and_not_otherwise(tmp_path):
+    lesson = get_lesson("optimizers")
+    assert lesson_spec(lesson, True, tmp_path).name == lesson_spec(lesson, True, tmp_path).name
+    assert lesson_spec(lesson, True, tmp_path).name != lesson_spec(lesson, False, tmp_path).name
+
+
+def test_derived_data_is_the_digits_scaled_and_offset(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from tricklab.lessons.derived_data import derived_data
+
+    path = derived_data("digits-x100", tmp_path)
+    with np.load(path) as stored:
+        x, y = stored["x"], stored["y"]
+    raw = load_digits()
+    assert x.shape == (1797, 1, 8, 8) and np.array_equal(y, raw.target)
+    assert np.allclose(x.reshape(1797, 64), 100 * raw.data + 1000) and x.min() == 1000
+    before = path.stat().st_mtime_ns
+    assert derived_data("digits-x100", tmp_path) == path and path.stat().st_mtime_ns == before  # not rewritten
+
+
+def test_unknown_lesson_names_the_allowed_ones():
+    from tricklab.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        get_lesson("nope")
+    assert "scaling" in str(err.value) and "gradients" in str(err.value) and "all" in str(err.value)
+
+
+# -- the explanation is written from the numbers -------------------------------------------------------------------
+def _fake_scaling(tmp_path, raw_better: bool):
+    lesson = get_lesson("scaling")
+    spec = lesson_spec(lesson, True, tmp_path)
+    rng = np.random.default_rng(0)
+    trials = []
+    for seed in range(3):
+        for arm in spec.arm_names():
+            good = (arm == "raw") == raw_better
+            acc = (0.9 if good else 0.4) + 0.01 * rng.standard_normal()
+            trials.append(TrialView(arm, seed, "completed", {"test_accuracy": acc, "data": {"num_classes": 10}}))
+    return judge(lesson, True, spec, trials)
+
+
+def test_the_verdict_and_the_explanation_follow_the_measured_numbers(tmp_path):
+    holds = _fake_scaling(tmp_path, raw_better=False)
+    fails = _fake_scaling(tmp_path, raw_better=True)
+    assert holds.primary.verdict == SUPPORTED and fails.primary.verdict == NOT_SUPPORTED
+    assert "supported" in holds.explanation[0] and "not supported" in fails.explanation[0]
+    raw = holds.mean("test_accuracy", "raw")
+    assert f"raw: {raw:.3g}" in holds.explanation[0]
+    assert holds.explanation[1] != fails.explanation[1]  # the ranking is measured, not written down
+    assert fails.explanation[1].split(": ", 1)[1].startswith("raw ")
+
+
+def test_the_book_escapes_every_text_it_is_given():
+    from tricklab.report.lesson_book import BookSection, BookTable, render_lesson_book
+
+    evil = '<script>alert(1)</script>"&'
+    section = BookSection(anchor="lesson-x", title=evil, title_de=evil, quote_de=evil, claim=evil, definition=evil,
+                          verdict=evil, verdict_numbers=evil, setup=[(evil, evil)], explanation=[evil],
+                          tables=[(evil, BookTable([evil], [[evil]], caption=evil))], notes=[evil],
+                          links=[(evil, evil)])
+    page = render_lesson_book(evil, evil, [section], environment=[(evil, evil)])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;" in page
+    assert 'class="verdict verdict-inconclusive"' in page  # an unknown word never becomes a CSS class
+
+
+# -- the command line -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["lesson", "nope"], ["lesson", "scaling", "--workers", "0"], ["lesson", "scaling", "--executor", "bogus"],
+])
+def test_bad_input_exits_2_with_the_allowed_values(args, tmp_path):
+    done = run_cli(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    if args[1] == "nope":
+        assert "allowed: scaling, init, batchnorm" in done.stderr and "all" in done.stderr
+
+
+def test_an_out_path_that_is_a_file_exits_2(tmp_path):
+    (tmp_path / "f").write_text("x")
+    done = run_cli("lesson", "scaling", "--quick", "--out", str(tmp_path / "f"), cwd=tmp_path)
+    assert done.returncode == 2 and "--out" in done.stderr
+
+
+def test_one_quick_lesson_end_to_end_then_resumed_without_training(tmp_path):
+    out = tmp_path / "lessons"
+    done = run_cli("lesson", "scaling", "--quick", "--json", "--quiet", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = last_json(done.stdout)
+    assert JSON_KEYS <= set(first) and first["lesson"] == "scaling"
+    assert first["verdict"] in VERDICTS and consistent(first)
+    assert first["variant"] == "quick" and first["n_seeds"] == 3 and first["trained_now"] == 12
+    assert all(c["verdict"] in VERDICTS and consistent(c) for c in first["checks"])
+    page = Path(first["report"]).read_text(encoding="utf-8")
+    assert 'id="lesson-scaling"' in page and "Werte in einem vernünftigen Bereich halten" in page
+    assert re.search(r'class="verdict verdict-(supported|not_supported|inconclusive)"', page)
+
+    again = last_json(run_cli("lesson", "scaling", "--quick", "--json", "--quiet", "--out", str(out),
+                              cwd=tmp_path).stdout)
+    assert again["trained_now"] == 0
+    assert (again["effect"], again["ci_low"], again["ci_high"], again["verdict"]) == \
+        (first["effect"], first["ci_low"], first["ci_high"], first["verdict"])
+
+    text = run_cli("lesson", "scaling", "--quick", "--quiet", "--out", str(out), cwd=tmp_path)
+    assert text.returncode == 0 and "quick variant" in text.stdout and "verdict:" in text.stdout
+
+
+# -- every lesson, quick, and the book in a browser (slow) ----------------------------------------------------------
+@pytest.mark.slow
+def test_all_lessons_quick_and_the_lesson_book_in_chromium(tmp_path):
+    done = run_cli("lesson", "all", "--quick", "--json", "--quiet", "--out", str(tmp_path / "lessons"),
+                   cwd=tmp_path, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = last_json(done.stdout)
+    assert [r["lesson"] for r in results] == list(LESSONS)
+    for r in results:
+        assert JSON_KEYS <= set(r), r["lesson"]
+        assert r["verdict"] in VERDICTS and consistent(r), r
+        assert r["n_seeds"] >= 3 and r["variant"] == "quick" and r["trials_failed"] == 0, r
+    book = Path(results[0]["report"])
+    assert all(Path(r["report"]) == book for r in results) and book.name == "lessons-quick.html"
+    page = book.read_text(encoding="utf-8")
+    for r in results:
+        assert f'id="lesson-{r["lesson"]}"' in page and f'id="lesson-{r["lesson"]}-verdict"' in page
+        verdict_box = page.split(f'id="lesson-{r["lesson"]}-verdict"', 1)[1][:400]
+        assert f">{r['verdict']}<" in verdict_box
+
+    if shutil.which("chromium") is None and not Path("/usr/bin/chromium").is_file():
+        pytest.skip("headless Chromium is not installed (apt-get install -y chromium)")
+    from tests.test_report_browser import IMAGE_PROBE, chromium, console_messages
+    from tricklab.report.html import CSP
+
+    script_csp = f'content="{CSP.replace(chr(39), "&#x27;")}"'
+    assert script_csp in page
+    probe = tmp_path / "probe.html"
+    relaxed = script_csp.replace("default-src", "script-src &#x27;unsafe-inline&#x27;; default-src")
+    probe.write_text(page.replace(script_csp, relaxed).replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    dom, stderr = chromium(tmp_path, probe, "--dump-dom")
+    assert console_messages(stderr) == []
+    total = int(re.search(r'data-imgs="(\d+)"', dom).group(1))
+    ok = int(re.search(r'data-imgs-ok="(\d+)"', dom).group(1))
+    assert total == page.count("<img ") >= 3 * len(results) and ok == total
+    for r in results:
+        assert f'id="lesson-{r["lesson"]}"' in dom
+    _, stderr = chromium(tmp_path, book, f"--screenshot={tmp_path / 'book.png'}", height=3000)
+    assert console_messages(stderr) == [] and (tmp_path / "book.png").stat().st_size > 20_000

@@ -1,0 +1,104 @@
+"""``tricklab lesson NAME|all [--quick] [--json] [--out DIR] [--executor local|population|ray] [--workers N]``.
+
+Runs the study behind one section of the lesson (or all ten), judges the lesson's claim from the 95% interval of
+the paired difference that tests it (supported / not_supported / inconclusive), explains the result from the
+measured numbers, and writes the lesson book (one HTML page, a section per lesson). Resumable: re-running
+reuses every finished trial in OUT/lessons.sqlite."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+EPILOG = """lessons: {names}
+
+examples:
+  tricklab lesson init --quick           # one lesson, small budget (3 seeds, few epochs; under a minute on 2 cores)
+  tricklab lesson all                    # the verdicts of record (docs/LESSONS.md has their runtime)
+  tricklab lesson all --quick --json     # last line: a JSON list, one object per lesson
+
+With --json the last line of stdout is {{"lesson", "claim", "verdict", "n_seeds", "effect", "ci_low", "ci_high",
+"report", ...}} (for all: a list of them). The verdict rule: supported when the oriented 95% CI lies above 0,
+not_supported when below 0, inconclusive otherwise (a positive effect means the claim holds)."""
+
+
+def add_parser(sub: Any) -> None:
+    from tricklab.lessons.registry import lesson_names
+    from tricklab.lessons.run import DEFAULT_OUT
+
+    p = sub.add_parser("lesson", help="check one of the lesson's claims (or all) with a seeded study and a verdict",
+                       description=__doc__, epilog=EPILOG.format(names=", ".join(lesson_names())),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", metavar="NAME|all", help="a lesson name, or all")
+    p.add_argument("--quick", action="store_true",
+                   help="the small budget: at least 3 seeds, fewer epochs (a smoke check, not the verdict of record)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on the last line of stdout")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"where the store, trial runs and the book go (default: {DEFAULT_OUT}/)")
+    p.add_argument("--executor", choices=["local", "population", "ray"], default="local",
+                   help="where trials train (default: local worker processes)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="parallel trials (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tricklab.errors import InputError
+    from tricklab.lessons.book import write_book
+    from tricklab.lessons.registry import ALL, select
+    from tricklab.lessons.run import run_lesson
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers", f"must be >= 1, got {args.workers}")
+    lessons = select(args.name)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("--out", f"{out} exists and is not a directory", allowed="a directory path")
+    suffix = "-quick" if args.quick else ""
+    book = (out / (f"lessons{suffix}.html" if args.name == ALL else f"lesson-{args.name}{suffix}.html")).resolve()
+    results = []
+    for lesson in lessons:
+        result = run_lesson(lesson, quick=args.quick, out_dir=out, executor=args.executor, workers=args.workers,
+                            progress=not args.quiet)
+        results.append(result)
+        if not args.json:
+            _print_result(result)
+    write_book(results, book)
+    if args.json:
+        payload = [r.to_json() for r in results]
+        print(json.dumps(payload if args.name == ALL else payload[0]))
+    else:
+        total = sum(r.seconds for r in results)
+        print(f"lesson book: {book}  ({len(results)} lesson(s), {total:.0f} s)")
+    return 0
+
+
+def _print_result(r: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tricklab.lessons.book import verdict_numbers
+    from tricklab.lessons.words import budget, effect_texts
+
+    console = Console(highlight=False)
+    console.rule(f"[bold]lesson {r.lesson.name}[/] — {r.lesson.title_de}")
+    console.print(f"[dim]{budget(r)}[/]", markup=True)
+    console.print(f"claim: {r.lesson.claim}", markup=False)
+    style = {"supported": "green", "not_supported": "red"}.get(r.primary.verdict, "yellow")
+    console.print(f"verdict: [bold {style}]{r.primary.verdict}[/] — ", end="")
+    console.print(verdict_numbers(r), markup=False)
+    for line in r.explanation:
+        console.print(f"  • {line}", markup=False)
+    table = Table(title="checks (effect > 0: the claim holds)", title_justify="left")
+    for col in ("check", "n", "effect", "95% CI", "verdict"):
+        table.add_column(col)
+    for c in r.checks:
+        o = c.oriented
+        table.add_row(c.check.name, str(o.n), *effect_texts(o.effect, o.ci_low, o.ci_high), o.verdict)
+    console.print(table)
+    reused = len(r.trials) - r.trained_now
+    console.print(f"ran in {r.seconds:.0f} s wall, {r.cpu_seconds:.0f} s CPU ({r.trained_now} trials trained now, "
+                  f"{reused} reused from {r.store})",
+                  markup=False)

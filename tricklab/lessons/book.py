@@ -1,0 +1,207 @@
+"""Lay out measured lessons for the lesson book (``report.lesson_book``): sections, tables and figures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tricklab.lessons.outcome import LessonResult
+from tricklab.lessons.registry import lesson_names
+from tricklab.lessons.words import effect_texts, interval, num
+from tricklab.report import lesson_plots, plots
+from tricklab.report.lesson_book import BookImage, BookSection, BookTable, write_lesson_book
+
+VERDICT_COLORS = {"supported": plots.BETTER, "not_supported": plots.WORSE, "inconclusive": plots.UNCLEAR}
+
+
+def verdict_numbers(r: LessonResult) -> str:
+    o = r.primary.oriented
+    c = r.primary.check
+    effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
+    return (f"effect {effect}, 95% CI {ci}, n = {o.n} paired seeds "
+            f"({c.measure.label}; positive = the claim holds)")
+
+
+def _recipe_text(spec: Any) -> list[tuple[str, str]]:
+    """The parts of the recipe every arm shares, from the first arm's recipe minus what the arms vary."""
+    recipe = spec.arms()[0].recipe
+    varied = {k for arm in spec.arms() for k in arm.overrides}
+
+    def shown(key: str, text: str) -> str:
+        return "varies by arm" if any(v == key or v.startswith(key + ".") for v in varied) else text
+
+    d, m, o, s = recipe.data, recipe.model, recipe.optimizer, recipe.schedule
+    data = d.name if d.name != "npz" else f"{Path(d.path or '').stem} (derived from digits, written as .npz)"
+    extra = []
+    if d.train_subset:
+        extra.append(f"{d.train_subset} training examples")
+    rows = [
+        ("data", f"{data}; scale {shown('data.scale', d.scale)}; batch {d.batch_size}"
+                 + (f"; {', '.join(extra)}" if extra else "")),
+        ("model", shown("model.name", m.name) + f", depth {shown('model.depth', str(m.depth))}, width "
+                  f"{shown('model.width', str(m.width or 'default'))}, activation "
+                  f"{shown('model.activation', m.activation)}, norm {shown('model.norm', m.norm)}, dropout "
+                  f"{shown('model.dropout', f'{m.dropout:g}')}"),
+        ("init", shown("init.scheme", recipe.init.scheme)),
+        ("optimizer", shown("optimizer.name", o.name) + f", lr {shown('optimizer.lr', f'{o.lr:g}')}, weight decay "
+                      f"{shown('optimizer.weight_decay', f'{o.weight_decay:g}')} ({o.decay})"),
+        ("schedule", shown("schedule.name", s.name)),
+        ("clipping", shown("clip.mode", recipe.clip.mode)),
+    ]
+    return rows
+
+
+def setup_rows(r: LessonResult) -> list[tuple[str, str]]:
+    v = r.lesson.variant(r.quick)
+    arms = "; ".join(f"{arm.name}: " + ", ".join(f"{k}={val}" for k, val in arm.overrides.items())
+                     for arm in r.spec.arms())
+    reused = len(r.trials) - r.trained_now
+    return [
+        ("variant", f"{r.variant} — {v.seeds} seeds (0–{v.seeds - 1}), {v.epochs} epochs"
+                    + (" — a smoke check; the verdict of record is the full variant" if r.quick else "")),
+        *_recipe_text(r.spec),
+        ("arms", arms),
+        ("trials", f"{len(r.trials)} ({r.trained_now} trained now, {reused} reused from the store), "
+                   f"{r.trials_failed} failed"),
+        ("runtime", f"this run: {r.seconds:.0f} s wall, {r.cpu_seconds:.0f} s CPU ({r.trained_now} trials trained); "
+                    f"all trials together took {r.trial_seconds:.0f} s of worker time when they were trained"),
+        ("store", f"{r.store} — study {r.spec.name}"),
+    ]
+
+
+def _summary_cell(r: LessonResult, key: str, arm: str) -> str:
+    s = r.summaries.get(key, {}).get(arm)
+    if s is None or s.n == 0:
+        return "—"
+    spread = f" ± {num(s.std)}" if s.std is not None else ""
+    ci = f" {interval(s.ci_low, s.ci_high)}" if s.ci_low is not None else ""
+    return f"{num(s.mean)}{spread}{ci} (n={s.n})"
+
+
+def arms_table(r: LessonResult) -> BookTable:
+    measures = r.lesson.measures()
+    rows = []
+    for arm in r.arms:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses(arm).items()))
+        rows.append([arm, *(_summary_cell(r, m.key, arm) for m in measures), statuses])
+    notes = "; ".join(f"{m.label}: {m.note}" for m in measures if m.note)
+    return BookTable(["arm", *(m.label for m in measures), "trials"], rows,
+                     caption="mean ± std [95% t interval of the mean] (n seeds with a value). " + notes)
+
+
+def checks_table(r: LessonResult) -> BookTable:
+    rows = []
+    for i, c in enumerate(r.checks):
+        o = c.oriented
+        effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
+        rows.append([("claim test: " if i == 0 else "") + c.check.question, ", ".join(c.check.treatment),
+                     ", ".join(c.check.baseline), c.check.measure.label, f"{c.check.expects} (sign {o.sign:+d})",
+                     f"{num(c.treatment_mean)} vs {num(c.baseline_mean)}", str(o.n), effect, ci, o.verdict])
+    return BookTable(["check", "treatment", "baseline", "measure", "claim expects treatment", "means", "n",
+                      "effect", "95% CI", "verdict"], rows,
+                     caption="Each side is the mean over its arms at the same seed; effect = sign × mean(treatment − "
+                             "baseline), so positive means the claim holds. The first row decides the lesson.")
+
+
+def _images(r: LessonResult) -> list[tuple[str, BookImage]]:
+    out: list[tuple[str, BookImage]] = []
+    rows = [plots.ForestRow(c.check.name, c.oriented.effect, c.oriented.ci_low, c.oriented.ci_high,
+                            VERDICT_COLORS.get(c.verdict, plots.UNCLEAR)) for c in r.checks]
+    png = plots.forest_plot(rows, "checks: oriented effect with 95% CI (right of 0 = the claim holds)",
+                            "effect (each check in its own measure's units)")
+    if png:
+        out.append(("Checks", BookImage(png, f"{r.lesson.name}: forest plot of the checks",
+                                        "Green: supported, red: not supported, gray: inconclusive.")))
+    m = r.primary.check.measure
+    points = []
+    for arm in r.arms:
+        s = r.summaries.get(m.key, {}).get(arm)
+        points.append(lesson_plots.ArmPoints(arm, list(r.arm_values(m, arm).values()), s.mean if s else None,
+                                             s.ci_low if s else None, s.ci_high if s else None))
+    png = lesson_plots.arm_strip(points, f"{m.label} per arm", m.label)
+    if png:
+        out.append((f"{m.label} per arm", BookImage(png, f"{r.lesson.name}: {m.label} per arm and seed",
+                                                     "Small dots: seeds; diamond: mean; bar: 95% t interval.")))
+    curves = plots.arm_curves([(arm, r.histories(arm)) for arm in r.arms])
+    if curves:
+        out.append(("Learning curves", BookImage(curves, f"{r.lesson.name}: learning curves per arm",
+                                                 "Mean over seeds; band: min–max over seeds.")))
+    if r.init:
+        png = lesson_plots.layer_profiles(_init_panels(r))
+        if png:
+            out.append(("Mechanism at initialisation (one batch, before any training)",
+                        BookImage(png, f"{r.lesson.name}: per-layer activation and gradient std at init",
+                                  "Mean over seeds. A flat line keeps the signal in range; a line that falls or "
+                                  "climbs by decades vanishes or explodes.")))
+    if any(p is not None for p in r.training.values()):
+        panels = [lesson_plots.ProfilePanel(title, label, {arm: list(getattr(p, attr)) for arm, p in
+                                                           r.training.items() if p is not None})
+                  for title, label, attr in (("gradient norm per layer", "‖∂L/∂W‖ (median over the run)", "grad_norm"),
+                                             ("update ratio per layer", "‖Δw‖/‖w‖ per step (median)", "update_ratio"),
+                                             ("activation std per layer", "std (median over the run)", "act_std"))]
+        png = lesson_plots.layer_profiles(panels, ncols=3)
+        if png:
+            out.append(("Mechanism during training (the doctor's probes)",
+                        BookImage(png, f"{r.lesson.name}: per-layer statistics during training",
+                                  "Per layer: the median over the run's probed steps, then over the arm's seeds. "
+                                  "An update ratio near 1e-3 is the usual healthy value.")))
+    return out
+
+
+def _init_panels(r: LessonResult) -> list[lesson_plots.ProfilePanel]:
+    """Activation std and gradient std per layer; with two factors, one pair of panels per level of the first."""
+    groups: dict[str, list[str]] = {}
+    for arm in r.arms:
+        head = arm.split(",")[0] if "," in arm else ""
+        groups.setdefault(head, []).append(arm)
+    panels = []
+    for head, arms in groups.items():
+        prefix = f"{head}: " if head else ""
+        panels.append(lesson_plots.ProfilePanel(f"{prefix}activation std per layer", "std",
+                                                {a.split(",")[-1]: r.init_mean(a, "act_std") for a in arms}))
+        panels.append(lesson_plots.ProfilePanel(f"{prefix}gradient std per layer", "std of ∂L/∂W",
+                                                {a.split(",")[-1]: r.init_mean(a, "grad_std") for a in arms}))
+    return panels
+
+
+def book_section(r: LessonResult, book_path: Path) -> BookSection:
+    number = lesson_names().index(r.lesson.name) + 1 if r.lesson.name in lesson_names() else 0
+    notes = []
+    if r.quick:
+        notes.append("Quick variant: few seeds and epochs, a check that the lesson runs. Its verdict can differ "
+                     f"from the full variant's (tricklab lesson {r.lesson.name}), which is the verdict of record.")
+    if r.trials_failed:
+        notes.append(f"{r.trials_failed} trial(s) failed (an error, not a training outcome) and are left out; "
+                     "re-run the lesson to retry them.")
+    links = []
+    if r.study_report:
+        links.append(("the study's own report (every trial, alarms, per-layer views)",
+                      os.path.relpath(r.study_report, book_path.parent)))
+    return BookSection(
+        anchor=f"lesson-{r.lesson.name}",
+        title=f"{number}. {r.lesson.name}" if number else r.lesson.name,
+        title_de=r.lesson.title_de, quote_de=r.lesson.quote_de, claim=r.lesson.claim,
+        definition=r.lesson.definition, verdict=r.primary.verdict, verdict_numbers=verdict_numbers(r),
+        setup=setup_rows(r), explanation=list(r.explanation),
+        tables=[("Checks", checks_table(r)), ("Arms", arms_table(r))],
+        images=_images(r), notes=notes, links=links)
+
+
+def write_book(results: Sequence[LessonResult], path: str | Path) -> Path:
+    """Write the lesson book of ``results`` to ``path`` and set each result's ``report`` to it."""
+    from tricklab.provenance import environment
+
+    path = Path(path)
+    quick = any(r.quick for r in results)
+    variant = "quick variant (smoke check)" if quick else "full variant"
+    total = sum(r.seconds for r in results)
+    subtitle = (f"{len(results)} lesson(s) · {variant} · {total:.0f} s · claims of TrainingTricks.de.md tested "
+                "with seeded studies and 95% intervals")
+    sections = [book_section(r, path) for r in results]
+    env = [(k, "—" if v is None else v) for k, v in environment().items()]
+    write_lesson_book(path, "tricklab lesson book", subtitle, sections, env)
+    for r in results:
+        r.report = str(path)
+    return path

@@ -1,0 +1,176 @@
+"""What a lesson is: a claim of the German lesson, the study that tests it, and the comparisons that decide it.
+
+A ``Lesson`` names its section of ``seed/TrainingTricks.de.md`` (the German title and the sentence that makes
+the claim, verbatim), states the claim in English, and defines
+
+- the study: a base recipe, named arms (override sets, one or two factors), and two budgets — ``full`` (the
+  verdict of record, documented in docs/LESSONS.md) and ``quick`` (at least 3 seeds, fewer epochs: a check
+  that the lesson runs, each in under a minute on 2 cores);
+- the checks: paired comparisons ``treatment − baseline`` of one per-trial measure, where each side is the
+  mean over one or more arms *at the same seed*. The first check is the claim's test and gives the lesson's
+  verdict; the others are reported beside it (secondary parts of the claim, or the claim per model);
+- the views of the mechanism: ``init`` (per-layer activation and gradient statistics at initialisation, one
+  probe on a batch, no training) and/or ``training`` (the doctor's per-layer statistics recorded during the
+  trials);
+- ``explain``: a function of the measured ``LessonResult`` that writes the explanation. No sentence of it is
+  fixed in advance: every comparison word ("higher", "fewer", "vanishes") is chosen from the numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tricklab.lessons.verdict import Expectation, orientation
+
+if TYPE_CHECKING:
+    from tricklab.lessons.mechanism import InitProfile
+    from tricklab.lessons.outcome import LessonResult
+
+VIEWS = ("init", "training")
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """One finished (or failed) trial as a measure sees it: its arm and seed, status, the ``RunResult`` as JSON
+    (None for a failed trial) and, when the lesson has the ``init`` view, its per-layer profile at
+    initialisation (same recipe, same seed)."""
+
+    arm: str
+    seed: int
+    status: str
+    result: Mapping[str, Any] | None
+    init: InitProfile | None = None
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A number per trial: ``key`` (a short id), ``label`` (what a person reads, with its unit), which way is
+    better (for tables), and ``fn`` (None: not defined for this trial, e.g. a failed one)."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    fn: Callable[[TrialView], float | None]
+    note: str = ""
+
+    def __call__(self, trial: TrialView) -> float | None:
+        return self.fn(trial)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A paired comparison that tests (part of) the claim.
+
+    Per seed, the treatment value is the mean of ``measure`` over the ``treatment`` arms and the baseline
+    value the mean over the ``baseline`` arms (a seed where any of them has no value is left out: pairs stay
+    pairs). ``expects`` says which way the claim predicts treatment − baseline to go; the verdict rule
+    (``verdict.orient``) flips lower-is-the-claim differences so that a positive effect means the claim holds.
+    """
+
+    name: str
+    question: str
+    measure: Measure
+    treatment: tuple[str, ...]
+    baseline: tuple[str, ...]
+    expects: Expectation = "higher"
+
+    def __post_init__(self) -> None:
+        orientation(self.expects)  # validates
+        if not self.treatment or not self.baseline:
+            raise ValueError(f"check {self.name!r}: treatment and baseline need at least one arm each")
+        if set(self.treatment) & set(self.baseline):
+            raise ValueError(f"check {self.name!r}: an arm is on both sides")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A budget: ``seeds`` (0..n−1), ``epochs``, and recipe overrides of this budget only (dotted keys)."""
+
+    seeds: int
+    epochs: int
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 3:
+            raise ValueError("a lesson needs at least 3 seeds, so that a 95% interval is informative")
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One section of the lesson as a runnable, judged experiment (see the module docstring)."""
+
+    name: str
+    title_de: str
+    quote_de: str
+    claim: str
+    definition: str
+    base: Mapping[str, Any]
+    factors: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    checks: tuple[Check, ...]
+    full: Variant
+    quick: Variant
+    explain: Callable[[LessonResult], list[str]]
+    views: tuple[str, ...] = ()
+    derived_data: str | None = None      # a dataset written into the output directory (``derived_data``)
+    target: Mapping[str, Any] | None = None
+    init_seeds: int = 5                  # seeds of the at-initialisation probe (cheap: no training)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.views if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"lesson {self.name!r}: unknown views {unknown}; allowed: {VIEWS}")
+        arms = set(self.arm_names())
+        for check in self.checks:
+            missing = [a for a in (*check.treatment, *check.baseline) if a not in arms]
+            if missing:
+                raise ValueError(f"lesson {self.name!r}, check {check.name!r}: no arms {missing}; "
+                                 f"arms: {sorted(arms)}")
+        if not self.checks:
+            raise ValueError(f"lesson {self.name!r} has no check")
+
+    @property
+    def primary(self) -> Check:
+        return self.checks[0]
+
+    def arm_names(self) -> list[str]:
+        """The arms in the study's order: one factor's labels, or "a,b" for two factors (grid order)."""
+        names = [""]
+        for levels in self.factors.values():
+            names = [f"{prefix},{label}" if prefix else label for prefix in names for label in levels]
+        return names
+
+    def variant(self, quick: bool) -> Variant:
+        return self.quick if quick else self.full
+
+    def measures(self) -> list[Measure]:
+        """Every measure a check uses, once each, the primary check's first."""
+        seen: dict[str, Measure] = {}
+        for check in self.checks:
+            seen.setdefault(check.measure.key, check.measure)
+        return list(seen.values())
+
+    def study_data(self, quick: bool, *, name: str, data_path: str | None = None) -> dict[str, Any]:
+        """The study spec (as ``study_from_dict`` takes it) of the ``quick`` or full budget."""
+        v = self.variant(quick)
+        base = copy.deepcopy(dict(self.base))
+        if data_path is not None:
+            base["data"] = {**base.get("data", {}), "name": "npz", "path": data_path}
+        spec: dict[str, Any] = {
+            "name": name,
+            "description": f"tricklab lesson {self.name} ({'quick' if quick else 'full'} variant): {self.claim}",
+            "base": base,
+            "overrides": {"epochs": v.epochs, **dict(v.overrides)},
+            "design": "grid",
+            "factors": copy.deepcopy({k: {label: dict(s) for label, s in levels.items()}
+                                      for k, levels in self.factors.items()}),
+            "seeds": v.seeds,
+            "metric": "test_accuracy",
+            "baseline": self.primary.baseline[0],
+        }
+        if self.target is not None:
+            spec["target"] = dict(self.target)
+        return spec

@@ -1,0 +1,139 @@
+"""The per-trial numbers the lessons compare. Each says exactly what it counts, including the awkward cases.
+
+A diverged run is a result, not a missing value: leaving it out would compare an unstable arm only on the
+seeds where it happened to survive (survivorship bias). So accuracy counts a diverged run at chance level
+(1/classes: its weights are NaN, its predictions are no better than a guess), and steps-to-target counts it
+as never reaching the target. A *failed* trial (an error, not a training outcome) has no value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from tricklab.lessons.lesson import Measure, TrialView
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _classes(result: Mapping[str, Any]) -> int | None:
+    data = result.get("data")
+    n = data.get("num_classes") if isinstance(data, Mapping) else None
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def _history(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    history = result.get("history")
+    return [h for h in history if isinstance(h, Mapping)] if isinstance(history, list) else []
+
+
+def _accuracy(trial: TrialView) -> float | None:
+    r = trial.result
+    if r is None or trial.status == "failed":
+        return None
+    if trial.status == "diverged":
+        classes = _classes(r)
+        return None if classes is None else 1.0 / classes
+    return _num(r.get("test_accuracy"))
+
+
+TEST_ACCURACY = Measure(
+    "test_accuracy", "test accuracy", True, _accuracy,
+    note="a diverged run counts at chance level (1/classes)")
+
+
+def _planned_steps(result: Mapping[str, Any]) -> float | None:
+    """The run's budget in optimizer steps: epochs planned × steps per epoch (from the epochs it ran)."""
+    history = _history(result)
+    recipe = result.get("recipe")
+    planned = recipe.get("epochs") if isinstance(recipe, Mapping) else None
+    if not history or not isinstance(planned, int):
+        return None
+    first = _num(history[0].get("step"))
+    return None if first is None else first * planned
+
+
+def steps_to(metric: str, value: float) -> Measure:
+    """Optimizer steps until the per-epoch ``metric`` (a validation accuracy) first reaches ``value``.
+
+    The metric is evaluated at the end of each epoch, so the resolution is one epoch. A run that never reaches
+    it (or diverged) counts as its whole budget of steps — censored: the true number is at least that, so
+    differences can only be under-, never over-stated.
+    """
+
+    def fn(trial: TrialView) -> float | None:
+        r = trial.result
+        if r is None or trial.status == "failed":
+            return None
+        budget = _planned_steps(r)
+        if trial.status != "diverged":
+            for h in _history(r):
+                v, step = _num(h.get(metric)), _num(h.get("step"))
+                if v is not None and step is not None and v >= value:
+                    return step
+        return budget
+
+    return Measure(f"steps_to_{metric}_{value:g}", f"steps to {metric} ≥ {value:g}", False, fn,
+                   note="evaluated at epoch ends; never reached (or diverged) = the whole budget of steps")
+
+
+def _diverged(trial: TrialView) -> float | None:
+    if trial.result is None or trial.status == "failed":
+        return None
+    return 1.0 if trial.status == "diverged" else 0.0
+
+
+DIVERGED = Measure("diverged", "diverged (share of runs)", False, _diverged,
+                   note="1 when the loss became NaN/Inf, else 0; the mean over seeds is the divergence rate")
+
+
+def _gap(trial: TrialView) -> float | None:
+    """Train accuracy of the epoch whose weights were evaluated minus the test accuracy."""
+    r = trial.result
+    if r is None or trial.status in ("failed", "diverged"):
+        return None
+    history = _history(r)
+    test = _num(r.get("test_accuracy"))
+    if not history or test is None:
+        return None
+    recipe = r.get("recipe") if isinstance(r.get("recipe"), Mapping) else {}
+    stopping = recipe.get("early_stopping") if isinstance(recipe.get("early_stopping"), Mapping) else {}
+    epoch = len(history)
+    best = r.get("best_epoch")
+    if (stopping.get("patience") or 0) > 0 and isinstance(best, int) and 1 <= best <= len(history):
+        epoch = best  # early stopping restored these weights
+    train = _num(history[epoch - 1].get("train_accuracy"))
+    return None if train is None else train - test
+
+
+GAP = Measure(
+    "train_test_gap", "train − test accuracy", False, _gap,
+    note="train accuracy: the mean over the minibatches of the evaluated epoch, in training mode (dropout on), "
+         "of the first member for an ensemble; diverged runs have none")
+
+
+def _train_loss(trial: TrialView) -> float | None:
+    r = trial.result
+    if r is None or trial.status in ("failed", "diverged"):
+        return None
+    history = _history(r)
+    return _num(history[-1].get("train_loss")) if history else None
+
+
+FINAL_TRAIN_LOSS = Measure("final_train_loss", "final training loss", False, _train_loss,
+                           note="the mean over the last epoch's minibatches; diverged runs have none")
+
+
+def _attenuation(trial: TrialView) -> float | None:
+    return None if trial.init is None else trial.init.attenuation()
+
+
+GRADIENT_DECADES = Measure(
+    "gradient_decades", "decades of gradient change, output → first layer, at init", False, _attenuation,
+    note="|log10(std ∂L/∂W of the last weight layer / std ∂L/∂W of the first)| at initialisation, one batch: "
+         "0 = the gradient keeps its size through the depth; 3 = it shrinks (or grows) 1000×")

@@ -1,0 +1,209 @@
+"""What a lesson measured: per-trial values, per-arm summaries, each check's oriented effect and verdict.
+
+Everything here is computed from the trials in the store (and the init profiles), so re-reading a finished
+lesson gives the same numbers as the run that trained it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView
+from tricklab.lessons.mechanism import InitProfile, TrainingProfile
+from tricklab.lessons.verdict import OrientedEffect, orient
+from tricklab.study.spec import StudySpec
+from tricklab.study.stats import ArmSummary, PairedResult, paired_difference
+
+Values = dict[str, dict[int, float]]          # arm → seed → value (finite values only)
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check evaluated: the raw paired difference (treatment − baseline), the oriented effect and its
+    verdict, and the two sides' means over the paired seeds (in the measure's own units)."""
+
+    check: Check
+    diff: PairedResult
+    oriented: OrientedEffect
+    treatment_mean: float | None
+    baseline_mean: float | None
+
+    @property
+    def verdict(self) -> str:
+        return self.oriented.verdict
+
+    @property
+    def n(self) -> int:
+        return self.oriented.n
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.oriented
+        return {"check": self.check.name, "question": self.check.question, "measure": self.check.measure.key,
+                "measure_label": self.check.measure.label, "treatment": list(self.check.treatment),
+                "baseline": list(self.check.baseline), "expects": self.check.expects, "verdict": o.verdict,
+                "n": o.n, "effect": _finite(o.effect), "ci_low": _finite(o.ci_low), "ci_high": _finite(o.ci_high),
+                "treatment_mean": _finite(self.treatment_mean), "baseline_mean": _finite(self.baseline_mean),
+                "difference": _finite(self.diff.mean_diff)}
+
+
+def side_values(values: Values, arms: tuple[str, ...]) -> dict[int, float]:
+    """Per seed, the mean over ``arms`` — only seeds where every one of them has a value."""
+    seeds = set.intersection(*(set(values.get(a, {})) for a in arms)) if arms else set()
+    return {s: statistics.fmean(values[a][s] for a in arms) for s in sorted(seeds)}
+
+
+def evaluate_check(check: Check, values: Values) -> CheckResult:
+    """The check's paired difference over seeds (each side averaged over its arms), oriented and judged."""
+    t, b = side_values(values, check.treatment), side_values(values, check.baseline)
+    diff = paired_difference(t, b)
+    paired = sorted(set(t) & set(b))
+    mean_t = statistics.fmean(t[s] for s in paired) if paired else None
+    mean_b = statistics.fmean(b[s] for s in paired) if paired else None
+    return CheckResult(check, diff, orient(diff, check.expects), mean_t, mean_b)
+
+
+def measure_values(measure: Measure, trials: list[TrialView]) -> Values:
+    """``measure`` of every trial, arm → seed → value (undefined values left out)."""
+    out: Values = {}
+    for trial in trials:
+        v = measure(trial)
+        out.setdefault(trial.arm, {})
+        if v is not None and math.isfinite(v):
+            out[trial.arm][trial.seed] = float(v)
+    return out
+
+
+@dataclass
+class LessonResult:
+    """A lesson after its study ran: what ``explain``, the CLI and the lesson book read."""
+
+    lesson: Lesson
+    quick: bool
+    spec: StudySpec
+    store: str
+    trials: list[TrialView]
+    values: dict[str, Values]                         # measure key → arm → seed → value
+    summaries: dict[str, dict[str, ArmSummary]]       # measure key → arm → summary over seeds
+    checks: list[CheckResult]
+    init: dict[str, dict[int, InitProfile]] = field(default_factory=dict)
+    training: dict[str, TrainingProfile | None] = field(default_factory=dict)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    trained_now: int = 0
+    explanation: list[str] = field(default_factory=list)
+    report: str | None = None
+    study_report: str | None = None
+
+    @property
+    def variant(self) -> str:
+        return "quick" if self.quick else "full"
+
+    @property
+    def primary(self) -> CheckResult:
+        return self.checks[0]
+
+    @property
+    def arms(self) -> list[str]:
+        return self.spec.arm_names()
+
+    def check(self, name: str) -> CheckResult:
+        for c in self.checks:
+            if c.check.name == name:
+                return c
+        raise KeyError(name)
+
+    def mean(self, measure: str | Measure, arm: str) -> float | None:
+        """The mean of a measure over the arm's seeds (None without a value)."""
+        key = measure if isinstance(measure, str) else measure.key
+        s = self.summaries.get(key, {}).get(arm)
+        return None if s is None else s.mean
+
+    def arm_values(self, measure: str | Measure, arm: str) -> dict[int, float]:
+        key = measure if isinstance(measure, str) else measure.key
+        return dict(self.values.get(key, {}).get(arm, {}))
+
+    def histories(self, arm: str) -> list[list[dict[str, Any]]]:
+        """The per-epoch histories of the arm's finished trials, by seed."""
+        out = []
+        for t in sorted((t for t in self.trials if t.arm == arm), key=lambda t: t.seed):
+            history = (t.result or {}).get("history")
+            if isinstance(history, list):
+                out.append([h for h in history if isinstance(h, Mapping)])
+        return out
+
+    def statuses(self, arm: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for t in self.trials:
+            if t.arm == arm:
+                counts[t.status] = counts.get(t.status, 0) + 1
+        return counts
+
+    def init_mean(self, arm: str, attr: str) -> list[float]:
+        """Per layer, the mean over seeds of an ``InitProfile`` field (``act_std``, ``grad_std``)."""
+        profiles = list(self.init.get(arm, {}).values())
+        if not profiles:
+            return []
+        rows = [getattr(p, attr) for p in profiles]
+        width = min(len(r) for r in rows)
+        out = []
+        for i in range(width):
+            vals = [float(r[i]) for r in rows if r[i] is not None and math.isfinite(float(r[i]))]
+            out.append(statistics.fmean(vals) if vals else math.nan)
+        return out
+
+    @property
+    def trial_seconds(self) -> float:
+        """Wall seconds the finished trials took when they were trained (summed over trials; they ran in
+        parallel workers, possibly in an earlier invocation whose results this one reused)."""
+        return float(sum(v for t in self.trials if isinstance(v := (t.result or {}).get("wall_seconds"), int | float)
+                         and math.isfinite(v)))
+
+    @property
+    def trials_failed(self) -> int:
+        return sum(t.status == "failed" for t in self.trials)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` object: the contract's keys first, then the details."""
+        p = self.primary
+        v = self.lesson.variant(self.quick)
+        arms = []
+        for arm in self.arms:
+            s = self.summaries.get(p.check.measure.key, {}).get(arm)
+            arms.append({"name": arm, "n": s.n if s else 0, "mean": _finite(s.mean) if s else None,
+                         "ci_low": _finite(s.ci_low) if s else None, "ci_high": _finite(s.ci_high) if s else None,
+                         "statuses": self.statuses(arm)})
+        return {
+            "lesson": self.lesson.name,
+            "claim": self.lesson.claim,
+            "verdict": p.verdict,
+            "n_seeds": p.n,
+            "effect": _finite(p.oriented.effect),
+            "ci_low": _finite(p.oriented.ci_low),
+            "ci_high": _finite(p.oriented.ci_high),
+            "report": self.report,
+            "title_de": self.lesson.title_de,
+            "variant": self.variant,
+            "seeds": v.seeds,
+            "epochs": v.epochs,
+            "measure": p.check.measure.key,
+            "definition": self.lesson.definition,
+            "checks": [c.to_json() for c in self.checks],
+            "arms": arms,
+            "explanation": list(self.explanation),
+            "seconds": round(self.seconds, 2),
+            "cpu_seconds": round(self.cpu_seconds, 2),
+            "trial_seconds": round(self.trial_seconds, 2),
+            "trained_now": self.trained_now,
+            "trials_failed": self.trials_failed,
+            "study": self.spec.name,
+            "store": self.store,
+            "study_report": self.study_report,
+        }

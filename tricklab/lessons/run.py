@@ -1,0 +1,90 @@
+"""Run a lesson: its study (resumable, any executor), the mechanism views, the checks, the explanation.
+
+Every lesson runs as an ordinary study in one store (``OUT/lessons.sqlite``, trial run directories under
+``OUT/runs``), named ``lesson-<name>-<quick|full>-<hash>``: the hash is that of the study's resolved arms and
+seeds, so re-running the same lesson reuses every finished trial, and a lesson whose definition changed (a new
+tricklab) becomes a new study instead of clashing with the stored one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tricklab.lessons.derived_data import derived_data
+from tricklab.lessons.lesson import Lesson, TrialView
+from tricklab.lessons.mechanism import InitProfile, TrainingProfile, init_profiles, training_profile
+from tricklab.lessons.outcome import LessonResult, evaluate_check, measure_values
+from tricklab.store.sqlite import FINISHED
+from tricklab.study.spec import StudySpec, study_from_dict
+from tricklab.study.stats import summarize
+
+DEFAULT_OUT = "tricklab-lessons"
+STORE_FILE = "lessons.sqlite"
+
+
+def lesson_spec(lesson: Lesson, quick: bool, out_dir: str | os.PathLike[str]) -> StudySpec:
+    """The validated study of ``lesson`` (derived data written into ``out_dir`` first), named with its hash."""
+    data_path = str(derived_data(lesson.derived_data, out_dir)) if lesson.derived_data else None
+    stem = f"lesson-{lesson.name}-{'quick' if quick else 'full'}"
+    draft = study_from_dict(lesson.study_data(quick, name=stem, data_path=data_path))
+    return study_from_dict(lesson.study_data(quick, name=f"{stem}-{draft.spec_hash()[:8]}", data_path=data_path))
+
+
+def run_lesson(lesson: Lesson, *, quick: bool = False, out_dir: str | os.PathLike[str] = DEFAULT_OUT,
+               executor: str = "local", workers: int | None = None, progress: bool = True,
+               study_report: bool | None = None) -> LessonResult:
+    """Run (or complete) ``lesson`` and judge its claim. ``study_report``: also write the study's own report
+    (default: for the full variant)."""
+    from tricklab.study.runner import run_study
+
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = lesson_spec(lesson, quick, out)
+    store = out / STORE_FILE
+    write_study_report = (not quick) if study_report is None else study_report
+    outcome = run_study(spec, store=store, executor=executor, workers=workers, runs_root=out / "runs",
+                        progress=progress, report=write_study_report)
+
+    init = init_profiles({arm.name: arm.recipe for arm in spec.arms()}, spec.seed_list()) \
+        if "init" in lesson.views else {}
+    trials = [TrialView(t["arm"], int(t["seed"]), t["status"], t["result"] if t["status"] in FINISHED else None,
+                        init.get(t["arm"], {}).get(int(t["seed"]))) for t in outcome.trials]
+    training = {}
+    if "training" in lesson.views:
+        for arm in spec.arm_names():
+            training[arm] = training_profile([str(t.result["run_dir"]) for t in trials
+                                              if t.arm == arm and t.result and t.result.get("run_dir")])
+    result = judge(lesson, quick, spec, trials, store=str(store), init=init, training=training)
+    result.trained_now, result.study_report = outcome.trained_now, outcome.report
+    result.seconds = time.perf_counter() - started
+    result.cpu_seconds = _cpu_seconds() - cpu_started
+    return result
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (the trial workers): on a machine
+    shared with other jobs, wall time says how busy the machine was, CPU time what the lesson cost."""
+    try:
+        import resource
+    except ImportError:  # Windows: this process only
+        return time.process_time()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def judge(lesson: Lesson, quick: bool, spec: StudySpec, trials: list[TrialView], *, store: str = "",
+          init: dict[str, dict[int, InitProfile]] | None = None,
+          training: dict[str, TrainingProfile | None] | None = None) -> LessonResult:
+    """Measure every trial, evaluate every check and write the explanation — from ``trials`` alone, so the
+    same trials always give the same verdict and the same words."""
+    values = {m.key: measure_values(m, trials) for m in lesson.measures()}
+    summaries = {key: {arm: summarize(list(vals.get(arm, {}).values())) for arm in spec.arm_names()}
+                 for key, vals in values.items()}
+    checks = [evaluate_check(c, values[c.measure.key]) for c in lesson.checks]
+    result = LessonResult(lesson, quick, spec, store, trials, values, summaries, checks, init=dict(init or {}),
+                          training=dict(training or {}))
+    result.explanation = lesson.explain(result)
+    return result

@@ -1,0 +1,128 @@
+"""Sentences built from measured numbers. Nothing here knows a result in advance: every comparison word is
+chosen by the sign or size of the number it describes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from tricklab.lessons.outcome import CheckResult, LessonResult
+from tricklab.lessons.verdict import NOT_SUPPORTED, SUPPORTED
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    """A number for a sentence: 3 significant digits, "—" when undefined."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.{digits}g}"
+
+
+def signed(x: float | None, digits: int = 3) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:+.{digits}g}"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    return f"[{num(low)}, {num(high)}]"
+
+
+def effect_texts(effect: float | None, low: float | None, high: float | None) -> tuple[str, str]:
+    """``("+0.059", "[0.029, 0.089]")``: an effect and its interval with the same number of decimals, chosen from
+    the interval's width (one significant digit of it, plus one), so a difference of 1e-17 between two equal
+    arms reads +0.0000, not -2.22e-17. Without an interval: 3 significant digits."""
+    if effect is None or low is None or high is None or not all(math.isfinite(x) for x in (effect, low, high)):
+        return signed(effect), interval(low, high)
+    width = high - low
+    if width <= 0:
+        return signed(effect), interval(low, high)
+    decimals = max(0, 1 - math.floor(math.log10(width)))
+
+    def fixed(x: float, sign: bool = False) -> str:
+        x = round(x, decimals) + 0.0  # + 0.0: no "-0.000"
+        return f"{x:+.{decimals}f}" if sign else f"{x:.{decimals}f}"
+
+    return fixed(effect, sign=True), f"[{fixed(low)}, {fixed(high)}]"
+
+
+def more_or_less(x: float, more: str = "higher", less: str = "lower", same: str = "the same as") -> str:
+    """``more`` for x > 0, ``less`` for x < 0, ``same`` for 0."""
+    return more if x > 0 else less if x < 0 else same
+
+
+def ratio_words(a: float, b: float) -> str:
+    """How a compares with b as a factor: "12× larger", "0.3× (smaller)", "about equal"."""
+    if not (math.isfinite(a) and math.isfinite(b)) or a <= 0 or b <= 0:
+        return "not comparable"
+    r = a / b
+    if 0.8 <= r <= 1.25:
+        return "about equal"
+    return f"{num(r, 2)}× larger" if r > 1 else f"{num(1 / r, 2)}× smaller"
+
+
+def arms_label(arms: Sequence[str]) -> str:
+    return arms[0] if len(arms) == 1 else "the mean of " + ", ".join(arms)
+
+
+def verdict_sentence(result: LessonResult, check: CheckResult | None = None) -> str:
+    """The verdict of a check in words, with the numbers the rule used."""
+    c = check or result.primary
+    m = c.check.measure
+    o = c.oriented
+    sides = (f"{arms_label(c.check.treatment)}: {num(c.treatment_mean)} vs {arms_label(c.check.baseline)}: "
+             f"{num(c.baseline_mean)} ({m.label}, mean over {o.n} paired seeds)")
+    direction = ("the claim predicts the first to be higher" if c.check.expects == "higher"
+                 else "the claim predicts the first to be lower, so the difference is negated")
+    if o.effect is None or o.ci_low is None:
+        return f"{sides}. Too few paired seeds for an interval (n = {o.n}): inconclusive."
+    effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
+    numbers = f"effect {effect}, 95% CI {ci} ({direction})"
+    if o.verdict == SUPPORTED:
+        tail = "the whole interval lies above 0: supported"
+    elif o.verdict == NOT_SUPPORTED:
+        tail = "the whole interval lies below 0, the opposite of the claim: not supported"
+    else:
+        tail = "the interval contains 0: inconclusive at this budget"
+    return f"{sides}; {numbers} — {tail}."
+
+
+def ranking(result: LessonResult, key: str, arms: Iterable[str] | None = None, digits: int = 3) -> str:
+    """Arms ordered best first by the mean of measure ``key``: "a 0.97, b 0.95, ..."."""
+    measure = next(m for m in result.lesson.measures() if m.key == key)
+    pairs = [(a, result.mean(key, a)) for a in (arms if arms is not None else result.arms)]
+    known = [(a, v) for a, v in pairs if v is not None]
+    known.sort(key=lambda p: p[1], reverse=measure.higher_is_better)
+    missing = [a for a, v in pairs if v is None]
+    text = ", ".join(f"{a} {num(v, digits)}" for a, v in known)
+    return text + (f"; no value: {', '.join(missing)}" if missing else "")
+
+
+def budget(result: LessonResult) -> str:
+    v = result.lesson.variant(result.quick)
+    kind = ("quick variant (a smoke check with a small budget; the verdict of record is the full variant)"
+            if result.quick else "full variant")
+    return f"{kind}: {v.seeds} seeds × {len(result.arms)} arms, {v.epochs} epochs each"
+
+
+def failed_arms(result: LessonResult) -> list[str]:
+    """Sentences for arms where some trials diverged or failed (these numbers matter for reading the rest)."""
+    out = []
+    for arm in result.arms:
+        counts = result.statuses(arm)
+        bad = {k: v for k, v in counts.items() if k in ("diverged", "failed")}
+        if bad:
+            total = sum(counts.values())
+            words = " and ".join(f"{v} of {total} {k}" for k, v in bad.items())
+            out.append(f"{arm}: {words}.")
+    return out
+
+
+def reached(result: LessonResult, metric: str, value: float, arms: Iterable[str] | None = None) -> str:
+    """Per arm, how many runs reached ``metric`` >= ``value`` at some epoch: "a 3/10, b 10/10"."""
+    parts = []
+    for arm in arms if arms is not None else result.arms:
+        histories = result.histories(arm)
+        hit = sum(any(isinstance(h.get(metric), int | float) and h[metric] >= value for h in hist)
+                  for hist in histories)
+        parts.append(f"{arm} {hit}/{len(histories)}")
+    return ", ".join(parts)

@@ -1,0 +1,98 @@
+"""Figures of the lesson book: each arm's values over seeds, and per-layer profiles (the doctor's view).
+
+Same conventions as ``plots``: the object-oriented matplotlib API on an Agg canvas (no global state), every
+name drawn literally (``plain``), NaN/±Inf/None are gaps, base64 PNG text out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from tricklab.report.plots import _arm_colors, _figure, _label, _plain_ticks, _short, finite, plain, to_base64_png
+
+
+class ArmPoints(NamedTuple):
+    """One arm in a strip plot: its per-seed values and the 95% interval of their mean (None: undefined)."""
+
+    name: str
+    values: Sequence[float]
+    mean: float | None
+    low: float | None
+    high: float | None
+
+
+def arm_strip(arms: Sequence[ArmPoints], title: str, xlabel: str) -> str | None:
+    """One row per arm: every seed's value as a small dot, the mean as a large dot with its 95% t interval.
+    None with no value at all."""
+    if not any(len(a.values) for a in arms):
+        return None
+    n = len(arms)
+    colors = _arm_colors(n)
+    with _figure(min(12.0, max(2.0, 0.36 * n + 1.3))) as (fig, axes):
+        ax = axes[0, 0]
+        for i, (arm, color) in enumerate(zip(arms, colors)):
+            xs = finite(list(arm.values))
+            if xs.size:
+                jitter = np.linspace(-0.12, 0.12, xs.size) if xs.size > 1 else np.zeros(1)
+                ax.plot(xs, i + jitter, "o", color=color, alpha=0.45, markersize=4, zorder=2)
+            low, high, mean = (finite([v])[0] for v in (arm.low, arm.high, arm.mean))
+            if math.isfinite(low) and math.isfinite(high):
+                ax.hlines(i, low, high, color=color, linewidth=2.4, zorder=3)
+            if math.isfinite(mean):
+                ax.plot([mean], [i], "D", color=color, markersize=7, markeredgecolor="black", zorder=4)
+        ax.set_yticks(range(n))
+        ax.set_yticklabels([_short(a.name) for a in arms], fontsize=9 if n <= 16 else 7)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.grid(axis="y", visible=False)
+        ax.set_xlabel(plain(xlabel))
+        ax.set_title(plain(title))
+        return to_base64_png(fig)
+
+
+class ProfilePanel(NamedTuple):
+    """One panel of a per-layer profile: a title, the y label, and per arm its values by layer (forward order)."""
+
+    title: str
+    ylabel: str
+    lines: Mapping[str, Sequence[float | None]]
+    log: bool = True
+
+
+def layer_profiles(panels: Sequence[ProfilePanel], ncols: int = 2) -> str | None:
+    """Per-layer values (x: weight layer in forward order, 1 = first), one line per arm, one panel each.
+
+    A log axis shows values that vanish (1e-20) or explode (1e15) next to healthy ones; values <= 0 are gaps
+    there. None when no panel has a value.
+    """
+    panels = [p for p in panels if any(np.any(np.isfinite(finite(list(v)))) for v in p.lines.values())]
+    if not panels:
+        return None
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    with _figure(3.3 * nrows + 0.3, ncols=ncols, nrows=nrows) as (fig, axes):
+        flat = axes.ravel()
+        for ax, panel in zip(flat, panels):
+            colors = _arm_colors(len(panel.lines))
+            for (arm, values), color in zip(panel.lines.items(), colors):
+                ys = finite(list(values))
+                if panel.log:
+                    ys[ys <= 0] = np.nan
+                if np.all(np.isnan(ys)):
+                    continue
+                xs = np.arange(1, ys.size + 1)
+                ax.plot(xs, ys, color=color, marker="o" if ys.size <= 30 else None, markersize=3, linewidth=1.4,
+                        label=_label(_short(arm, 30)))
+            if panel.log:
+                ax.set_yscale("log")
+                _plain_ticks(ax)
+            ax.set_title(plain(panel.title))
+            ax.set_xlabel("weight layer (forward order)")
+            ax.set_ylabel(plain(panel.ylabel))
+            ax.legend(fontsize=7, ncols=2 if len(panel.lines) > 6 else 1)
+        for ax in flat[len(panels):]:
+            ax.set_visible(False)
+        return to_base64_png(fig)
