@@ -214,7 +214,7 @@ class RayExecutor(Executor):
                 ray.shutdown()
 
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "population", "ray")
 
 
 def make_executor(name: str, *, workers: int | None = None, address: str | None = None) -> Executor:
@@ -223,6 +223,7 @@ def make_executor(name: str, *, workers: int | None = None, address: str | None 
     if name == "ray":
         return RayExecutor(address, workers)
     if name == "population":
-        raise InputError("--executor", "the population executor (many small models trained as one) is not built "
-                                       "yet", allowed=", ".join(EXECUTORS))
+        from tricklab.study.population import PopulationExecutor  # imports this module: import it on demand
+
+        return PopulationExecutor(workers)
     raise InputError("--executor", f"unknown executor {name!r}", allowed=", ".join(EXECUTORS))

@@ -155,11 +155,10 @@ class Trainer:
             state.loss = loss.detach()
             self._fire("on_before_optimizer_step", state)
             opt.step()
-            with torch.no_grad():
-                loss_sum += state.loss.double() * len(idx)
+            with torch.no_grad():  # few dispatches: at ~3 ms per step each extra op costs ~0.2% (bench/trainer_overhead.py)
+                loss_sum.add_(state.loss, alpha=len(idx))  # = loss.double()·n added in float64 (n·loss is exact)
                 correct += (out.detach().argmax(dim=1) == state.y).sum()
-                bad_now = ~torch.isfinite(state.loss) & (first_bad < 0)
-                first_bad.copy_(torch.where(bad_now, torch.full_like(first_bad, state.step), first_bad))
+                first_bad.masked_fill_(~torch.isfinite(state.loss) & (first_bad < 0), state.step)
             seen += len(idx)
             state.step += 1
             self._fire("on_batch_end", state)
