@@ -116,13 +116,18 @@ class _Worker:
         self.task: TrialTask | None = None
 
     def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
+        stop_worker(self.conn, self.process)
+
+
+def stop_worker(conn: Any, process: Any) -> None:
+    """Ask a worker process to end (``None`` on its pipe), wait up to 5 s, then kill it."""
+    try:
+        conn.send(None)
+    except (BrokenPipeError, OSError):
+        pass
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
 
 
 class LocalExecutor(Executor):

@@ -41,7 +41,7 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
-from tricklab.study.executors import DoneFn, Executor, StartFn, TrialOutcome, TrialTask, run_trial
+from tricklab.study.executors import DoneFn, Executor, StartFn, TrialOutcome, TrialTask, run_trial, stop_worker
 
 MAX_MEMBERS = 64
 """Members per stacked model at most (bench/population.py: throughput per member is within 10% of its best from
@@ -220,13 +220,7 @@ class _Worker:
         self.reported: set[tuple[str, int]] = set()
 
     def stop(self) -> None:
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
+        stop_worker(self.conn, self.process)
 
 
 class PopulationExecutor(Executor):
