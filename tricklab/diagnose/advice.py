@@ -57,13 +57,6 @@ def _vanishing(f: Finding, lr: float | None) -> tuple[str, list[str]]:
                 f"first layer's by layer #{int(e.get('signal_layer_index', 0))}, so every layer gets a tiny "
                 f"gradient (first layer ‖g‖ = {fmt(e.get('grad_first'))}, last {fmt(e.get('grad_last'))}) — the "
                 "first/last gradient ratio stays near 1 and hides it")
-    elif f.criterion == "divergence":
-        steps = (f"; the largest update moves a layer's weights by {fmt(100 * e['update_ratio'], 2)} % per step"
-                 if "update_ratio" in e else "")
-        what = (f"training diverges — the loss rose to {fmt(e.get('loss'))}, {fmt(e.get('loss_factor'), 2)} × its "
-                f"value at the start ({fmt(e.get('loss_start'))}), and stays there{steps}. The steps are too large: "
-                f"where batch norm keeps the gradient norms bounded, the explosion shows in the logits of "
-                f"{where(f.layers)} and in the loss")
     else:
         what = (f"the first layer's gradient is {fmt(e.get('grad_ratio'))} × the last layer's "
                 f"(‖g‖ = {fmt(e.get('grad_first'))} vs {fmt(e.get('grad_last'))})")
