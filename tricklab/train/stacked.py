@@ -18,8 +18,10 @@ member k only ever touches row k:
 Measured on this design's target (MNIST-1D, 2-core x86_64 CPU, 1 thread, torch 2.13, one conv layer 32→32
 channels, kernel 5, length 40, batch 64, forward + backward, ms per member, best of 7): one model 1.09;
 K = 16 as a grouped ``conv1d`` 1.48, grouped ``conv2d`` 1.31, grouped ``conv2d`` channels-last 0.66 — hence the
-channels-last layout. ``torch.func.vmap`` over ``functional_call`` (``stack_module_state``) turns a convolution
-into a grouped ``conv1d`` and a Linear into a ``bmm`` of the batch-major layout; one AdamW step of 16 members,
+channels-last layout. One member alone (K = 1) keeps the Trainer's contiguous layout: as fast (6.0 against
+7.0 ms per CNN step) and it rounds as ``conv1d`` does (its loss 2e-7 from the Trainer's after 50 steps, where
+channels-last drifted to 4e-5). ``torch.func.vmap`` over ``functional_call`` (``stack_module_state``) turns a
+convolution into a grouped ``conv1d`` and a Linear into a ``bmm`` of the batch-major layout; one AdamW step of 16 members,
 CPU ms per member (bench/population.py, 1 thread): CNN vmap 6.14, this design 2.93, one model at a time 7.71;
 MLP 3.43, 1.81, 3.32 — vmap also cannot draw each member's dropout mask as the member alone would.
 
@@ -71,7 +73,7 @@ class NotStackable(Exception):
 # Layouts of the stacked activation h:
 RAW = "raw"   # (K, B, *member shape): the input, before any layer
 VEC = "vec"   # (K, F, B): feature-major
-IMG = "img"   # (B, K·C, H, W), channels-last; a 1-D signal of length L has H = 1, W = L
+IMG = "img"   # (B, K·C, H, W), channels-last (K = 1: contiguous); a 1-D signal of length L has H = 1, W = L
 
 
 @dataclass
@@ -262,6 +264,7 @@ class StackedNet:
         self.buffers = {n: torch.stack([s[n] for s in states]).clone() for n in self.buffer_names}
         self.dropout = torch.tensor([float(p) for p in dropout], dtype=torch.float64)
         self.generators = list(generators)
+        self.memory_format = _image_format(self.K)
 
     # -- parameters --------------------------------------------------------------------------------------
     @property
@@ -291,6 +294,7 @@ class StackedNet:
         self.dropout = self.dropout[index.cpu()]
         self.generators = [self.generators[r] for r in rows]
         self.K = len(rows)
+        self.memory_format = _image_format(self.K)
 
     def member_state(self, row: int) -> dict[str, Tensor]:
         """Member ``row``'s ``state_dict`` (copies), keyed as the member module's own."""
@@ -319,7 +323,7 @@ class StackedNet:
             elif kind == "raw_flatten":
                 h = h.reshape(K, B, -1).transpose(1, 2)
             elif kind == "raw_to_img":
-                h = _raw_to_img(h)
+                h = _raw_to_img(h, self.memory_format)
             elif kind == "img_to_vec":
                 h = h.reshape(B, K, -1).permute(1, 2, 0)
             elif kind == "linear":
@@ -332,7 +336,7 @@ class StackedNet:
             elif kind == "conv":
                 w = self.param(op.params[0])
                 kernel = op.args["kernel"]
-                w = w.reshape(K * w.shape[1], w.shape[2], *kernel).contiguous(memory_format=torch.channels_last)
+                w = w.reshape(K * w.shape[1], w.shape[2], *kernel).contiguous(memory_format=self.memory_format)
                 bias = self.param(op.params[1]).reshape(-1) if len(op.params) > 1 else None
                 h = F.conv2d(h, w, bias, op.args["stride"], op.args["padding"], op.args["dilation"], groups=K)
                 self._record_pre(tape, op.name, h, IMG)
@@ -389,7 +393,7 @@ class StackedNet:
                 noise.bernoulli_(1 - p, generator=gen).div_(1 - p)
             masks.append(noise)
         mask = torch.stack(masks)
-        return h * (_raw_to_img(mask) if layout == IMG else mask.transpose(1, 2))
+        return h * (_raw_to_img(mask, self.memory_format) if layout == IMG else mask.transpose(1, 2))
 
     # -- probes ------------------------------------------------------------------------------------------
     @staticmethod
@@ -409,12 +413,20 @@ class StackedNet:
         tape.pending = None
 
 
-def _raw_to_img(x: Tensor) -> Tensor:
-    """(K, B, C, *spatial) → (B, K·C, H, W) channels-last (a 1-D signal gets H = 1)."""
+def _image_format(K: int) -> torch.memory_format:
+    """Channels-last for a stack of members (the grouped convolution's fast layout), the Trainer's contiguous
+    layout for one member: there it is as fast and rounds exactly as ``conv1d`` does (see the module docstring)."""
+    return torch.channels_last if K > 1 else torch.contiguous_format
+
+
+def _raw_to_img(x: Tensor, memory_format: torch.memory_format) -> Tensor:
+    """(K, B, C, *spatial) → (B, K·C, H, W) in ``memory_format`` (a 1-D signal gets H = 1)."""
     if x.dim() == 4:
         x = x.unsqueeze(3)                                       # (K, B, C, 1, L)
     K, B, C, H, W = x.shape
-    return x.permute(1, 3, 4, 0, 2).reshape(B, H, W, K * C).contiguous().permute(0, 3, 1, 2)
+    if memory_format == torch.channels_last:
+        return x.permute(1, 3, 4, 0, 2).reshape(B, H, W, K * C).contiguous().permute(0, 3, 1, 2)
+    return x.transpose(0, 1).reshape(B, K * C, H, W).contiguous()
 
 
 def per_member(t: Tensor, layout: str, K: int) -> Tensor:
