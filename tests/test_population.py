@@ -176,15 +176,22 @@ def test_member_gradients_equal_independently_computed_ones(model):
             torch.testing.assert_close(state[name], b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("sharing", ["none", "two", "all"])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("name", STACKED_OPTIMIZERS)
-def test_optimizer_updates_each_member_as_its_own_optimizer(name, fused):
-    """Three members with their own lr, weight decay (coupled or decoupled), momentum, betas and eps."""
+def test_optimizer_updates_each_member_as_its_own_optimizer(name, fused, sharing):
+    """Three members with their own lr, weight decay (coupled or decoupled), momentum, betas and eps — or with
+    two of them, or all three, sharing every hyperparameter (the fused path then updates their rows, or the
+    whole stacked tensors, in one call)."""
     hyper = [{"lr": 0.01, "weight_decay": 0.0, "momentum": 0.9, "betas": (0.9, 0.999), "eps": 1e-8},
              {"lr": 0.003, "weight_decay": 0.01, "momentum": 0.5, "betas": (0.8, 0.99), "eps": 1e-6},
              {"lr": 0.03, "weight_decay": 0.1, "momentum": 0.0 if name != "nesterov" else 0.3,
               "betas": (0.5, 0.9), "eps": 1e-4}]
     decays = ["decoupled", "l2" if name != "adamw" else "decoupled", "decoupled"]
+    if sharing == "two":
+        hyper[2], decays[2] = hyper[1], decays[1]
+    elif sharing == "all":
+        hyper, decays = [hyper[1]] * 3, [decays[1]] * 3
     recs = [_recipe(seed=k, optimizer={"name": name, "decay": d, **h}) for k, (h, d) in enumerate(zip(hyper, decays))]
     splits = prepare_data(recs[0])
     members = [build_recipe_model(r, splits, r.seed) for r in recs]

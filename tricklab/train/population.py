@@ -56,6 +56,7 @@ from tricklab.fsutil import atomic_write_text
 from tricklab.recipe import Recipe, recipe_to_dict, save_recipe
 from tricklab.train.callbacks import EarlyStoppingCallback, PlateauSchedule
 from tricklab.train.events import TrainState
+from tricklab.train.memory import retain_freed_memory
 from tricklab.train.population_probe import MemberProbe, PopulationProbe, layer_kinds
 from tricklab.train.run import (
     METRICS_FILE,
@@ -180,6 +181,7 @@ class _Population:
             if reason:
                 raise ValueError(reason)
         self.started = time.perf_counter()
+        retain_freed_memory()
         ref = members[0].recipe
         self.device = select_device(ref.device)
         self.splits = splits if splits is not None else prepare_data(ref, self.device)

@@ -164,8 +164,12 @@ class StackedOptimizer:
         return p.grad
 
     def _fused_step(self, lr: list[float]) -> None:
-        """torch's fused single-pass kernels (``torch._fused_adam(w)_``, ``_fused_sgd_``, ``_fused_adagrad_``),
-        one call per member and decay group with that member's scalars and its rows of every parameter."""
+        """torch's fused single-pass kernels (``torch._fused_adam(w)_``, ``_fused_sgd_``, ``_fused_adagrad_``).
+
+        Members whose scalars (learning rate of this step, decay, betas, eps, momentum) are equal share one call
+        per decay group: over the whole stacked tensors when every member shares them (the common case of a
+        seed or dropout study), else over those members' rows. Each element's update depends on its own row's
+        scalars only, so one call over many rows is the same update as one call per row."""
         h = self.hyper
         live = [(p, d, s) for p, d, s in zip(self.params, self.decayed, self.state) if p.grad is not None]
         if not live:
@@ -179,31 +183,46 @@ class StackedOptimizer:
                 _buffer(state, "sum", p)
             elif self.name == "nesterov":
                 _buffer(state, "momentum_buffer", p)
-        groups = [[x for x in live if x[1]], [x for x in live if not x[1]]]
-        for k in range(live[0][0].shape[0]):
-            for decayed, group in zip((True, False), groups):
+        K = live[0][0].shape[0]
+        classes: dict[tuple[float, ...], list[int]] = {}
+        for k in range(K):
+            key = (lr[k], h["lam_decoupled"][k], h["lam_l2"][k], h["beta1"][k], h["beta2"][k], h["eps"][k],
+                   h["momentum"][k])
+            classes.setdefault(key, []).append(k)
+        for rows in classes.values():
+            k = rows[0]
+
+            def part(t: Tensor, rows: list[int] = rows) -> list[Tensor]:
+                return [t] if len(rows) == K else [t[r] for r in rows]
+
+            for decayed in (True, False):
+                group = [x for x in live if x[1] == decayed]
                 if not group:
                     continue
-                ps = [p[k] for p, _, _ in group]
-                gs = [p.grad[k] for p, _, _ in group]
+                ps = [r for p, _, _ in group for r in part(p)]
+                gs = [r for p, _, _ in group for r in part(p.grad)]
+
+                def buf(key: str, group: list = group) -> list[Tensor]:
+                    return [r for _, _, s in group for r in part(s[key])]
+
                 if self.name in ("adam", "adamw"):
                     dec = decayed and h["lam_decoupled"][k] != 0
                     fused = torch._fused_adamw_ if dec else torch._fused_adam_
                     wd = (h["lam_decoupled"][k] if dec else h["lam_l2"][k]) if decayed else 0.0
-                    fused(ps, gs, [s["exp_avg"][k] for _, _, s in group], [s["exp_avg_sq"][k] for _, _, s in group],
-                          [], [step_t] * len(ps), lr=lr[k], beta1=h["beta1"][k], beta2=h["beta2"][k],
-                          weight_decay=wd, eps=h["eps"][k], amsgrad=False, maximize=False)
+                    fused(ps, gs, buf("exp_avg"), buf("exp_avg_sq"), [], [step_t] * len(ps), lr=lr[k],
+                          beta1=h["beta1"][k], beta2=h["beta2"][k], weight_decay=wd, eps=h["eps"][k],
+                          amsgrad=False, maximize=False)
                     continue
                 if decayed and h["lam_decoupled"][k] != 0:
                     torch._foreach_mul_(ps, 1 - lr[k] * h["lam_decoupled"][k])
                 wd = h["lam_l2"][k] if decayed else 0.0
                 if self.name == "adagrad":
-                    torch._fused_adagrad_(ps, gs, [s["sum"][k] for _, _, s in group], [step_t] * len(ps), lr=lr[k],
-                                          lr_decay=0.0, weight_decay=wd, eps=h["eps"][k], maximize=False)
+                    torch._fused_adagrad_(ps, gs, buf("sum"), [step_t] * len(ps), lr=lr[k], lr_decay=0.0,
+                                          weight_decay=wd, eps=h["eps"][k], maximize=False)
                 elif self.name == "nesterov":
-                    torch._fused_sgd_(ps, gs, [s["momentum_buffer"][k] for _, _, s in group], weight_decay=wd,
-                                      momentum=h["momentum"][k], lr=lr[k], dampening=0.0, nesterov=True,
-                                      maximize=False, is_first_step=self.steps == 1)
+                    torch._fused_sgd_(ps, gs, buf("momentum_buffer"), weight_decay=wd, momentum=h["momentum"][k],
+                                      lr=lr[k], dampening=0.0, nesterov=True, maximize=False,
+                                      is_first_step=self.steps == 1)
                 else:  # sgd
                     torch._fused_sgd_(ps, gs, [], weight_decay=wd, momentum=0.0, lr=lr[k], dampening=0.0,
                                       nesterov=False, maximize=False, is_first_step=False)
