@@ -6,6 +6,8 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import ROOT
 from tricklab.data import DATASETS, Splits, cache_dir, load_data
 from tricklab.data.cache import cache_file, cached_arrays
 from tricklab.data.splits import cap_indices, carve, fraction_count
@@ -245,9 +248,41 @@ def test_mnist1d_cache_survives_corruption_and_keeps_global_rng(tmp_path, monkey
         assert torch.equal(a, b)
     with np.load(file, allow_pickle=False) as stored:  # rewritten, readable, no pickle inside
         assert stored["x"].shape == (160, 40)
-    assert [p.name for p in tmp_path.iterdir()] == [file.name]  # no temporary file left behind
+    memo = f"mnist1d-args-{_mnist1d_version()}.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([file.name, memo])  # no temporary file left
     load_data("mnist1d", size=200)
     assert len(calls) == 2
+
+
+def _mnist1d_version():
+    from importlib.metadata import version
+
+    return version("mnist1d")
+
+
+def test_mnist1d_defaults_memo_spares_the_package_import(tmp_path):
+    """A process whose cache holds the data and the generator's defaults for this mnist1d version never imports
+    mnist1d (and matplotlib, which it imports); an unreadable memo is rebuilt and gives the same cache key."""
+    from tricklab.data.mnist1d import _key_args, generator_args
+
+    probe = ("import sys; from tricklab.data import load_data; s = load_data('mnist1d', size=300); "
+             "print(len(s.y_train), 'mnist1d' in sys.modules, 'matplotlib' in sys.modules)")
+    env = dict(os.environ, TRICKLAB_CACHE=str(tmp_path), PYTHONPATH=str(ROOT))
+
+    def run():
+        return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert run()[1] == "True"                      # first time: generated with the package
+    assert run() == ["216", "False", "False"]      # then: neither the package nor matplotlib
+    memo = tmp_path / f"mnist1d-args-{_mnist1d_version()}.json"
+    memo.write_text("{not json")
+    assert run() == ["216", "True", "True"]        # rebuilt from the package, data still from the cache
+    assert run()[1:] == ["False", "False"]
+    package = {k: v for k, v in generator_args(300).items() if k != "url"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRICKLAB_CACHE", str(tmp_path))
+        assert json.dumps(_key_args(300), sort_keys=True) == json.dumps(package, sort_keys=True, default=str)
 
 
 def test_mnist1d_cache_key_depends_on_size(tmp_path, monkeypatch):
