@@ -354,7 +354,8 @@ class StackedNet:
                 h = F.group_norm(h, K * op.args["groups"], w, b, op.args["eps"])
             elif kind == "activation":
                 if op.args["in_place"] and tape is None and training:
-                    h = torch.relu_(h)   # its input (a norm's output) is not needed by autograd: saves a copy
+                    # its input (a norm's output) is not needed by autograd: in place saves a copy
+                    h = _ReLUInPlace.apply(h) if h.dim() == 4 else torch.relu_(h)
                 else:
                     u = h
                     h = op.args["module"](h)
@@ -411,6 +412,32 @@ class StackedNet:
         layout = tape.pre[tape.pending][1]
         tape.act[tape.pending] = (u.detach(), a.detach(), layout, family)
         tape.pending = None
+
+
+class _ReLUInPlace(torch.autograd.Function):
+    """``relu_`` whose backward runs on the flat memory of channels-last tensors.
+
+    torch's ``threshold_backward`` on (B, K·C, 1, L) channels-last tensors takes its strided path: measured 1.6
+    ms against 0.8 ms for the same 1.3 M elements as flat contiguous vectors (2-core x86_64, torch 2.13), ~6% of
+    a 16-member CNN step. Same arithmetic (the gradient where the output is > 0, else 0)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.mark_dirty(x)
+        y = torch.relu_(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        cl = torch.channels_last
+        if y.is_contiguous(memory_format=cl) and grad.is_contiguous(memory_format=cl):
+            B, C, H, W = y.shape
+            flat = torch.ops.aten.threshold_backward(grad.permute(0, 2, 3, 1).reshape(-1),
+                                                     y.permute(0, 2, 3, 1).reshape(-1), 0)
+            return flat.view(B, H, W, C).permute(0, 3, 1, 2)
+        return torch.ops.aten.threshold_backward(grad, y, 0)
 
 
 def _image_format(K: int) -> torch.memory_format:

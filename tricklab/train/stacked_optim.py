@@ -167,9 +167,10 @@ class StackedOptimizer:
         """torch's fused single-pass kernels (``torch._fused_adam(w)_``, ``_fused_sgd_``, ``_fused_adagrad_``).
 
         Members whose scalars (learning rate of this step, decay, betas, eps, momentum) are equal share one call
-        per decay group: over the whole stacked tensors when every member shares them (the common case of a
-        seed or dropout study), else over those members' rows. Each element's update depends on its own row's
-        scalars only, so one call over many rows is the same update as one call per row."""
+        per decay group over the list of their rows (the common case of a seed or dropout study: one call for
+        all). Each row is its own tensor in that list, so the kernel vectorises it exactly as it does the
+        member's parameters alone: bit-identical to a call per member (a call over the whole stacked tensor
+        splits vectors across rows and rounds some elements differently)."""
         h = self.hyper
         live = [(p, d, s) for p, d, s in zip(self.params, self.decayed, self.state) if p.grad is not None]
         if not live:
@@ -193,7 +194,8 @@ class StackedOptimizer:
             k = rows[0]
 
             def part(t: Tensor, rows: list[int] = rows) -> list[Tensor]:
-                return [t] if len(rows) == K else [t[r] for r in rows]
+                every = t.unbind(0)
+                return list(every) if len(rows) == K else [every[r] for r in rows]
 
             for decayed in (True, False):
                 group = [x for x in live if x[1] == decayed]
