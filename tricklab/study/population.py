@@ -45,7 +45,7 @@ from tricklab.study.executors import DoneFn, Executor, StartFn, TrialOutcome, Tr
 
 MAX_MEMBERS = 64
 """Members per stacked model at most (bench/population.py: throughput per member is within 10% of its best from
-K = 16 on and no higher at 64; larger groups are split)."""
+K = 4 on with one thread, K = 16 with two, and no higher at 64; larger groups are split)."""
 
 
 @dataclass

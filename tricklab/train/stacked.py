@@ -22,8 +22,8 @@ channels-last layout. One member alone (K = 1) keeps the Trainer's contiguous la
 7.0 ms per CNN step) and it rounds as ``conv1d`` does (its loss 2e-7 from the Trainer's after 50 steps, where
 channels-last drifted to 4e-5). ``torch.func.vmap`` over ``functional_call`` (``stack_module_state``) turns a
 convolution into a grouped ``conv1d`` and a Linear into a ``bmm`` of the batch-major layout; one AdamW step of 16 members,
-CPU ms per member (bench/population.py, 1 thread): CNN vmap 6.14, this design 2.93, one model at a time 7.71;
-MLP 3.43, 1.81, 3.32 — vmap also cannot draw each member's dropout mask as the member alone would.
+CPU ms per member (bench/population.py, 1 thread): CNN vmap 6.79, this design 3.03, one model at a time 7.90;
+MLP 2.61, 1.43, 3.10 — vmap also cannot draw each member's dropout mask as the member alone would.
 
 Per-member gradient norms, clipping and optimizer steps reduce over each member's row of every stacked
 parameter (never a norm across members); ``keep(rows)`` drops members (stopped early, diverged, finished) so
