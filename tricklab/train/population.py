@@ -163,7 +163,8 @@ def train_population(
     ``splits``: the prepared data (else loaded from the first recipe; every recipe must share the data
     section, ``population_key``); ``on_done(i, result)`` is called as soon as member i is finished (stopped
     early or diverged members finish before the others); ``probe_every``: per-member probes for observers;
-    ``fused``: torch's fused optimizer kernels (faster; see ``StackedOptimizer``).
+    ``fused``: torch's fused optimizer kernels (faster; see ``StackedOptimizer``). Raises glibc's malloc
+    thresholds for the whole process once (``tricklab.train.memory``): freed memory is then kept for reuse.
     """
     return _Population(members, splits, probe_every, check_every, fused).fit(on_done)
 
