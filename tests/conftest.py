@@ -21,6 +21,49 @@ def _cache_dir(tmp_path_factory):
     yield cache
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored afterwards: tiny networks gain nothing from intra-op threads, and
+    on a busy 2-core machine OpenMP's spinning threads wait on each other in every op (10-100x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def count_trials(store: Path, status: str = "completed") -> int:
+    """How many of the store's trials have ``status`` now (0 while the store is not readable yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(store, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM trials WHERE status = ?", (status,)).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def kill_study_when(args: list[str], cwd: Path, store: Path, completed: int, timeout: float = 180) -> int:
+    """Start ``python -m tricklab ARGS`` in its own process group, SIGKILL the group (driver and workers at once)
+    as soon as ``store`` holds ``completed`` completed trials; returns how many it held then."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tricklab", *args], cwd=cwd,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, done = time.time() + timeout, 0
+    while time.time() < deadline:
+        done = count_trials(store) if store.exists() else 0
+        if done >= completed:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return done
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m tricklab ARGS`` in a subprocess, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TRICKLAB_CACHE=os.environ["TRICKLAB_CACHE"])

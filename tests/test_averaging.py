@@ -13,15 +13,7 @@ from torch.optim import swa_utils
 from tricklab.errors import InputError
 from tricklab.tricks.averaging import AVERAGERS, EMA, SWA, Ensemble, make_averager, recompute_bn_stats
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy machine OpenMP's spinning makes them
-    10-100x slower; one thread keeps this file fast and deterministic. The setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(seed: int = 0) -> nn.Module:

@@ -13,16 +13,14 @@ import json
 import multiprocessing
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, last_json
+from tests.conftest import ROOT, count_trials, last_json
 from tricklab.cli.main import main
 from tricklab.errors import InputError
 from tricklab.fsutil import LockBusy, exclusive_lock
@@ -37,14 +35,6 @@ SPEC = {"name": "shared", "base": {"data": {"name": "synthetic"}, "model": {"nam
         "factors": {"model.dropout": [0.0, 0.3]}, "seeds": 1}
 
 
-def _count(store: Path, status: str) -> int:
-    try:
-        with sqlite3.connect(store, timeout=1) as db:
-            return db.execute("SELECT count(*) FROM trials WHERE status = ?", (status,)).fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_a_second_driver_of_the_same_study_is_refused_and_nothing_runs_twice(tmp_path, capsys):
     spec = tmp_path / "study.yaml"
@@ -56,7 +46,7 @@ def test_a_second_driver_of_the_same_study_is_refused_and_nothing_runs_twice(tmp
                              env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
     try:
         deadline = time.time() + 240
-        while _count(store, "running") == 0:  # the first driver holds the study and trains
+        while count_trials(store, "running") == 0:  # the first driver holds the study and trains
             assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.poll() else "timeout"
             time.sleep(0.05)
         assert main(args) == 2  # a second driver, in this process

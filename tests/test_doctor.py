@@ -167,15 +167,12 @@ def teacher_data(n: int = 3072, features: int = 20, classes: int = 4) -> tuple[t
 
 
 @pytest.fixture(autouse=True)
-def _small_and_steady():
+def _small_and_steady(one_thread):
     """Saturated sigmoid nets make gradients of ~1e-40, which CPUs compute ~100× slower (denormal floats);
     and these nets are too small to gain from a second thread on a shared machine."""
-    threads = torch.get_num_threads()
     torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
     yield
     torch.set_flush_denormal(False)  # PyTorch's default
-    torch.set_num_threads(threads)
 
 
 def train_watched(model: nn.Module, *, opt: str = "adam", lr: float = 1e-3, epochs: int = 3, scale: float = 1.0,

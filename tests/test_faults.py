@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, last_json, run_cli
+from tests.conftest import ROOT, count_trials, last_json, run_cli
 from tricklab.cli.main import main
 from tricklab.errors import InputError
 from tricklab.store import Store
@@ -477,14 +477,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _count(store: Path, status: str) -> int:
-    try:
-        with sqlite3.connect(store, timeout=1) as db:
-            return db.execute("SELECT count(*) FROM trials WHERE status = ?", (status,)).fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def _wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while not condition():
@@ -509,12 +501,12 @@ def test_sigkill_of_one_worker_then_of_the_driver_alone_then_rerun(tmp_path):
     driver = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     try:
-        _wait_for(lambda: _count(store, "running") >= 1 and len([p for p in _children(driver.pid) if _is_worker(p)])
+        _wait_for(lambda: count_trials(store, "running") >= 1 and len([p for p in _children(driver.pid) if _is_worker(p)])
                   == 2, 240, "two workers and a running trial")
         victim = [p for p in _children(driver.pid) if _is_worker(p)][0]
         os.kill(victim, signal.SIGKILL)
-        _wait_for(lambda: _count(store, "failed") == 1, 120, "the killed worker's trial to be marked failed")
-        _wait_for(lambda: _count(store, "completed") >= 2, 240, "two completed trials")
+        _wait_for(lambda: count_trials(store, "failed") == 1, 120, "the killed worker's trial to be marked failed")
+        _wait_for(lambda: count_trials(store, "completed") >= 2, 240, "two completed trials")
         orphans = [p for p in _children(driver.pid) if _is_worker(p)]
         os.kill(driver.pid, signal.SIGKILL)  # the driver alone: its workers live on
         driver.wait()

@@ -12,15 +12,7 @@ from torch import nn
 
 from tricklab.tricks.lr_find import LR_FINDERS, lr_find, suggest_lr
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy machine OpenMP's spinning makes them
-    10-100x slower; one thread keeps this file fast and deterministic. The setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _blobs(n: int = 512, classes: int = 4, dim: int = 10, seed: int = 0):

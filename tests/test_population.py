@@ -10,18 +10,13 @@ import copy
 import dataclasses
 import math
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 
-from tests.conftest import ROOT, last_json, run_cli
+from tests.conftest import kill_study_when, last_json, run_cli
 from tricklab.recipe import recipe_from_dict
 from tricklab.store import Store
 from tricklab.study.executors import TrialTask, make_executor
@@ -38,13 +33,7 @@ from tricklab.tricks.schedules import apply_lr, build_schedule
 DATA = {"name": "synthetic", "variant": "teacher", "size": 600, "batch_size": 32}   # 432 train → 14 steps/epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread (on a shared 2-core machine two threads wait on each other in every op)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe(**sections):
@@ -355,23 +344,8 @@ def test_sigkill_of_a_population_study_then_rerun(tmp_path):
     p = tmp_path / "study.yaml"
     p.write_text(yaml.safe_dump(spec))
     store = tmp_path / "s.sqlite"
-    args = [sys.executable, "-m", "tricklab", "study", str(p), "--store", str(store), "--executor", "population",
-            "--workers", "1", "--quiet", "--no-report"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline, done_before = time.time() + 180, 0
-    while time.time() < deadline:
-        if store.exists():
-            try:
-                with sqlite3.connect(store, timeout=1) as db:
-                    done_before = db.execute("SELECT count(*) FROM trials WHERE status = 'completed'").fetchone()[0]
-            except sqlite3.Error:
-                done_before = 0
-            if done_before >= 2:
-                break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    done_before = kill_study_when(["study", str(p), "--store", str(store), "--executor", "population",
+                                   "--workers", "1", "--quiet", "--no-report"], tmp_path, store, completed=2)
     assert 2 <= done_before < 4, done_before
     with Store(store) as db:
         finished_at = {(t["arm"], t["seed"]): t["finished"] for t in db.trials("killpop") if t["status"] == "completed"}

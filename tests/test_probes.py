@@ -21,14 +21,7 @@ from tricklab.tricks.norm import apply_weight_norm
 REL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy machine OpenMP's spinning makes them
-    10-100x slower; one thread keeps this file fast. The setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def all_hooks(model: nn.Module) -> int:

@@ -68,12 +68,7 @@ SMALL = ["data.name=synthetic", "data.variant=teacher", "data.size=2000", "model
          "model.depth=2", "data.batch_size=50"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RaiseAt(DoctorCallback):

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, last_json, run_cli
+from tests.conftest import kill_study_when, last_json, run_cli
 from tricklab.store import Store
 from tricklab.study import study_from_dict
 from tricklab.study.executors import LocalExecutor, TrialOutcome, TrialTask
@@ -110,25 +105,10 @@ def test_sigkill_of_the_driver_then_rerun(tmp_path):
     p = tmp_path / "study.yaml"
     p.write_text(yaml.safe_dump(spec))
     store = tmp_path / "s.sqlite"
-    args = [sys.executable, "-m", "tricklab", "study", str(p), "--store", str(store), "--workers", "2", "--quiet",
-            "--no-report"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 180
-    done_before = 0
-    while time.time() < deadline:  # kill once some (not all) trials are finished
-        if store.exists():
-            try:
-                with sqlite3.connect(store, timeout=1) as db:
-                    done_before = db.execute("SELECT count(*) FROM trials WHERE status = 'completed'").fetchone()[0]
-            except sqlite3.Error:
-                done_before = 0
-            if done_before >= 2:
-                break
-        time.sleep(0.05)
+    # kill the driver and its workers at once, when some (not all) trials are finished
+    done_before = kill_study_when(["study", str(p), "--store", str(store), "--workers", "2", "--quiet", "--no-report"],
+                                  tmp_path, store, completed=2)
     assert 2 <= done_before < 6, done_before
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, at once
-    proc.wait()
     with Store(store) as db:
         assert db.integrity_ok()
         finished_at = {(t["arm"], t["seed"]): t["finished"] for t in db.trials("killme") if t["status"] == "completed"}

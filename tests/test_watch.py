@@ -14,15 +14,7 @@ from tricklab.diagnose.records import ProbeRecord
 from tricklab.diagnose.watch import KEEP_RECORDS, Watch, watch
 from tricklab.models import build_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy machine OpenMP's spinning makes them
-    10-100x slower; one thread keeps this file fast. The setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
