@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tricklab.cli.study_cmd import add_executor_options, check_workers
+
 EPILOG = """lessons: {names}
 
 examples:
@@ -37,9 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line of stdout")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"where the store, trial runs and the book go (default: {DEFAULT_OUT}/)")
-    p.add_argument("--executor", choices=["local", "population", "ray"], default="local",
-                   help="where trials train (default: local worker processes)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="parallel trials (default: one per core)")
+    add_executor_options(p, "local", "local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from tricklab.lessons.registry import ALL, select
     from tricklab.lessons.run import run_lesson
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError("--workers", f"must be >= 1, got {args.workers}")
+    check_workers(args.workers)
     lessons = select(args.name)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -27,9 +27,7 @@ def add_parser(sub: Any) -> None:
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="the study spec (YAML)")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH", help="SQLite store (default: tricklab.sqlite)")
-    p.add_argument("--executor", choices=["local", "population", "ray"], default=None,
-                   help="where trials train (default: the spec's executor, else local)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="parallel trials (default: one per core)")
+    add_executor_options(p, None, "the spec's executor, else local")
     p.add_argument("--runs-dir", default=None, metavar="DIR", help="trial run directories (default: runs/ beside the store)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
@@ -37,13 +35,27 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def add_executor_options(p: argparse.ArgumentParser, default: str | None, default_help: str) -> None:
+    """``--executor`` and ``--workers``, as ``tricklab study`` and ``tricklab lesson`` take them."""
+    from tricklab.study.executors import EXECUTORS
+
+    p.add_argument("--executor", choices=EXECUTORS, default=default,
+                   help=f"where trials train (default: {default_help})")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="parallel trials (default: one per core)")
+
+
+def check_workers(workers: int | None) -> None:
     from tricklab.errors import InputError
+
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be >= 1, got {workers}")
+
+
+def run(args: argparse.Namespace) -> int:
     from tricklab.study import load_study
     from tricklab.study.runner import run_study
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError("--workers", f"must be >= 1, got {args.workers}")
+    check_workers(args.workers)
     spec = load_study(args.spec)
     outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
                         runs_root=args.runs_dir, progress=not args.quiet, report=not args.no_report)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from tricklab.errors import InputError, brief
 from tricklab.recipe import Recipe, recipe_from_dict, recipe_to_dict
 from tricklab.recipe.io import key_label, read_yaml, validation_error_to_input_error
+from tricklab.study.executors import EXECUTORS
 
 # The metrics a study can compare (fields of ``RunResult``) and which way is better.
 METRICS: dict[str, bool] = {
@@ -45,7 +46,6 @@ METRICS: dict[str, bool] = {
 TARGET_METRICS: dict[str, bool] = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
                                    "train_loss": False}
 DESIGNS = ("grid", "leave_one_out")
-EXECUTORS = ("local", "population", "ray")
 FULL_ARM = "full"
 MAX_ARMS = 10_000            # a grid larger than this is almost surely a typo (and weeks of compute)
 MAX_LEVELS = 1_000          # values of one factor; more is a generated list gone wrong (and slow to check)
