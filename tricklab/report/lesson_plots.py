@@ -12,7 +12,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tricklab.report.plots import _arm_colors, _figure, _label, _plain_ticks, _short, finite, plain, to_base64_png
+from tricklab.report.plots import (
+    _arm_colors,
+    _figure,
+    _label,
+    _plain_ticks,
+    _short,
+    finish_rows,
+    finite,
+    plain,
+    to_base64_png,
+)
 
 
 class ArmPoints(NamedTuple):
@@ -44,13 +54,7 @@ def arm_strip(arms: Sequence[ArmPoints], title: str, xlabel: str) -> str | None:
                 ax.hlines(i, low, high, color=color, linewidth=2.4, zorder=3)
             if math.isfinite(mean):
                 ax.plot([mean], [i], "D", color=color, markersize=7, markeredgecolor="black", zorder=4)
-        ax.set_yticks(range(n))
-        ax.set_yticklabels([_short(a.name) for a in arms], fontsize=9 if n <= 16 else 7)
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.grid(axis="y", visible=False)
-        ax.set_xlabel(plain(xlabel))
-        ax.set_title(plain(title))
-        return to_base64_png(fig)
+        return finish_rows(fig, ax, [a.name for a in arms], xlabel, title, crowded=16)
 
 
 class ProfilePanel(NamedTuple):

@@ -290,6 +290,18 @@ MAX_LEGEND_ARMS = 40              # beyond this a legend would be taller than th
 BETTER, WORSE, UNCLEAR = "#1a7f37", "#cf222e", "#57606a"
 
 
+def finish_rows(fig: Figure, ax: Any, labels: Sequence[str], xlabel: str, title: str, crowded: int) -> str:
+    """Label a plot of one row per item (top to bottom, smaller type beyond ``crowded`` rows) and encode it."""
+    n = len(labels)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([_short(label) for label in labels], fontsize=9 if n <= crowded else 7)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(plain(xlabel))
+    ax.set_title(plain(title))
+    return to_base64_png(fig)
+
+
 def _short(text: str, limit: int = 60) -> str:
     """A name cut to ``limit`` characters (arm names of large grids get long), drawn literally."""
     text = str(text)
@@ -389,10 +401,4 @@ def forest_plot(rows: Sequence[ForestRow], title: str, xlabel: str) -> str | Non
                 ax.plot([est], [i], "o", color=row.color, markersize=6, zorder=3)
             else:
                 ax.text(0.0, i, "  no paired seeds", va="center", ha="left", fontsize=8, color=UNCLEAR)
-        ax.set_yticks(range(n))
-        ax.set_yticklabels([_short(r.label) for r in rows], fontsize=9 if n <= 20 else 7)
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.grid(axis="y", visible=False)
-        ax.set_xlabel(plain(xlabel))
-        ax.set_title(plain(title))
-        return to_base64_png(fig)
+        return finish_rows(fig, ax, [r.label for r in rows], xlabel, title, crowded=20)
