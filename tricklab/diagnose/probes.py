@@ -50,7 +50,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from tricklab.diagnose.records import LayerStats, ProbeRecord
-from tricklab.tricks.activations import ACTIVATIONS
+from tricklab.tricks.activations import RECTIFIERS as DEAD_FAMILIES
+from tricklab.tricks.activations import SATURATION, activation_family
+from tricklab.tricks.init import layer_kind
 
 DEFAULT_EVERY = 20
 """Probe every 20th step: the worst measured overhead stays under 5% and MNIST-1D (57 steps per epoch at batch
@@ -60,50 +62,6 @@ of 7 and 5 runs): default CNN 1.000 / 1.031 at every 20 (every 10: 1.012 / 1.034
 every step: 1.224 / 1.221); its MLP variant 1.044 / 1.013 (every 10: 1.061 / 1.020, every 50: 1.013 / 0.993,
 every step: 1.451 / 1.422); run-to-run noise is about ±2%. The MLP pays most at every step: its steps are short
 (3.2 ms) and a probe step's fixed costs (~1.4 ms: hooks, the weight copy, the read) weigh more there."""
-
-WEIGHT_LAYERS: tuple[tuple[type[nn.Module], str], ...] = (
-    (nn.Conv1d, "conv1d"),
-    (nn.Conv2d, "conv2d"),
-    (nn.Conv3d, "conv3d"),
-    (nn.Linear, "linear"),
-)
-"""The layers the probe measures and their ``LayerStats.kind`` (subclasses count, e.g. LazyLinear)."""
-
-ACTIVATION_FAMILIES: dict[type[nn.Module], str] = {
-    **{entry.obj: entry.name for entry in ACTIVATIONS},  # relu, leaky_relu, tanh, sigmoid, gelu, selu
-    nn.ReLU6: "relu",          # dies like ReLU (0 for x <= 0)
-    nn.PReLU: "leaky_relu",
-    nn.RReLU: "leaky_relu",
-    nn.SiLU: "gelu",           # smooth self-gated x·σ(βx): the GELU family
-    nn.Mish: "gelu",
-    nn.ELU: "selu",            # SELU = λ·ELU_α: the same exponential negative branch
-    nn.CELU: "selu",
-}
-"""Activation module type → the family the records name; the doctor needs saturating vs rectifier."""
-
-SATURATION = {"tanh": (0.0, 0.97), "sigmoid": (0.5, 0.47)}
-"""family → (centre c, half-width t): saturated where |a − c| > t, i.e. |tanh| > 0.97, sigmoid ∉ [0.03, 0.97]."""
-
-DEAD_FAMILIES = frozenset({"relu", "leaky_relu"})
-
-
-def layer_kind(module: nn.Module) -> str | None:
-    """``linear``/``conv1d``/``conv2d``/``conv3d`` for a weight layer the probe measures, else None."""
-    for cls, kind in WEIGHT_LAYERS:
-        if isinstance(module, cls):
-            return kind
-    return None
-
-
-def activation_family(module: nn.Module) -> str | None:
-    """The family (``relu`` … ``selu``) of an activation module, None for anything else."""
-    family = ACTIVATION_FAMILIES.get(type(module))
-    if family is None:
-        for cls, fam in ACTIVATION_FAMILIES.items():
-            if isinstance(module, cls):
-                return fam
-    return family
-
 
 def _detached(t: torch.Tensor) -> torch.Tensor:
     """Detached (no autograd graph for the statistics), in float32 at least (half precision rounds too coarsely)."""

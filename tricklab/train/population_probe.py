@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tricklab.train.stacked import DEAD_FAMILIES, SATURATION, ProbeTape, StackedNet, per_member
-
-LAYER_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
-    (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"), (nn.Conv3d, "conv3d"), (nn.Linear, "linear"))
+from tricklab.train.stacked import ProbeTape, StackedNet, per_member
+from tricklab.tricks.activations import RECTIFIERS as DEAD_FAMILIES
+from tricklab.tricks.activations import SATURATION
+from tricklab.tricks.init import layer_kind
 
 
 @dataclass
@@ -43,13 +43,7 @@ class MemberProbe:
 
 def layer_kinds(template: nn.Module) -> dict[str, str]:
     """Module path → ``linear``/``conv1d``/... for every weight layer of ``template``."""
-    out = {}
-    for name, module in template.named_modules():
-        for cls, kind in LAYER_KINDS:
-            if isinstance(module, cls):
-                out[name] = kind
-                break
-    return out
+    return {name: kind for name, module in template.named_modules() if (kind := layer_kind(module)) is not None}
 
 
 def _moments(t: Tensor) -> tuple[Tensor, Tensor, int]:

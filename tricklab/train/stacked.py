@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from tricklab.models.blocks import Reshape
 from tricklab.models.cnn import CNN
 from tricklab.models.mlp import MLP
+from tricklab.tricks.activations import activation_family
 from tricklab.tricks.regularization import param_groups
 
 SEQUENTIAL_MODELS: tuple[type[nn.Module], ...] = (nn.Sequential, MLP, CNN)
@@ -57,13 +58,6 @@ SEQUENTIAL_MODELS: tuple[type[nn.Module], ...] = (nn.Sequential, MLP, CNN)
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SELU, nn.ELU, nn.SiLU, nn.ReLU6)
 """Parameter-free activations: applied to the stacked tensor as they are, whatever its layout."""
-
-ACTIVATION_FAMILY = {nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh",
-                     nn.Sigmoid: "sigmoid", nn.GELU: "gelu", nn.SiLU: "gelu", nn.SELU: "selu", nn.ELU: "selu"}
-"""The families the doctor's probe names (as ``tricklab.diagnose.probes.ACTIVATION_FAMILIES``)."""
-
-SATURATION = {"tanh": (0.0, 0.97), "sigmoid": (0.5, 0.47)}
-DEAD_FAMILIES = frozenset({"relu", "leaky_relu"})
 
 
 class NotStackable(Exception):
@@ -197,7 +191,7 @@ def compile_ops(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list
                 raise NotStackable(f"{name}: an activation with parameters")
             # ReLU right after a batch norm can run in place (batch norm's backward needs its input only)
             in_place = type(m) is nn.ReLU and bool(ops) and ops[-1].kind.startswith("batch_norm")
-            ops.append(Op("activation", name, args={"module": m, "family": ACTIVATION_FAMILY[type(m)],
+            ops.append(Op("activation", name, args={"module": m, "family": activation_family(m),
                                                     "in_place": in_place}))
         elif isinstance(m, nn.Dropout):
             if m.inplace:

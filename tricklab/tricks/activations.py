@@ -31,6 +31,32 @@ ACTIVATIONS.register(
 
 SATURATING = frozenset({"tanh", "sigmoid"})
 RECTIFIERS = frozenset({"relu", "leaky_relu"})
+"""The families whose units can die (0 for every input); the probes count their dead units."""
+
+SATURATION = {"tanh": (0.0, 0.97), "sigmoid": (0.5, 0.47)}
+"""family → (centre c, half-width t): saturated where |a − c| > t, i.e. |tanh| > 0.97, sigmoid ∉ [0.03, 0.97]."""
+
+ACTIVATION_FAMILIES: dict[type[nn.Module], str] = {
+    **{entry.obj: entry.name for entry in ACTIVATIONS},  # relu, leaky_relu, tanh, sigmoid, gelu, selu
+    nn.ReLU6: "relu",          # dies like ReLU (0 for x <= 0)
+    nn.PReLU: "leaky_relu",
+    nn.RReLU: "leaky_relu",
+    nn.SiLU: "gelu",           # smooth self-gated x·σ(βx): the GELU family
+    nn.Mish: "gelu",
+    nn.ELU: "selu",            # SELU = λ·ELU_α: the same exponential negative branch
+    nn.CELU: "selu",
+}
+"""Activation module type → the family the probes' records name; the doctor needs saturating vs rectifier."""
+
+
+def activation_family(module: nn.Module) -> str | None:
+    """The family (``relu`` … ``selu``) of an activation module, None for anything else."""
+    family = ACTIVATION_FAMILIES.get(type(module))
+    if family is None:
+        for cls, fam in ACTIVATION_FAMILIES.items():
+            if isinstance(module, cls):
+                return fam
+    return family
 
 
 def make_activation(name: str) -> nn.Module:

@@ -28,8 +28,20 @@ from torch.nn.utils import parametrize
 from tricklab.errors import InputError
 from tricklab.registry import Registry
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-"""The layers whose weights a scheme initialises (their biases are set to 0)."""
+WEIGHT_LAYER_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"), (nn.Conv3d, "conv3d"), (nn.Linear, "linear"))
+"""The weight layers and the kind the probes' records name (subclasses count, e.g. LazyLinear)."""
+
+WEIGHT_LAYERS = tuple(cls for cls, _ in WEIGHT_LAYER_KINDS)
+"""The layers whose weights a scheme initialises (their biases are set to 0) and the probes measure."""
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """``linear``/``conv1d``/``conv2d``/``conv3d`` for a weight layer, else None."""
+    for cls, kind in WEIGHT_LAYER_KINDS:
+        if isinstance(module, cls):
+            return kind
+    return None
 
 
 def fans(weight: Tensor) -> tuple[int, int]:

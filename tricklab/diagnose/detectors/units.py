@@ -19,8 +19,7 @@ from __future__ import annotations
 from tricklab.diagnose.detectors.base import Context, Detector, Finding, Streak, finite, weight_layers
 from tricklab.diagnose.detectors.gradients import first_last_ratio
 from tricklab.diagnose.records import ProbeRecord
-
-SATURATING = ("sigmoid", "tanh")
+from tricklab.tricks.activations import SATURATING
 
 
 class DeadUnits(Detector):
