@@ -64,9 +64,10 @@ def kill_study_when(args: list[str], cwd: Path, store: Path, completed: int, tim
     return done
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tricklab ARGS`` in a subprocess, as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TRICKLAB_CACHE=os.environ["TRICKLAB_CACHE"])
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tricklab ARGS`` in a subprocess, as a user would (``env``: variables set on top)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRICKLAB_CACHE=os.environ["TRICKLAB_CACHE"], **(env or {}))
     return subprocess.run([sys.executable, "-m", "tricklab", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

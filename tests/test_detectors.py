@@ -306,6 +306,58 @@ def test_overfitting_when_validation_loss_rises_while_training_loss_falls():
     assert epochs(Overfitting(T), noisy)[-1] is None
 
 
+# The default CNN with SGD at lr 0.5, epochs 4-6 as measured: batch-norm statistics lag weights that move fast,
+# so the training *batches* look fine while the evaluated model is bad on both splits alike.
+BN_LAG = [{"train_loss": 0.302, "train_accuracy": 0.916, "train_eval_loss": 0.305, "train_eval_accuracy": 0.887,
+           "val_loss": 0.413, "val_accuracy": 0.858},
+          {"train_loss": 0.157, "train_accuracy": 0.954, "train_eval_loss": 1.184, "train_eval_accuracy": 0.762,
+           "val_loss": 1.342, "val_accuracy": 0.762},
+          {"train_loss": 0.123, "train_accuracy": 0.964, "train_eval_loss": 2.215, "train_eval_accuracy": 0.573,
+           "val_loss": 2.236, "val_accuracy": 0.562}]
+
+
+def test_overfitting_compares_the_training_split_evaluated_like_the_validation_split():
+    assert epochs(Overfitting(T), BN_LAG)[-1] is None                    # both splits bad alike: no overfitting
+    running = [{k: v for k, v in row.items() if not k.startswith("train_eval")} for row in BN_LAG]
+    assert epochs(Overfitting(T), running)[-1] is not None               # against the batches' running means it fires
+    memorised = [dict(row, train_eval_loss=0.01, train_eval_accuracy=1.0) for row in BN_LAG]
+    f = epochs(Overfitting(T), memorised)[-1]                             # a real gap on like-for-like numbers
+    assert f is not None and f.evidence["train_accuracy"] == 1.0 and f.evidence["train_evaluated"] == 1.0
+
+
+def test_overfitting_is_not_judged_before_the_model_has_learned():
+    rows = [{"train_accuracy": 0.7, "val_accuracy": 0.12, "train_loss": 0.9, "val_loss": 2.3}] * 3
+    ctx = Context(T)
+    ctx.add_record(rec(0, loss=2.5))                                      # the untrained net's loss: ~ln 10
+    assert all(f is None for f in epochs(Overfitting(T), rows, ctx))     # validation never beat 0.9 × 2.5
+    learned = [dict(r, val_loss=2.0) for r in rows]
+    ctx = Context(T)
+    ctx.add_record(rec(0, loss=2.5))
+    assert epochs(Overfitting(T), learned, ctx)[-1] is not None
+
+
+def test_overfitting_is_not_judged_while_the_run_is_unstable():
+    rows = [{"train_accuracy": 0.95, "val_accuracy": 0.7, "train_loss": 0.2, "val_loss": 0.9}] * 5
+    ctx = Context(T)
+    ctx.unstable_step = 25                                                # e.g. a loss spike inside epoch 3
+    results = epochs(Overfitting(T), rows, ctx)
+    assert results[:4] == [None] * 4                       # epochs end at steps 10, 20, 30, 40: the third unstable
+    assert results[4] is not None and results[4].step == 40  # the fourth and fifth were stable: named from the fourth
+
+
+def test_the_doctor_marks_the_run_unstable_on_an_instability_finding():
+    from tricklab.diagnose.doctor import Doctor
+
+    doctor = Doctor()
+    doctor.observe(rec(0, loss=2.3))
+    assert doctor.ctx.unstable_step is None
+    doctor.observe(rec(20, loss=float("nan")))
+    assert doctor.ctx.unstable_step == 20
+    restored = Doctor()
+    restored.load_state_dict(doctor.state_dict())
+    assert restored.ctx.unstable_step == 20
+
+
 @pytest.mark.parametrize("params, fires", [(10_001, True), (10_000, False)])
 def test_too_many_parameters_per_example(params, fires):
     ctx = Context(T, num_params=params, num_examples=1000)

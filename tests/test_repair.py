@@ -49,6 +49,12 @@ def test_dead_units_after_oversized_steps_lower_the_rate_else_reinitialise():
     assert RepairPlan().next_action("dead_units", {}, RECIPE, unstable=True).lr_factor == 0.1
 
 
+def test_after_oversized_steps_a_plateau_is_answered_by_a_cut_not_a_raise():
+    assert RepairPlan().next_action("plateau", {}, RECIPE).lr_factor == 10.0
+    assert RepairPlan().next_action("plateau", {}, RECIPE, unstable=True).lr_factor < 1
+    assert RepairPlan().next_action("oscillation", {}, RECIPE).lr_factor < 1     # the loss swings: steps too large
+
+
 def test_update_ratio_direction_picks_the_policy_and_a_plateau_after_a_cut_is_not_a_raise():
     plan = RepairPlan()
     assert plan.next_action("update_ratio", {"log10_update_ratio": 0.5}, RECIPE).lr_factor < 1

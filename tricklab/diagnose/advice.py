@@ -203,12 +203,13 @@ def _plateau(f: Finding, lr: float | None) -> tuple[str, list[str]]:
 
 def _overfitting(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     e = f.evidence
+    measured = " (evaluated like the validation split)" if e.get("train_evaluated") else ""
     if f.criterion == "gap":
-        what = (f"training accuracy {fmt(100 * e.get('train_accuracy', 0), 3)} % vs validation "
+        what = (f"training accuracy{measured} {fmt(100 * e.get('train_accuracy', 0), 3)} % vs validation "
                 f"{fmt(100 * e.get('val_accuracy', 0), 3)} % (a gap of {fmt(100 * e.get('gap', 0), 2)} points)")
     else:
         what = (f"the validation loss rose to {fmt(e.get('val_loss'))} (best {fmt(e.get('best_val_loss'))}) "
-                f"while the training loss fell to {fmt(e.get('train_loss'))}")
+                f"while the training loss{measured} fell to {fmt(e.get('train_loss'))}")
     return f"Overfitting since step {f.step}: {what} at epoch {int(e.get('epoch', 0)) + 1}.", [
         "early_stopping.patience=3: stop when the validation loss stops improving and restore the best weights",
         "optimizer.weight_decay=0.005: a larger penalty on large weights",

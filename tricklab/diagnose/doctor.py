@@ -65,6 +65,10 @@ DETECTORS: tuple[type[Detector], ...] = (
 )
 """Every detector, causes before symptoms (the order in which one observation is judged)."""
 
+INSTABILITY = frozenset({"nan_loss", "exploding_gradients", "loss_spike", "oscillation"})
+"""Kinds that say the steps are too large for the loss surface (so is an update ratio in the ``high`` group):
+while one holds, the run is unstable and its validation numbers say nothing about generalisation."""
+
 STATIC_KINDS = frozenset({"too_many_parameters"})
 """Properties of the setup, not of the run's state: kept over ``reset`` and ignored by ``healthy_since``."""
 
@@ -86,6 +90,11 @@ class _Entry:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> _Entry:
         return cls(alarm=Alarm(**d["alarm"]), group=d.get("group", ""), last_seen=int(d["last_seen"]))
+
+
+def is_instability(kind: str, group: str = "") -> bool:
+    """True for a finding or alarm that means the steps are too large (see ``INSTABILITY``)."""
+    return kind in INSTABILITY or (kind == "update_ratio" and group == "high")
 
 
 class Doctor:
@@ -186,6 +195,8 @@ class Doctor:
 
     # -- internals ----------------------------------------------------------------------------------------
     def _raise(self, findings: list[Finding], step: int) -> list[Alarm]:
+        if any(is_instability(f.kind, f.group) for f in findings):
+            self.ctx.unstable_step = step
         new: list[Alarm] = []
         lr = self.ctx.peak_lr or self.ctx.last_lr  # recipes name the peak lr (one-cycle warms up to it)
         for f in findings:

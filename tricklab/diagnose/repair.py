@@ -70,6 +70,8 @@ CLIP = Action("clip norm θ=1", "norm clipping bounds each step's size (the less
 NORM = Action("model.norm=batch", "batch norm keeps every layer's signal in range", overrides=("model.norm=batch",))
 REINIT = Action("re-initialise", "units broken from the start come back with fresh weights from the recipe's init",
                 reinit=True)
+OVERSIZED = Action("lr×0.1", "the steps before it were oversized (median update ratio above 1e-1 at the peak "
+                   "rate): the learning rate is the cause, a smaller one the cure", lr_factor=0.1)
 LEAKY = Action("model.activation=leaky_relu", "a leaky ReLU keeps a gradient for negative inputs",
                overrides=("model.activation=leaky_relu",))
 
@@ -91,8 +93,12 @@ def _policies() -> dict[str, list[Action]]:
         # dead from the start (a bad initial state): fresh weights first; a leaky ReLU if they die again
         "dead_units": [REINIT, LEAKY, LR_DOWN],
         # dead after oversized steps (the update ratio was far above 1e-3): the learning rate first
-        "dead_units_unstable": [LR_DOWN, LR_DOWN, LEAKY, REINIT],
+        "dead_units_unstable": [OVERSIZED, LR_DOWN, LEAKY, REINIT],
+        # a loss that goes up and down by half its start value: steps too large for the surface
+        "oscillation": [LR_DOWN, CLIP, LR_DOWN],
         "update_ratio_high": [LR_DOWN, CLIP, LR_DOWN],
+        # a flat loss while the steps are oversized: they overshoot the valley; a larger rate would make it worse
+        "plateau_unstable": [OVERSIZED, CLIP, LR_DOWN],
         "update_ratio_low": [Action("lr×10", "updates are ~1e-5 of the weights: the learning rate is too small",
                                     lr_factor=10.0)] * 3,
         "plateau": [
@@ -126,21 +132,31 @@ PLATEAU_AFTER_INSTABILITY = Action("lr×0.1", "the loss stalls after an unstable
 UNSTABLE_UPDATE_RATIO = 1e-1
 """A median ‖Δw‖/‖w‖ above this (at the peak learning rate; the update-ratio detector's upper bound, 100 ×
 Karpathy's 1e-3) means the steps were oversized."""
-HEALTHY_PEAK_RATIO = 1e-2
-"""Where an adapted learning-rate change aims the median ‖Δw‖/‖w‖ at the peak rate (ours). Measured on the
-healthy runs of ``bench/doctor_corpus.py`` (AdamW 3e-3, SGD 0.1, momentum 0.05): 1e-2 to 2e-2 at the peak,
-1e-3 to 5e-3 as the rate anneals — above Karpathy's 1e-3, which describes SGD late in training. A cut that
-lands a little high is caught by the next alarm; one that lands far too low wastes the run."""
+HEALTHY_PEAK_RATIO = 3e-2
+"""Where an adapted learning-rate change aims the median ‖Δw‖/‖w‖ at the peak rate (ours). Measured on healthy
+runs of the default CNN (15 epochs, one-cycle), at the first probe and later at the peak: AdamW 3e-3 0.027 and
+~0.01; SGD 0.1 0.013 and 0.009; SGD 0.3 0.038 and 0.02–0.03; SGD 1 0.13 and 0.075; momentum 0.05 (first step
+×10, see ``DoctorCallback._momentum_gain``) 0.06 and 0.013–0.028. SGD still trains at lr 3 (0.38 at the first
+probe, 98 %) and fails from lr 5 on (0.63: 70–96 % by seed; lr 10: chance). 3e-2 lies in the middle of the
+healthy range and a decade below that edge, so a cut measured at the first probe lands where the run trains
+(SGD ≈ 0.24, Adam ≈ 3e-3 on this net) — above Karpathy's 1e-3, which describes SGD late in training. A cut
+that lands a little high is caught by the next alarm; one that lands far too low wastes the run."""
+
+
+SYMPTOMS_OF_OVERSIZED_STEPS = ("dead_units", "plateau")
+"""Problems a learning rate far too high also produces (it kills ReLUs; it makes the loss overshoot so it
+stalls): after oversized steps the cause is treated, not the symptom — a plateau's usual cure, a larger
+rate, would make it worse."""
 
 
 def policy_key(kind: str, evidence: dict[str, float], unstable: bool = False) -> str:
-    """The policy for an alarm: the update-ratio alarm has two directions; dead units two causes (``unstable``:
-    the steps before them were oversized)."""
+    """The policy for an alarm: the update-ratio alarm has two directions; dead units and a plateau two causes
+    each (``unstable``: the steps before them were oversized, or an instability was already named)."""
     if kind == "update_ratio":
         ratio = evidence.get("log10_update_ratio", evidence.get("log10_ratio", -3.0))
         return "update_ratio_high" if ratio > -3 else "update_ratio_low"
-    if kind == "dead_units" and unstable:
-        return "dead_units_unstable"
+    if kind in SYMPTOMS_OF_OVERSIZED_STEPS and unstable:
+        return f"{kind}_unstable"
     return kind
 
 

@@ -3,10 +3,12 @@
 Events used: ``on_batch_begin`` arms the probe on probe steps; ``on_before_optimizer_step`` reads the
 gradients (this callback runs before the clipping callback, so norms are pre-clipping); ``on_batch_end``
 turns the probe step into a ``ProbeRecord`` for the ``Doctor``; ``on_epoch_end`` gives the epoch metrics
-(overfitting, plateau). Records go to ``probes.jsonl`` and alarms to ``alarms.json`` in the run directory.
+(overfitting, plateau), together with the training split evaluated as the validation split is (eval mode, the
+epoch's final weights, a fixed subset as large as the validation split), so that overfitting compares like
+with like. Records go to ``probes.jsonl`` and alarms to ``alarms.json`` in the run directory.
 
 With ``repair`` the callback keeps the last healthy weights (at the start and after every epoch without a new
-alarm) and the weights of the best validation loss in memory, and on an alarm rolls back to the healthy ones
+alarm and without an oversized step) and the weights of the best validation loss in memory, and on an alarm rolls back to the healthy ones
 and applies the next action of ``repair.POLICIES``. Rebuild actions end the run with ``restart`` and
 ``rebuild_overrides`` set; ``doctor_train`` (``can_restart=True``) starts the changed recipe. An in-run action
 taken before any healthy epoch is applied as a restart as well (see ``repair``).
@@ -23,7 +25,7 @@ from typing import Any
 
 import torch
 
-from tricklab.diagnose.doctor import STATIC_KINDS, Doctor
+from tricklab.diagnose.doctor import STATIC_KINDS, Doctor, is_instability
 from tricklab.diagnose.probes import DEFAULT_EVERY, Probe
 from tricklab.diagnose.records import Alarm
 from tricklab.diagnose.repair import (
@@ -37,12 +39,17 @@ from tricklab.fsutil import atomic_write_text
 from tricklab.train.callbacks import GradientClipping
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.run import json_safe
+from tricklab.train.trainer import evaluate
 
 PROBES_FILE = "probes.jsonl"
 ALARMS_FILE = "alarms.json"
 RECENT_PROBES = 5
 """Probes whose update ratios tell whether the steps before an alarm were oversized (100 steps by default)."""
-INSTABILITY = frozenset({"nan_loss", "exploding_gradients", "loss_spike"})
+KEPT_RATIOS = 64
+"""Update ratios kept per attempt (with their steps), to size a learning-rate change from the probe nearest the
+weights a repair resumes from; the first probe of the run is always kept."""
+MAX_TRAIN_EVAL = 4096
+"""At most this many training examples are evaluated each epoch for the like-for-like overfitting check."""
 
 
 class DoctorCallback(Callback):
@@ -72,8 +79,13 @@ class DoctorCallback(Callback):
         self._pending: list[str] = []
         self._alarm_this_epoch = False
         self._resume_doctor: dict[str, Any] | None = None
-        self._update_ratio: float | None = None  # median ‖Δw‖/‖w‖ over layers at the last probe
+        self._update_ratio: float | None = None  # median ‖Δw‖/‖w‖ over layers at the last probe, at the peak lr
         self._recent_ratios: deque[float] = deque(maxlen=RECENT_PROBES)  # and at the last few
+        # (step, median ‖Δw‖/‖w‖ per unit of learning rate): the first probe of the attempt and the latest ones
+        self._first_ratio: tuple[int, float] | None = None
+        self._ratios: deque[tuple[int, float]] = deque(maxlen=KEPT_RATIOS)
+        self._oversized_epoch = False          # a probe of this epoch saw a median update ratio above the bound
+        self._train_eval_idx: torch.Tensor | None = None
 
     # -- events -----------------------------------------------------------------------------------------
     def on_fit_begin(self, state: TrainState) -> None:
@@ -105,8 +117,14 @@ class DoctorCallback(Callback):
             self._pending.append(json.dumps(record.to_dict(), allow_nan=True))
             ratios = sorted(r for layer in record.layers if (r := layer.update_ratio) is not None and math.isfinite(r))
             if ratios:
-                self._update_ratio = self._at_peak(ratios[len(ratios) // 2], state)
+                med = ratios[len(ratios) // 2]
+                self._oversized_epoch = self._oversized_epoch or med > UNSTABLE_UPDATE_RATIO
+                self._update_ratio = self._at_peak(med, state)
                 self._recent_ratios.append(self._update_ratio)
+                if state.lr and state.lr > 0:
+                    self._ratios.append((record.step, med / state.lr))
+                    if self._first_ratio is None:
+                        self._first_ratio = (record.step, med / state.lr * self._momentum_gain(state))
             new += self.doctor.observe(record)
         if self.repair is not None and state.loss is not None and not math.isfinite(float(state.loss)):
             new += self.doctor.nonfinite_loss(step)
@@ -115,13 +133,34 @@ class DoctorCallback(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         assert self.doctor is not None
         metrics = {k: v for k, v in state.epoch_metrics.items() if isinstance(v, (int, float))}
+        if state.status != "diverged" and "val_loss" in metrics:
+            fit = self._evaluate_training_split(state)
+            if fit is not None:
+                metrics.update(train_eval_loss=fit["loss"], train_eval_accuracy=fit["accuracy"])
         self._raise(state, self.doctor.end_epoch(state.epoch, state.step, metrics), state.step)
         self._flush()
         if self.repair is not None and state.status != "diverged":
             self._early_stopping(state, metrics.get("val_loss"))
-            if not self._alarm_this_epoch and not state.stop:
+            if not self._alarm_this_epoch and not self._oversized_epoch and not state.stop:
                 self._take_snapshot(state)
-        self._alarm_this_epoch = False
+        self._alarm_this_epoch = self._oversized_epoch = False
+
+    def _evaluate_training_split(self, state: TrainState) -> dict[str, float] | None:
+        """Loss and accuracy on a fixed subset of the training split (evenly spaced, as many examples as the
+        validation split, at most ``MAX_TRAIN_EVAL``), evaluated exactly as the validation split is: the
+        model the Trainer evaluates (an average where one is kept), in eval mode. No random numbers drawn."""
+        trainer = state.trainer
+        x, y = getattr(trainer, "x_train", None), getattr(trainer, "y_train", None)
+        val = getattr(trainer, "val", None)
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or not val or not len(x):
+            return None
+        n = min(len(x), max(len(val[0]), 1), MAX_TRAIN_EVAL)
+        if self._train_eval_idx is None or len(self._train_eval_idx) != n:
+            self._train_eval_idx = torch.linspace(0, len(x) - 1, n).round().long().to(x.device)
+        idx = self._train_eval_idx
+        return evaluate(state.eval_model or state.model, x[idx], y[idx],
+                        batch_size=getattr(trainer, "eval_batch_size", 2048),
+                        loss_fn=getattr(trainer, "loss_fn", torch.nn.functional.cross_entropy))
 
     def on_fit_end(self, state: TrainState) -> None:
         if self.probe is not None:
@@ -140,8 +179,7 @@ class DoctorCallback(Callback):
         if self.repair is None or state.stop:
             return
         rank = {kind: i for i, kind in enumerate(PRIORITY)}
-        unstable = (max(self._recent_ratios, default=0.0) > UNSTABLE_UPDATE_RATIO
-                    or any(a.kind in INSTABILITY for a in self.alarms))
+        unstable = self._oversized(state) or any(is_instability(a.kind, _group(a)) for a in self.alarms)
         for alarm in sorted(new, key=lambda a: rank.get(a.kind, len(rank))):
             action = self.repair.next_action(alarm.kind, alarm.evidence, self.recipe, unstable=unstable)
             if action is None:
@@ -168,10 +206,13 @@ class DoctorCallback(Callback):
             state.stop_reason = ("doctor: stopped with the weights of the best validation loss" if self._best
                                  else "doctor: stopped at the last healthy weights")
             return action.name
+        no_healthy = self._snapshot is None or self._snapshot["step"] == 0 or self._snapshot["step"] >= since
+        restart = action.rebuild or (self.can_restart and no_healthy)
         self._rollback(state, self._snapshot)
         done = [action.name]
         if action.lr_factor is not None:
-            factor = self._lr_factor(action)
+            resume = 0 if restart or self._snapshot is None else self._snapshot["step"]
+            factor = self._lr_factor(action, state, resume)
             state.lr_scale *= factor
             done = [f"lr×{factor:.3g}"]
         if action.clip_threshold is not None:
@@ -184,8 +225,7 @@ class DoctorCallback(Callback):
                 for key in ("weight_decay", "decoupled_decay"):
                     if isinstance(group.get(key), float):
                         group[key] *= action.weight_decay_factor
-        no_healthy = self._snapshot is None or self._snapshot["step"] == 0 or self._snapshot["step"] >= since
-        if action.rebuild or (self.can_restart and no_healthy):
+        if restart:
             # the next run keeps what in-run repairs changed (learning rate, clipping)
             carried = []
             if state.lr_scale != 1.0 and "optimizer" in self.recipe:
@@ -200,16 +240,17 @@ class DoctorCallback(Callback):
             return " + ".join(done) + ("" if action.rebuild else " (restart: no healthy epoch to roll back to)")
         self.doctor.reset()
         self._recent_ratios.clear()
+        self._ratios.clear()
         return " + ".join(done)
 
     def _at_peak(self, ratio: float, state: TrainState) -> float:
         """The update ratio scaled to the run's peak learning rate (the recipe's rate × the repairs' scale):
         a warm-up or an annealed schedule shrinks the steps on purpose, and an adapted change of the rate
         must aim at the steps the schedule's peak will take. Unscaled without a recipe."""
-        peak = self.recipe.get("optimizer", {}).get("lr")
-        if not isinstance(peak, (int, float)) or not state.lr or state.lr <= 0:
+        peak = self._peak(state)
+        if peak is None or not state.lr or state.lr <= 0:
             return ratio
-        return ratio * peak * state.lr_scale / state.lr
+        return ratio * peak / state.lr
 
     def _early_stopping(self, state: TrainState, val_loss: float | None) -> None:
         """Keep the weights of the best validation loss; once a repair switched early stopping on, stop with
@@ -224,23 +265,58 @@ class DoctorCallback(Callback):
             state.stop_reason = (f"doctor: early stopping — no better validation loss for {self._patience} epochs; "
                                  f"weights of epoch {self._best_epoch + 1} restored")
 
-    def _lr_factor(self, action: Action) -> float:
-        """An adapted change of the learning rate: the update of SGD and Adam scales with the rate, so one
-        change can correct a rate several decades off. A cut, when the update ratio (median over layers, at the
-        peak rate) of one of the last few probes exceeded ``UNSTABLE_UPDATE_RATIO``, or a raise, when it is below
-        1e-4, aims at
-        ``HEALTHY_PEAK_RATIO`` (factors within [1e-4, 1e5]). Otherwise the action's own factor."""
+    def _lr_factor(self, action: Action, state: TrainState, resume: int) -> float:
+        """An adapted change of the learning rate: the update of SGD, momentum and Adam is proportional to the
+        rate at given weights and gradients, so one change can correct a rate several decades off.
+
+        A cut, when the steps were oversized (``_oversized``), aims the peak rate's update ratio at ``HEALTHY_PEAK_RATIO``, measured on the
+        first probe at or after ``resume`` — the weights the repaired run goes on from (0 for a restart: the
+        same initial weights, so the measurement is exact, and taken before the oversized steps damaged
+        them). Probes after the damage say little: dead units give zero gradients, inflated weights behind
+        batch norm tiny ratios, and which of them a run shows depends on floating-point noise. Without such a
+        probe, the median of the recent probes. A raise, when the update ratio is below 1e-4, aims at
+        ``HEALTHY_PEAK_RATIO`` as well. Factors within [1e-4, 1e5]; otherwise the action's own factor."""
         factor = action.lr_factor
         assert factor is not None
-        recent = sorted(self._recent_ratios)
-        if factor < 1 and recent and recent[-1] > UNSTABLE_UPDATE_RATIO:
-            # sized by the median of the recent probes: the largest, taken once the weights have blown up,
-            # is past the range where the update grows in proportion to the rate, and would over-cut
-            return max(1e-4, min(factor, HEALTHY_PEAK_RATIO / recent[len(recent) // 2]))
+        if factor < 1 and self._oversized(state):
+            measured, peak = self._ratio_from(resume), self._peak(state)
+            recent = sorted(self._recent_ratios)
+            at_peak = measured * peak if measured is not None and peak is not None else (
+                recent[len(recent) // 2] if recent else 0.0)
+            if at_peak > 0:
+                return max(1e-4, min(factor, HEALTHY_PEAK_RATIO / at_peak))
         ratio = self._update_ratio
         if factor > 1 and ratio is not None and 0 < ratio < 1e-4:
             return min(1e5, max(factor, HEALTHY_PEAK_RATIO / ratio))
         return factor
+
+    def _peak(self, state: TrainState) -> float | None:
+        """The run's peak learning rate now: the recipe's rate × the repairs' scale (None without a recipe)."""
+        peak = self.recipe.get("optimizer", {}).get("lr")
+        return peak * state.lr_scale if isinstance(peak, (int, float)) and peak > 0 else None
+
+    def _oversized(self, state: TrainState) -> bool:
+        """The steps were oversized: the median update ratio at the peak rate above ``UNSTABLE_UPDATE_RATIO`` on
+        one of the last few probes or on the run's first (the one measured before the steps did any damage —
+        later ones can look small when oversized steps have inflated the weights or killed the units)."""
+        peak = self._peak(state)
+        first = self._first_ratio[1] * peak if self._first_ratio is not None and peak is not None else 0.0
+        return max([*self._recent_ratios, first]) > UNSTABLE_UPDATE_RATIO
+
+    def _momentum_gain(self, state: TrainState) -> float:
+        """How much larger than the first step a momentum optimizer's steps grow: on its first step the buffer
+        holds one gradient; with gradients that agree it approaches 1/(1 − γ) of them (γ = 0.9: ×10). 1 when
+        the probe is not the run's first step (a resumed run's buffer is warm) or the optimizer has no momentum
+        (Adam's normalised first step is its largest, so the first probe errs on the safe side there)."""
+        if state.step != 1:
+            return 1.0
+        gamma = state.optimizer.param_groups[0].get("momentum", 0.0)
+        return 1.0 / max(1.0 - float(gamma), 0.01) if isinstance(gamma, (int, float)) and 0 < gamma < 1 else 1.0
+
+    def _ratio_from(self, step: int) -> float | None:
+        """The update ratio per unit of learning rate of the first probe kept at or after ``step``."""
+        kept = [*([self._first_ratio] if self._first_ratio else []), *self._ratios]  # in the order of their steps
+        return next((r for s, r in kept if s >= step and r > 0), None)
 
     def _take_snapshot(self, state: TrainState) -> None:
         self._snapshot = self._copy(state)
@@ -279,6 +355,13 @@ class DoctorCallback(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alarms = [Alarm(**a) for a in state.get("alarms", [])]
         self._resume_doctor = state.get("doctor")
+
+
+def _group(alarm: Alarm) -> str:
+    """The update-ratio alarm's group (``high``/``low``) from its evidence; other kinds have none."""
+    if alarm.kind != "update_ratio":
+        return ""
+    return "high" if alarm.evidence.get("log10_update_ratio", -3.0) > -3 else "low"
 
 
 def _finite(value: Any) -> float | None:

@@ -45,6 +45,19 @@ class EpochMetrics:
     val_loss: float | None = None
     val_accuracy: float | None = None
     lr: float | None = None
+    train_eval_loss: float | None = None      # the training split evaluated as the validation split is
+    train_eval_accuracy: float | None = None  # (eval mode, the epoch's final weights); None when not measured
+
+    @property
+    def fit_loss(self) -> float | None:
+        """The training loss to compare with the validation loss: measured like it where it was, else the
+        running mean over the epoch's batches (train mode: dropout on, batch statistics, weights moving)."""
+        return self.train_eval_loss if finite(self.train_eval_loss) else self.train_loss
+
+    @property
+    def fit_accuracy(self) -> float | None:
+        """The training accuracy to compare with the validation accuracy (see ``fit_loss``)."""
+        return self.train_eval_accuracy if finite(self.train_eval_accuracy) else self.train_accuracy
 
     @classmethod
     def from_metrics(cls, epoch: int, step: int, metrics: dict[str, float]) -> EpochMetrics:
@@ -53,7 +66,8 @@ class EpochMetrics:
             return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
         return cls(epoch=epoch, step=step, train_loss=get("train_loss"), train_accuracy=get("train_accuracy"),
-                   val_loss=get("val_loss"), val_accuracy=get("val_accuracy"), lr=get("lr"))
+                   val_loss=get("val_loss"), val_accuracy=get("val_accuracy"), lr=get("lr"),
+                   train_eval_loss=get("train_eval_loss"), train_eval_accuracy=get("train_eval_accuracy"))
 
 
 @dataclass
@@ -112,6 +126,7 @@ class Context:
         self.epochs: deque[EpochMetrics] = deque(maxlen=max(max_epochs, thresholds.plateau_epochs + 1,
                                                             thresholds.overfit_epochs + 1))
         self.raised: set[str] = set()           # alarm kinds raised since the last reset (written by the doctor)
+        self.unstable_step: int | None = None   # the last step an instability finding held (written by the doctor)
         self.start_loss = math.nan              # the first finite probe loss (see ``add_record``)
         self.start_grad_norm = math.nan         # and global gradient norm
         self.peak_lr: float | None = None
@@ -186,6 +201,7 @@ class Context:
             "start_loss": self.start_loss,
             "start_grad_norm": self.start_grad_norm,
             "peak_lr": self.peak_lr,
+            "unstable_step": self.unstable_step,
             "num_params": self.num_params,
             "num_examples": self.num_examples,
         }
@@ -199,6 +215,7 @@ class Context:
         self.start_loss = float(state.get("start_loss", math.nan))
         self.start_grad_norm = float(state.get("start_grad_norm", math.nan))
         self.peak_lr = state.get("peak_lr")
+        self.unstable_step = state.get("unstable_step")
         self.num_params = state.get("num_params", self.num_params)
         self.num_examples = state.get("num_examples", self.num_examples)
 

@@ -92,6 +92,8 @@ class Thresholds:
     overfit_gap: float = 0.1               # train accuracy − val accuracy at least this ...
     overfit_epochs: int = 2                # ... on this many consecutive epochs; or val loss rising while the
     overfit_change: float = 0.01           # train loss falls, each by more than this (relative), that long
+    overfit_learned: float = 0.9           # ours: judged only once the best validation loss is at most this ×
+                                           # the loss at the start (≈ ln C): the model has beaten chance
 
     # -- unscaled inputs (LeCun et al. 1998; Samuelson 1968)
     input_rms_high: float = 10.0           # root mean square of the inputs an order of magnitude above 1
