@@ -11,7 +11,9 @@ Detectors run in a fixed order, causes before symptoms (inputs, units, gradients
 loss curve), and a finding whose cause is already raised is not raised itself (``Finding.explained_by``):
 a flat loss behind dead ReLUs is one problem, the dead ReLUs. One alarm per (kind, group): a repeated
 finding updates its alarm's evidence, layers and message but keeps the first step; ``observe`` returns only
-alarms not seen before. NaN/Inf is immediate; everything else must persist (see ``Thresholds``).
+alarms not seen before. NaN/Inf is immediate; everything else must persist (see ``Thresholds``). Every
+instability finding (``INSTABILITY``) marks the step in ``Context.unstable_step``, raised or not: epochs that
+contain one are not judged for overfitting (their validation numbers say nothing about generalisation).
 
 Memory is bounded whatever the run's length: the last ``max_records`` records, the last ``max_epochs``
 epochs, a few running numbers and at most one alarm per kind and group; all plain Python, so
