@@ -44,18 +44,22 @@ def test_a_learning_rate_of_50_is_named_exploding_and_repaired(tmp_path):
     assert fixed["before"]["alarm"] in fixed["diagnosis"] and fixed["after"]["test_accuracy"] == fixed["test_accuracy"]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_learning_rate_50_repair_holds_for_every_seed_and_thread_count(tmp_path, seed, threads):
+def test_the_learning_rate_50_repair_holds_for_every_seed_and_thread_count(tmp_path, seed):
     """The repair must not rest on floating-point noise: with 1 and 2 torch threads (different summation
     orders, so different trajectories once the steps blow up) and three seeds, the repaired run trains. The
-    cut is sized on the first probe — the initial weights the restart begins from — so it is the same for
-    both thread counts, and no overfitting is called while batch-norm statistics chase a huge rate."""
-    fixed = doctor(tmp_path, "--set", "optimizer.lr=50", "--set", "optimizer.name=sgd", "--set", f"seed={seed}",
-                   "--repair", env={"OMP_NUM_THREADS": str(threads)})
-    assert fixed["test_accuracy"] >= 0.9, fixed["repairs"]
-    assert fixed["repairs"][0]["action"].startswith("lr×"), fixed["repairs"]
-    assert "overfitting" not in fixed["diagnosis"], fixed["alarms"]
+    cut is sized on the first probe — the initial weights the restart begins from, the same for both thread
+    counts — so both thread counts cut by the same factor (equal to the 3 digits the log prints)."""
+    runs = {}
+    for threads in (1, 2):
+        out = tmp_path / f"threads-{threads}"
+        out.mkdir()
+        runs[threads] = doctor(out, "--set", "optimizer.lr=50", "--set", "optimizer.name=sgd", "--set", f"seed={seed}",
+                               "--repair", env={"OMP_NUM_THREADS": str(threads)})
+    for fixed in runs.values():
+        assert fixed["test_accuracy"] >= 0.9, fixed["repairs"]
+        assert fixed["repairs"][0]["action"].startswith("lr×"), fixed["repairs"]
+    assert runs[1]["repairs"][0]["action"] == runs[2]["repairs"][0]["action"]
 
 
 def test_a_deep_sigmoid_net_with_unit_normal_init_is_named_with_its_layers(tmp_path):

@@ -68,8 +68,8 @@ class _MemberLosses(MemberObserver):
         self.losses.append(probe.loss)
 
 
-def _trainer_losses(rec, splits):
-    """The Trainer set up as ``tricklab.train.run`` sets it up for ``rec``."""
+def _trainer_losses(rec, splits, callbacks=()):
+    """The Trainer set up as ``tricklab.train.run`` sets it up for ``rec`` (``callbacks`` after its own)."""
     model = build_recipe_model(rec, splits, rec.seed)
     optimizer = build_recipe_optimizer(rec, model)
     spe = batches_per_epoch(len(splits.x_train), rec.data.batch_size)
@@ -80,7 +80,8 @@ def _trainer_losses(rec, splits):
     tricks, _ = _trick_callbacks(rec)
     recorder = _TrainerLosses()
     Trainer(model, optimizer, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), epochs=rec.epochs,
-            batch_size=rec.data.batch_size, seed=rec.seed, lr_schedule=schedule, callbacks=[recorder] + tricks).fit()
+            batch_size=rec.data.batch_size, seed=rec.seed, lr_schedule=schedule,
+            callbacks=[recorder, *tricks, *callbacks]).fit()
     return recorder.losses
 
 
@@ -237,6 +238,40 @@ def test_clipping_is_per_member(mode):
     assert bool(fired[0]) and (mode == "agc" or not bool(fired[1]))
     if mode == "norm":
         assert member_grad_norms(grads)[0].item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_an_observer_gets_the_training_split_evaluated_like_validation_as_the_trainers_doctor_does():
+    """The doctor's like-for-like overfitting input (``training_subset`` in eval mode, the epoch's final weights)
+    reaches a population member's observer as the Trainer's doctor computes it: one member against the Trainer
+    (float64, so the two loops agree to rounding), each epoch."""
+    from tricklab.diagnose.trainer_callback import DoctorCallback
+
+    class Epochs(MemberObserver):
+        evaluates_training_split = True
+
+        def __init__(self):
+            self.metrics = []
+
+        def on_epoch_end(self, epoch, step, metrics):
+            self.metrics.append(metrics)
+
+    rec = _recipe(model={"dropout": 0.3})                                   # train mode and eval mode differ
+    observer, cb = Epochs(), DoctorCallback()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        splits = _double(prepare_data(rec))
+        result = train_population([PopulationMember(rec, observer=observer)], splits=splits)[0]
+        _trainer_losses(rec, splits, callbacks=[cb])
+    finally:
+        torch.set_default_dtype(default)
+    assert "train_eval_loss" not in result.history[-1]                     # for the observer, not the history
+    trainer_side = list(cb.doctor.ctx.epochs)
+    assert len(observer.metrics) == len(trainer_side) == rec.epochs
+    for ours, theirs in zip(observer.metrics, trainer_side):
+        assert ours["train_eval_loss"] == pytest.approx(theirs.train_eval_loss, rel=1e-9)
+        assert ours["train_eval_accuracy"] == theirs.train_eval_accuracy
+        assert ours["train_eval_accuracy"] != pytest.approx(ours["train_accuracy"], abs=1e-9)  # not the running mean
 
 
 # -- members that leave early -------------------------------------------------------------------------------

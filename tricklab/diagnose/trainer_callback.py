@@ -39,7 +39,7 @@ from tricklab.fsutil import atomic_write_text
 from tricklab.train.callbacks import GradientClipping
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.run import json_safe
-from tricklab.train.trainer import evaluate
+from tricklab.train.trainer import evaluate, training_subset
 
 PROBES_FILE = "probes.jsonl"
 ALARMS_FILE = "alarms.json"
@@ -48,8 +48,6 @@ RECENT_PROBES = 5
 KEPT_RATIOS = 64
 """Update ratios kept per attempt (with their steps), to size a learning-rate change from the probe nearest the
 weights a repair resumes from; the first probe of the run is always kept."""
-MAX_TRAIN_EVAL = 4096
-"""At most this many training examples are evaluated each epoch for the like-for-like overfitting check."""
 
 
 class DoctorCallback(Callback):
@@ -85,7 +83,6 @@ class DoctorCallback(Callback):
         self._first_ratio: tuple[int, float] | None = None
         self._ratios: deque[tuple[int, float]] = deque(maxlen=KEPT_RATIOS)
         self._oversized_epoch = False          # a probe of this epoch saw a median update ratio above the bound
-        self._train_eval_idx: torch.Tensor | None = None
 
     # -- events -----------------------------------------------------------------------------------------
     def on_fit_begin(self, state: TrainState) -> None:
@@ -146,18 +143,14 @@ class DoctorCallback(Callback):
         self._alarm_this_epoch = self._oversized_epoch = False
 
     def _evaluate_training_split(self, state: TrainState) -> dict[str, float] | None:
-        """Loss and accuracy on a fixed subset of the training split (evenly spaced, as many examples as the
-        validation split, at most ``MAX_TRAIN_EVAL``), evaluated exactly as the validation split is: the
-        model the Trainer evaluates (an average where one is kept), in eval mode. No random numbers drawn."""
+        """Loss and accuracy on a fixed subset of the training split (``training_subset``), evaluated exactly
+        as the validation split is: the model the Trainer evaluates (an average where one is kept), eval mode."""
         trainer = state.trainer
         x, y = getattr(trainer, "x_train", None), getattr(trainer, "y_train", None)
         val = getattr(trainer, "val", None)
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or not val or not len(x):
             return None
-        n = min(len(x), max(len(val[0]), 1), MAX_TRAIN_EVAL)
-        if self._train_eval_idx is None or len(self._train_eval_idx) != n:
-            self._train_eval_idx = torch.linspace(0, len(x) - 1, n).round().long().to(x.device)
-        idx = self._train_eval_idx
+        idx = training_subset(len(x), len(val[0]), x.device)
         return evaluate(state.eval_model or state.model, x[idx], y[idx],
                         batch_size=getattr(trainer, "eval_batch_size", 2048),
                         loss_fn=getattr(trainer, "loss_fn", torch.nn.functional.cross_entropy))

@@ -91,6 +91,8 @@ def plan_units(tasks: Sequence[TrialTask], workers: int, max_members: int = MAX_
 class _DoctorObserver:
     """A member's doctor, as ``DoctorCallback`` runs it for a sequential trial (without repairs)."""
 
+    evaluates_training_split = True
+
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.doctor: Any = None

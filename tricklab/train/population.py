@@ -72,13 +72,19 @@ from tricklab.train.run import (
 )
 from tricklab.train.stacked import StackedNet
 from tricklab.train.stacked_optim import StackedOptimizer, clip_, member_grad_norms
-from tricklab.train.trainer import batches_per_epoch, data_order_generator, evaluate
+from tricklab.train.trainer import batches_per_epoch, data_order_generator, evaluate, training_subset
 from tricklab.tricks.clipping import CLIPPERS
 from tricklab.tricks.schedules import build_schedule
 
 
 class MemberObserver:
-    """Watches one member (the population executor puts the doctor here). Every method is optional."""
+    """Watches one member (the population executor puts the doctor here). Every method is optional.
+
+    ``evaluates_training_split``: the observer's epoch metrics also carry ``train_eval_loss`` and
+    ``train_eval_accuracy`` — the training split evaluated as the validation split is, on the subset the
+    Trainer's doctor uses (``tricklab.train.trainer.training_subset``)."""
+
+    evaluates_training_split: bool = False
 
     def on_start(self, num_params: int, num_examples: int) -> None: ...
     def on_probe(self, probe: MemberProbe) -> None: ...
@@ -334,11 +340,16 @@ class _Population:
                     K = len(self.active)
                     orders = orders[keep]
 
-        val = self._evaluate_val()
+        val = self._evaluate_split(self.splits.x_val, self.splits.y_val)
+        fit = None
+        if val is not None and any(getattr(m.observer, "evaluates_training_split", False) for m in self.active):
+            idx = training_subset(self.n, len(self.splits.x_val), self.device)
+            fit = self._evaluate_split(self.splits.x_train[idx], self.splits.y_train[idx])
         acc = (loss_sum, correct, fired, norm_sum, norm_max)
         done = []
         for r, m in enumerate(self.active):
-            self._end_epoch(m, epoch, r, acc, seen, count, epoch_start, None if val is None else (val[0][r], val[1][r]))
+            self._end_epoch(m, epoch, r, acc, seen, count, epoch_start, None if val is None else (val[0][r], val[1][r]),
+                            None if fit is None else (fit[0][r], fit[1][r]))
             m.state.epoch += 1
             if m.state.stop or m.state.epoch >= m.recipe.epochs:
                 done.append(m)
@@ -349,8 +360,10 @@ class _Population:
             self._compact(keep)
 
     def _end_epoch(self, m: _Member, epoch: int, r: int, acc: tuple[Tensor, ...], seen: int, count: int,
-                   epoch_start: float, val: tuple[float, float] | None) -> None:
-        """The member's epoch metrics, in the Trainer's order and names, and its epoch-end callbacks."""
+                   epoch_start: float, val: tuple[float, float] | None,
+                   fit: tuple[float, float] | None = None) -> None:
+        """The member's epoch metrics, in the Trainer's order and names, and its epoch-end callbacks (``fit``:
+        the training subset evaluated like validation, for the observer only)."""
         loss_sum, correct, fired, norm_sum, norm_max = acc
         st = m.state
         metrics: dict[str, float] = {"epoch": epoch + 1, "step": st.step, "lr": st.lr,
@@ -360,8 +373,10 @@ class _Population:
             metrics.update(val_loss=val[0], val_accuracy=val[1])
         metrics["epoch_seconds"] = time.perf_counter() - epoch_start
         st.epoch_metrics.update(metrics)
-        m.observer.on_epoch_end(epoch, st.step, {k: v for k, v in st.epoch_metrics.items()
-                                                 if isinstance(v, (int, float))})
+        observed = {k: v for k, v in st.epoch_metrics.items() if isinstance(v, (int, float))}
+        if fit is not None and st.status != "diverged":
+            observed.update(train_eval_loss=fit[0], train_eval_accuracy=fit[1])
+        m.observer.on_epoch_end(epoch, st.step, observed)
         if count:
             st.epoch_metrics["clip_fraction"] = fired[r].item() / count
             st.epoch_metrics["grad_norm_mean"] = norm_sum[r].item() / count
@@ -375,9 +390,8 @@ class _Population:
         st.history.append(dict(st.epoch_metrics))
 
     @torch.no_grad()
-    def _evaluate_val(self, batch_size: int = 2048) -> tuple[list[float], list[float]] | None:
-        """Every member's mean loss and accuracy on the validation split, in eval mode (stacked)."""
-        x, y = self.splits.x_val, self.splits.y_val
+    def _evaluate_split(self, x: Tensor, y: Tensor, batch_size: int = 2048) -> tuple[list[float], list[float]] | None:
+        """Every member's mean loss and accuracy on (x, y), in eval mode (stacked); None when empty."""
         if not len(x):
             return None
         K = len(self.active)

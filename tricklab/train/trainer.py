@@ -57,6 +57,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     return {"loss": loss if math.isfinite(loss) else float("nan"), "accuracy": correct.item() / n}
 
 
+MAX_TRAINING_SUBSET = 4096
+"""At most this many training examples are evaluated by ``training_subset``'s users each epoch."""
+
+
+def training_subset(n_train: int, n_val: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Indices of a fixed subset of the training split to evaluate like the validation split (the doctor's
+    like-for-like overfitting check): as many examples as the validation split (at least 1, at most
+    ``MAX_TRAINING_SUBSET``), evenly spaced — no random numbers drawn, the same subset every epoch."""
+    n = min(n_train, max(n_val, 1), MAX_TRAINING_SUBSET)
+    return torch.linspace(0, max(n_train - 1, 0), n).round().long().to(device)
+
+
 class Trainer:
     """Train ``model`` with ``optimizer`` on (x_train, y_train), evaluating on (x_val, y_val) each epoch.
 
