@@ -345,6 +345,16 @@ def test_overfitting_is_not_judged_while_the_run_is_unstable():
     assert results[4] is not None and results[4].step == 40  # the fourth and fifth were stable: named from the fourth
 
 
+def test_no_gap_alarm_while_the_training_loss_itself_rises():
+    # a huge learning rate: the batches' accuracy runs ahead of the evaluated model and the loss goes up
+    rows = [{"train_loss": 1.95, "train_accuracy": 0.73, "val_loss": 1.9, "val_accuracy": 0.23},
+            {"train_loss": 2.28, "train_accuracy": 0.75, "val_loss": 1.8, "val_accuracy": 0.25},
+            {"train_loss": 2.50, "train_accuracy": 0.74, "val_loss": 1.7, "val_accuracy": 0.27}]
+    assert epochs(Overfitting(T), rows) == [None, None, None]
+    settled = rows + [dict(rows[-1], train_loss=v) for v in (2.4, 2.3)]     # then it falls: judged again
+    assert epochs(Overfitting(T), settled)[-1] is not None
+
+
 def test_the_doctor_marks_the_run_unstable_on_an_instability_finding():
     from tricklab.diagnose.doctor import Doctor
 

@@ -20,7 +20,9 @@
   the run has **learned** — its best validation loss so far is at most ``overfit_learned`` (0.9) × the loss at
   the start (≈ ln C for a fresh classifier: a model that never beat chance on held-out data has nothing to
   overfit) — and it is **stable** — no instability finding (NaN/Inf, exploding gradients, a loss spike, an
-  oscillating loss, oversized updates) held during the epochs judged (``Context.unstable_step``).
+  oscillating loss, oversized updates) held during the epochs judged (``Context.unstable_step``), and for the
+  gap rule the epoch's training loss did not rise by more than ``overfit_change`` against the epoch before
+  (the turn rule requires it to fall anyway).
 - Too many parameters: more than ``params_per_example`` (10) parameters per training example — the capacity
   check of ``tricklab.tricks.regularization`` (the lesson: balance parameters against examples). It is a
   property of the setup, not of the run: raised once, at the first observation, and kept over ``reset``.
@@ -48,6 +50,15 @@ def stable_since(ctx: Context, epochs: int) -> bool:
     return ctx.unstable_step is None or ctx.unstable_step < start
 
 
+def training_loss_rose(epochs: list[EpochMetrics], change: float) -> bool:
+    """The last epoch's training loss (the running mean the optimizer saw) rose by more than ``change``
+    (relative) against the epoch before: training itself is not progressing — Prechelt's "unstable phase"."""
+    if len(epochs) < 2:
+        return False
+    prev, cur = epochs[-2].train_loss, epochs[-1].train_loss
+    return finite(prev) and finite(cur) and prev > 0 and cur > prev * (1 + change)  # type: ignore[operator]
+
+
 def _loss_pair(prev: EpochMetrics, cur: EpochMetrics) -> tuple[float | None, float | None]:
     """The two epochs' training losses from the same source (evaluated where both have it)."""
     if finite(prev.train_eval_loss) and finite(cur.train_eval_loss):
@@ -68,13 +79,13 @@ class Overfitting(Detector):
 
     def end_epoch(self, metrics: EpochMetrics, ctx: Context) -> Finding | None:
         judged = learned(ctx)
+        epochs = list(ctx.epochs)
         gap = None
         if finite(metrics.fit_accuracy) and finite(metrics.val_accuracy):
             gap = float(metrics.fit_accuracy) - float(metrics.val_accuracy)  # type: ignore[arg-type]
-        n_gap = self.gap.update(judged and stable_since(ctx, 1) and gap is not None and gap >= self.t.overfit_gap,
-                                metrics.step)
+        stable = stable_since(ctx, 1) and not training_loss_rose(epochs, self.t.overfit_change)
+        n_gap = self.gap.update(judged and stable and gap is not None and gap >= self.t.overfit_gap, metrics.step)
         turned = False
-        epochs = list(ctx.epochs)
         if judged and stable_since(ctx, 2) and len(epochs) >= 2:   # both epochs compared were stable
             prev, cur = epochs[-2], epochs[-1]
             train_prev, train_cur = _loss_pair(prev, cur)
