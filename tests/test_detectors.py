@@ -345,6 +345,16 @@ def test_overfitting_is_not_judged_while_the_run_is_unstable():
     assert results[4] is not None and results[4].step == 40  # the fourth and fifth were stable: named from the fourth
 
 
+def test_no_gap_alarm_while_the_validation_loss_still_improves():
+    # the default MLP after 2-4 epochs: a gap of ~10 points on 400 examples, validation still getting better
+    rows = [{"train_loss": 1.63, "train_eval_accuracy": 0.55, "val_loss": 1.56, "val_accuracy": 0.43},
+            {"train_loss": 1.42, "train_eval_accuracy": 0.56, "val_loss": 1.47, "val_accuracy": 0.44},
+            {"train_loss": 1.33, "train_eval_accuracy": 0.57, "val_loss": 1.40, "val_accuracy": 0.45}]
+    assert epochs(Overfitting(T), rows)[1:] == [None, None]
+    stalled = rows + [dict(rows[-1], train_loss=v, val_loss=1.40) for v in (1.2, 1.1)]
+    assert epochs(Overfitting(T), stalled)[-1] is not None                # the gap stays, validation stopped
+
+
 def test_no_gap_alarm_while_the_training_loss_itself_rises():
     # a huge learning rate: the batches' accuracy runs ahead of the evaluated model and the loss goes up
     rows = [{"train_loss": 1.95, "train_accuracy": 0.73, "val_loss": 1.9, "val_accuracy": 0.23},
