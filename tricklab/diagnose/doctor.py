@@ -4,7 +4,8 @@
     for record in records:                    # from tricklab.diagnose.probes.Probe, every N steps
         for alarm in doctor.observe(record):  # new alarms only
             print(alarm.message, alarm.advice)
-    doctor.end_epoch(epoch, step, {"train_loss": ..., "train_accuracy": ..., "val_loss": ..., "val_accuracy": ...})
+    doctor.end_epoch(epoch, step, {"train_loss": ..., "train_accuracy": ..., "val_loss": ..., "val_accuracy": ...,
+                                   "train_eval_loss": ..., "train_eval_accuracy": ...})  # the last two: optional
     doctor.diagnosis()                        # ["saturation", ...]
 
 Detectors run in a fixed order, causes before symptoms (inputs, units, gradients, then update sizes and the
@@ -124,7 +125,10 @@ class Doctor:
 
     def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> list[Alarm]:
         """Judge a finished epoch (``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``lr``;
-        missing keys are skipped); returns the alarms raised for the first time."""
+        missing keys are skipped); returns the alarms raised for the first time. Give ``train_eval_loss`` and
+        ``train_eval_accuracy`` too where you can — a fixed subset of the training split evaluated exactly as
+        the validation split is (``model.eval()``, the epoch's final weights): overfitting then compares like
+        with like instead of against the running training-batch means (see ``detectors.generalization``)."""
         em = EpochMetrics.from_metrics(epoch, step, metrics)
         self.ctx.add_epoch(em)
         findings = [f for d in self.detectors if (f := d.end_epoch(em, self.ctx)) is not None]
