@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -154,6 +155,25 @@ def test_a_far_too_low_learning_rate_is_raised_to_where_updates_are_healthy(tmp_
     assert factor >= 100                                                  # one adapted raise, not ×10 at a time
     assert fixed.result.test_accuracy > max(plain.result.test_accuracy, 0.5) + 0.3
     assert fixed.before is not None
+
+
+@pytest.mark.parametrize("optimizer, lr, gain", [("sgd", 50.0, 1.0), ("momentum", 20.0, 10.0)])
+def test_a_cut_after_oversized_steps_is_sized_on_the_first_probe(tmp_path, optimizer, lr, gain):
+    """No healthy epoch: the run restarts from the same initial weights, so the cut is measured on the first
+    probe (taken on those weights, before any damage): the peak rate's median update ratio aimed at
+    HEALTHY_PEAK_RATIO — the momentum buffer's first step counted at its 1/(1 − γ) steady-state size."""
+    from tricklab.diagnose.repair import HEALTHY_PEAK_RATIO
+    from tricklab.recipe import load_recipe
+
+    rec = load_recipe(None, [*DIGITS, f"optimizer.name={optimizer}", f"optimizer.lr={lr}", "epochs=4"])
+    cb = DoctorCallback(repair=RepairPlan(), recipe=recipe_to_dict(rec), can_restart=True, run_dir=tmp_path)
+    train(rec, run_dir=tmp_path, store=None, callbacks=[cb])
+    assert cb.restart and "restart" in cb.repairs[0]["action"], cb.repairs
+    first = json.loads((tmp_path / "probes.jsonl").read_text().splitlines()[0])
+    ratios = sorted(layer["update_ratio"] for layer in first["layers"] if layer["update_ratio"] is not None)
+    at_peak = ratios[len(ratios) // 2] * gain * lr / first["lr"]
+    assert first["step"] == 0 and at_peak > 0.1                          # the steps were oversized from the start
+    assert cb.repairs[0]["action"].startswith(f"lr×{min(0.1, HEALTHY_PEAK_RATIO / at_peak):.3g} ")
 
 
 def test_sgd_at_a_learning_rate_far_too_high_is_repaired(tmp_path):

@@ -137,7 +137,7 @@ HEALTHY_PEAK_RATIO = 3e-2
 runs of the default CNN (15 epochs, one-cycle), at the first probe and later at the peak: AdamW 3e-3 0.027 and
 ~0.01; SGD 0.1 0.013 and 0.009; SGD 0.3 0.038 and 0.02–0.03; SGD 1 0.13 and 0.075; momentum 0.05 (first step
 ×10, see ``DoctorCallback._momentum_gain``) 0.06 and 0.013–0.028. SGD still trains at lr 3 (0.38 at the first
-probe, 98 %) and fails from lr 5 on (0.63: 70–96 % by seed; lr 10: chance). 3e-2 lies in the middle of the
+probe, 98 %) and fails from lr 5 on (0.63: 70–98 % by seed and thread count; lr 10: chance). 3e-2 lies in the middle of the
 healthy range and a decade below that edge, so a cut measured at the first probe lands where the run trains
 (SGD ≈ 0.24, Adam ≈ 3e-3 on this net) — above Karpathy's 1e-3, which describes SGD late in training. A cut
 that lands a little high is caught by the next alarm; one that lands far too low wastes the run."""

@@ -8,8 +8,8 @@ epoch's final weights, a fixed subset as large as the validation split), so that
 with like. Records go to ``probes.jsonl`` and alarms to ``alarms.json`` in the run directory.
 
 With ``repair`` the callback keeps the last healthy weights (at the start and after every epoch without a new
-alarm and without an oversized step) and the weights of the best validation loss in memory, and on an alarm rolls back to the healthy ones
-and applies the next action of ``repair.POLICIES``. Rebuild actions end the run with ``restart`` and
+alarm and without an oversized step) and the weights of the best validation loss in memory, and on an alarm
+rolls back to the healthy ones and applies the next action of ``repair.POLICIES``. Rebuild actions end the run with ``restart`` and
 ``rebuild_overrides`` set; ``doctor_train`` (``can_restart=True``) starts the changed recipe. An in-run action
 taken before any healthy epoch is applied as a restart as well (see ``repair``).
 """
@@ -49,6 +49,9 @@ KEPT_RATIOS = 64
 """Update ratios kept per attempt (with their steps), to size a learning-rate change from the probe nearest the
 weights a repair resumes from; the first probe of the run is always kept."""
 
+Ratio = tuple[int, float, float]
+"""One probe's (step, median ‖Δw‖/‖w‖ over layers, learning rate of that step)."""
+
 
 class DoctorCallback(Callback):
     """Attach a ``Doctor`` to a Trainer run (see the module docstring)."""
@@ -77,11 +80,9 @@ class DoctorCallback(Callback):
         self._pending: list[str] = []
         self._alarm_this_epoch = False
         self._resume_doctor: dict[str, Any] | None = None
-        self._update_ratio: float | None = None  # median ‖Δw‖/‖w‖ over layers at the last probe, at the peak lr
-        self._recent_ratios: deque[float] = deque(maxlen=RECENT_PROBES)  # and at the last few
-        # (step, median ‖Δw‖/‖w‖ per unit of learning rate): the first probe of the attempt and the latest ones
-        self._first_ratio: tuple[int, float] | None = None
-        self._ratios: deque[tuple[int, float]] = deque(maxlen=KEPT_RATIOS)
+        # the first probe of the attempt (its ratio scaled by the momentum gain) and the latest ones
+        self._first_ratio: Ratio | None = None
+        self._ratios: deque[Ratio] = deque(maxlen=KEPT_RATIOS)
         self._oversized_epoch = False          # a probe of this epoch saw a median update ratio above the bound
 
     # -- events -----------------------------------------------------------------------------------------
@@ -116,12 +117,9 @@ class DoctorCallback(Callback):
             if ratios:
                 med = ratios[len(ratios) // 2]
                 self._oversized_epoch = self._oversized_epoch or med > UNSTABLE_UPDATE_RATIO
-                self._update_ratio = self._at_peak(med, state)
-                self._recent_ratios.append(self._update_ratio)
-                if state.lr and state.lr > 0:
-                    self._ratios.append((record.step, med / state.lr))
-                    if self._first_ratio is None:
-                        self._first_ratio = (record.step, med / state.lr * self._momentum_gain(state))
+                self._ratios.append((record.step, med, state.lr))
+                if self._first_ratio is None:
+                    self._first_ratio = (record.step, med * self._momentum_gain(state), state.lr)
             new += self.doctor.observe(record)
         if self.repair is not None and state.loss is not None and not math.isfinite(float(state.loss)):
             new += self.doctor.nonfinite_loss(step)
@@ -146,14 +144,11 @@ class DoctorCallback(Callback):
         """Loss and accuracy on a fixed subset of the training split (``training_subset``), evaluated exactly
         as the validation split is: the model the Trainer evaluates (an average where one is kept), eval mode."""
         trainer = state.trainer
-        x, y = getattr(trainer, "x_train", None), getattr(trainer, "y_train", None)
-        val = getattr(trainer, "val", None)
-        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or not val or not len(x):
+        if trainer.val is None or not len(trainer.x_train):
             return None
-        idx = training_subset(len(x), len(val[0]), x.device)
-        return evaluate(state.eval_model or state.model, x[idx], y[idx],
-                        batch_size=getattr(trainer, "eval_batch_size", 2048),
-                        loss_fn=getattr(trainer, "loss_fn", torch.nn.functional.cross_entropy))
+        idx = training_subset(len(trainer.x_train), len(trainer.val[0]), trainer.x_train.device)
+        return evaluate(state.eval_model or state.model, trainer.x_train[idx], trainer.y_train[idx],
+                        batch_size=trainer.eval_batch_size, loss_fn=trainer.loss_fn)
 
     def on_fit_end(self, state: TrainState) -> None:
         if self.probe is not None:
@@ -232,18 +227,21 @@ class DoctorCallback(Callback):
             state.stop, state.stop_reason = True, f"doctor: start again with {what}"
             return " + ".join(done) + ("" if action.rebuild else " (restart: no healthy epoch to roll back to)")
         self.doctor.reset()
-        self._recent_ratios.clear()
         self._ratios.clear()
         return " + ".join(done)
 
-    def _at_peak(self, ratio: float, state: TrainState) -> float:
-        """The update ratio scaled to the run's peak learning rate (the recipe's rate × the repairs' scale):
-        a warm-up or an annealed schedule shrinks the steps on purpose, and an adapted change of the rate
-        must aim at the steps the schedule's peak will take. Unscaled without a recipe."""
+    def _at_peak(self, probe: Ratio, state: TrainState) -> float:
+        """A probe's update ratio scaled to the run's peak learning rate now (the recipe's rate × the repairs'
+        scale): the update is proportional to the rate, a warm-up or an annealed schedule shrinks the steps on
+        purpose, and an adapted change of the rate must aim at the steps the schedule's peak will take.
+        Unscaled without a recipe."""
+        _, ratio, lr = probe
         peak = self._peak(state)
-        if peak is None or not state.lr or state.lr <= 0:
-            return ratio
-        return ratio * peak / state.lr
+        return ratio if peak is None or not lr or lr <= 0 else ratio * peak / lr
+
+    def _recent(self, state: TrainState) -> list[float]:
+        """The last ``RECENT_PROBES`` update ratios at the peak rate, oldest first."""
+        return [self._at_peak(p, state) for p in list(self._ratios)[-RECENT_PROBES:]]
 
     def _early_stopping(self, state: TrainState, val_loss: float | None) -> None:
         """Keep the weights of the best validation loss; once a repair switched early stopping on, stop with
@@ -262,23 +260,23 @@ class DoctorCallback(Callback):
         """An adapted change of the learning rate: the update of SGD, momentum and Adam is proportional to the
         rate at given weights and gradients, so one change can correct a rate several decades off.
 
-        A cut, when the steps were oversized (``_oversized``), aims the peak rate's update ratio at ``HEALTHY_PEAK_RATIO``, measured on the
-        first probe at or after ``resume`` — the weights the repaired run goes on from (0 for a restart: the
-        same initial weights, so the measurement is exact, and taken before the oversized steps damaged
-        them). Probes after the damage say little: dead units give zero gradients, inflated weights behind
+        A cut, when the steps were oversized (``_oversized``), aims the peak rate's update ratio at
+        ``HEALTHY_PEAK_RATIO``, measured on the first probe at or after ``resume`` — the weights the repaired run
+        goes on from (0 for a restart: the same initial weights, so the measurement is exact, and taken before
+        the oversized steps damaged them). Probes after the damage say little: dead units give zero gradients, inflated weights behind
         batch norm tiny ratios, and which of them a run shows depends on floating-point noise. Without such a
         probe, the median of the recent probes. A raise, when the update ratio is below 1e-4, aims at
         ``HEALTHY_PEAK_RATIO`` as well. Factors within [1e-4, 1e5]; otherwise the action's own factor."""
         factor = action.lr_factor
         assert factor is not None
+        recent = self._recent(state)
         if factor < 1 and self._oversized(state):
-            measured, peak = self._ratio_from(resume), self._peak(state)
-            recent = sorted(self._recent_ratios)
-            at_peak = measured * peak if measured is not None and peak is not None else (
-                recent[len(recent) // 2] if recent else 0.0)
+            measured = self._ratio_from(resume)
+            at_peak = (self._at_peak(measured, state) if measured is not None
+                       else sorted(recent)[len(recent) // 2] if recent else 0.0)
             if at_peak > 0:
                 return max(1e-4, min(factor, HEALTHY_PEAK_RATIO / at_peak))
-        ratio = self._update_ratio
+        ratio = recent[-1] if recent else None
         if factor > 1 and ratio is not None and 0 < ratio < 1e-4:
             return min(1e5, max(factor, HEALTHY_PEAK_RATIO / ratio))
         return factor
@@ -292,9 +290,8 @@ class DoctorCallback(Callback):
         """The steps were oversized: the median update ratio at the peak rate above ``UNSTABLE_UPDATE_RATIO`` on
         one of the last few probes or on the run's first (the one measured before the steps did any damage —
         later ones can look small when oversized steps have inflated the weights or killed the units)."""
-        peak = self._peak(state)
-        first = self._first_ratio[1] * peak if self._first_ratio is not None and peak is not None else 0.0
-        return max([*self._recent_ratios, first]) > UNSTABLE_UPDATE_RATIO
+        first = [self._at_peak(self._first_ratio, state)] if self._first_ratio is not None else []
+        return max([*self._recent(state), *first], default=0.0) > UNSTABLE_UPDATE_RATIO
 
     def _momentum_gain(self, state: TrainState) -> float:
         """How much larger than the first step a momentum optimizer's steps grow: on its first step the buffer
@@ -306,10 +303,10 @@ class DoctorCallback(Callback):
         gamma = state.optimizer.param_groups[0].get("momentum", 0.0)
         return 1.0 / max(1.0 - float(gamma), 0.01) if isinstance(gamma, (int, float)) and 0 < gamma < 1 else 1.0
 
-    def _ratio_from(self, step: int) -> float | None:
-        """The update ratio per unit of learning rate of the first probe kept at or after ``step``."""
+    def _ratio_from(self, step: int) -> Ratio | None:
+        """The first probe kept at or after ``step`` with a positive update ratio and learning rate."""
         kept = [*([self._first_ratio] if self._first_ratio else []), *self._ratios]  # in the order of their steps
-        return next((r for s, r in kept if s >= step and r > 0), None)
+        return next((p for p in kept if p[0] >= step and p[1] > 0 and p[2] > 0), None)
 
     def _take_snapshot(self, state: TrainState) -> None:
         self._snapshot = self._copy(state)
