@@ -6,7 +6,10 @@ import reprlib
 from collections.abc import Iterable
 from typing import Any
 
-MAX_MESSAGE = 2000  # characters of a problem shown; hostile input (a 30 MB YAML alias bomb) must not become 30 MB
+MAX_MESSAGE = 1024
+"""Characters of a whole message at most: hostile input (a 30 MB YAML alias bomb, a 100 KB unknown key) must not
+become a 30 MB message. The field, the problem and the allowed values are each elided to their share."""
+_MAX_FIELD, _MAX_ALLOWED = 120, 240
 
 _BRIEF = reprlib.Repr()
 _BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 2, 60, 60, 40
@@ -21,6 +24,14 @@ def brief(value: Any) -> str:
         return f"<{type(value).__name__} of {value.bit_length() if isinstance(value, int) else '?'} bits>"
 
 
+def elide(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start, ``...`` and how much was left out."""
+    if len(text) <= limit:
+        return text
+    cut = max(0, limit - 32)
+    return f"{text[:cut]}... ({len(text) - cut} more characters)"
+
+
 class TricklabError(Exception):
     """Base class of tricklab's own errors."""
 
@@ -33,12 +44,13 @@ class InputError(TricklabError):
     """
 
     def __init__(self, field: str, problem: str, allowed: str | Iterable[str] | None = None) -> None:
-        if len(problem) > MAX_MESSAGE:
-            problem = f"{problem[:MAX_MESSAGE]}... ({len(problem) - MAX_MESSAGE} more characters)"
-        self.field = field
-        self.problem = problem
         if allowed is not None and not isinstance(allowed, str):
             allowed = ", ".join(str(a) for a in allowed)
+        field = elide(str(field), _MAX_FIELD)
+        allowed = None if allowed is None else elide(allowed, _MAX_ALLOWED)
+        problem = elide(problem, MAX_MESSAGE - len(field) - len(allowed or "") - 16)
+        self.field = field
+        self.problem = problem
         self.allowed = allowed
         message = f"{field}: {problem}"
         if allowed:

@@ -88,3 +88,91 @@ def _read_holder(fd: int) -> str:
         return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+# -- paths a user names ----------------------------------------------------------------------------------------
+def _kind_of(mode: int) -> str | None:
+    """What a non-regular, non-directory file is, in words (None for a regular file or a directory)."""
+    import stat
+
+    for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return None
+
+
+def require_file(path: str | os.PathLike[str], field: str, *, what: str = "a file") -> Path:
+    """``path`` as a ``Path`` if it is a regular file (symlinks followed); else an ``InputError`` naming ``field``.
+
+    The type is read with ``stat`` before anything opens the file: opening a FIFO for reading blocks until a
+    writer comes, and a device can be read forever, so neither is ever opened."""
+    from tricklab.errors import InputError
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(field, f"{p} does not exist", allowed=what) from None
+    except NotADirectoryError:
+        raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
+    except OSError as err:
+        raise InputError(field, f"{p} cannot be read ({err.strerror})", allowed=what) from None
+    import stat
+
+    if stat.S_ISDIR(mode):
+        raise InputError(field, f"{p} is a directory", allowed=what)
+    kind = _kind_of(mode)
+    if kind is not None:
+        raise InputError(field, f"{p} is {kind}, not a regular file; it is never opened (reading it could block "
+                                "forever)", allowed=what)
+    return p
+
+
+def require_writable_file_path(path: str | os.PathLike[str], field: str, *, what: str = "a file path") -> Path:
+    """``path`` as a ``Path`` if a regular file may be created or replaced there: it is missing or a regular file,
+    and its parent is (or can become) a directory. Else an ``InputError`` naming ``field`` and the path, raised
+    before anything is written. Missing parent directories are not created here."""
+    import stat
+
+    from tricklab.errors import InputError
+
+    p = Path(path)
+    try:
+        mode: int | None = p.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
+    except OSError as err:
+        raise InputError(field, f"{p} cannot be used ({err.strerror})", allowed=what) from None
+    if mode is not None:
+        if stat.S_ISDIR(mode):
+            raise InputError(field, f"{p} is a directory", allowed=what)
+        kind = _kind_of(mode)
+        if kind is not None:
+            raise InputError(field, f"{p} is {kind}, not a regular file", allowed=what)
+        return p
+    for parent in p.absolute().parents:   # the nearest existing ancestor must be a directory
+        try:
+            parent_mode = parent.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
+        if not stat.S_ISDIR(parent_mode):
+            raise InputError(field, f"{p}: {parent} is a file, not a directory", allowed=what)
+        break
+    return p
+
+
+def safe_name(name: str, field: str) -> str:
+    """``name`` if it can be one path component: not empty, not ``.`` or ``..``, no ``/``, ``\\`` or NUL (so it
+    cannot lead outside the directory it is placed in). Else an ``InputError`` naming ``field``."""
+    from tricklab.errors import InputError, brief
+
+    if not name.strip() or name.strip() in (".", "..") or any(c in name for c in "/\\\x00"):
+        raise InputError(field, f"{brief(name)} cannot name a directory: a name may not be empty, '.' or '..', or "
+                                "contain '/', '\\' or NUL (it would lead outside the directory it belongs in)",
+                         allowed="a plain name such as dropout-study")
+    return name
