@@ -56,3 +56,12 @@ class InputError(TricklabError):
         if allowed:
             message += f" (allowed: {allowed})"
         super().__init__(message)
+
+
+class Interrupted(TricklabError):
+    """The user stopped a command (SIGINT, SIGTERM). ``str(err)`` says what was kept; ``resume`` is the command
+    that continues it (None: the same command again). The CLI prints both on one line and exits 130."""
+
+    def __init__(self, message: str, resume: str | None = None) -> None:
+        super().__init__(message)
+        self.resume = resume

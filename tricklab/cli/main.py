@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shlex
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from tricklab.errors import InputError, TricklabError
+from tricklab.errors import InputError, Interrupted, TricklabError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 # Failures of the machine, not of tricklab or of the input: exit 1 with a message, without "this is a bug".
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
@@ -56,20 +61,42 @@ def _print_input_error(err: InputError) -> None:
     sys.stderr.write(f"error: {err}\n")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a command as Ctrl-C does: the same clean-up (workers ended, trials marked, the resume line)."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():   # signals go to the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "command", None):
-            parser.print_help()
-            return EXIT_INPUT
-        return int(args.run(args) or EXIT_OK)
+        with _sigterm_as_interrupt():
+            args = parser.parse_args(argv)
+            if not getattr(args, "command", None):
+                parser.print_help()
+                return EXIT_INPUT
+            return int(args.run(args) or EXIT_OK)
     except InputError as err:
         _print_input_error(err)
         return EXIT_INPUT
+    except Interrupted as err:
+        command = err.resume or shlex.join(["tricklab", *(sys.argv[1:] if argv is None else argv)])
+        sys.stderr.write(f"interrupted: {err}; to continue: {command}\n")
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit as exit_:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_INPUT
     except OSError as err:

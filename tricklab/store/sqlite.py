@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tricklab.errors import InputError, TricklabError
+from tricklab.fsutil import require_writable_file_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first stores; 2: ``trials.trial_hash`` (the hash of the trial's resolved recipe, ``recipe.identity``)."""
 DEFAULT_STORE = "tricklab.sqlite"
+APPLICATION_ID = 0x54524B4C
+"""``PRAGMA application_id`` of a tricklab store ("TRKL"): SQLite's own field for "which program's file is this"
+(sqlite.org/pragma.html#pragma_application_id), so that a database of another program is recognised — and never
+written — before tricklab touches it."""
+_TABLES = {"runs", "metrics", "alarms", "studies", "trials"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -80,6 +87,7 @@ CREATE TABLE IF NOT EXISTS trials (
     started     REAL,
     finished    REAL,
     result      TEXT,
+    trial_hash  TEXT,
     PRIMARY KEY (study_id, arm, seed)
 );
 """
@@ -89,6 +97,10 @@ FINISHED = ("completed", "stopped_early", "diverged")
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 _FULL = ("SQLITE_FULL",)
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
 
 
 class StoreError(TricklabError):
@@ -140,29 +152,62 @@ class Store:
     """A tricklab store at ``path`` (created if missing). Use as a context manager or call ``close()``."""
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_STORE) -> None:
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise InputError("--store", f"{self.path} is a directory; expected a SQLite file (e.g. {DEFAULT_STORE})")
+        self.path = require_writable_file_path(path, "--store", what=f"a SQLite file path (e.g. {DEFAULT_STORE})")
+        self.read_only = self.path.exists() and not _writable(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._connect()
             self._db.execute("PRAGMA busy_timeout = 30000")
+            self._refuse_foreign()   # before anything is written: no table, no journal-mode change
+            if self.read_only:
+                return
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise InputError("--store", f"{self.path} was written by a newer tricklab (schema {version})")
             with self.transaction():
                 for statement in _SCHEMA.split(";"):  # idempotent: IF NOT EXISTS
                     if statement.strip():
                         self._db.execute(statement)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(trials)")}
+                if "trial_hash" not in columns:   # a schema-1 store
+                    self._db.execute("ALTER TABLE trials ADD COLUMN trial_hash TEXT")
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as err:
             if _kind(err) == "full":
                 raise named_error(self.path, err) from None
             raise InputError("--store", f"{self.path} is not a readable tricklab store ({err}); "
                                         "it may be damaged or not a SQLite file") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection; read-only (``mode=ro``, or ``immutable`` where not even SQLite's shared-memory file can be
+        made beside it) when the file or its directory cannot be written."""
+        if not self.read_only:
+            return sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        uri = self.path.absolute().as_uri()
+        wal_ready = all(Path(f"{self.path}{x}").exists() for x in ("-wal", "-shm"))
+        mode = "mode=ro" if _writable(self.path.parent) or wal_ready else "immutable=1"
+        return sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30.0, isolation_level=None)
+
+    def _refuse_foreign(self) -> None:
+        """An ``InputError`` for a non-empty database that is not a tricklab store, or one of a newer tricklab.
+
+        A store is recognised by its ``application_id``; one made before it was set (id 0) by holding tricklab's
+        tables and no other."""
+        app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        ours = app_id == APPLICATION_ID or (app_id == 0 and (not tables or ("runs" in tables
+                                                                            and tables <= _TABLES)))
+        if not ours:
+            shown = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+            raise InputError("--store", f"{self.path} is a SQLite database of another program (application_id "
+                                        f"{app_id}, tables: {shown or 'none'}); tricklab never writes into it",
+                             allowed="a tricklab store, or a new file name for a new store")
+        if version > SCHEMA_VERSION:
+            raise InputError("--store", f"{self.path} was written by a newer tricklab (schema {version}, this one "
+                                        f"reads up to {SCHEMA_VERSION})", allowed="upgrade tricklab")
 
     # -- plumbing -------------------------------------------------------------------------------------------
     @contextmanager
@@ -221,6 +266,13 @@ class Store:
         with self.transaction() as db:
             self._finish_run(db, run_id, status, result, metrics, alarms)
 
+    @_names_the_file
+    def interrupt_run(self, run_id: str) -> None:
+        """Mark a running run ``interrupted`` (stopped by a signal; its directory holds the last checkpoint)."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status = 'interrupted', finished = ? WHERE id = ? AND status = 'running'",
+                       (time.time(), run_id))
+
     @staticmethod
     def _finish_run(db: sqlite3.Connection, run_id: str, status: str, result: dict[str, Any],
                     metrics: Iterable[tuple[int, int | None, str, float | None]],
@@ -252,9 +304,10 @@ class Store:
 
     @_names_the_file
     def trials(self, study_id: str) -> list[dict[str, Any]]:
-        cur = self._db.execute("SELECT arm, seed, status, attempts, run_id, executor, error, started, finished, result"
-                               " FROM trials WHERE study_id = ? ORDER BY seed, arm", (study_id,))
-        names = ("arm", "seed", "status", "attempts", "run_id", "executor", "error", "started", "finished", "result")
+        names = ("arm", "seed", "status", "attempts", "run_id", "executor", "error", "started", "finished", "result",
+                 "trial_hash")
+        cur = self._db.execute(f"SELECT {', '.join(names)} FROM trials WHERE study_id = ? ORDER BY seed, arm",
+                               (study_id,))
         out = []
         for row in cur:
             d = dict(zip(names, row))
@@ -275,7 +328,7 @@ class Store:
                      result: dict[str, Any] | None = None,
                      metrics: Iterable[tuple[int, int | None, str, float | None]] = (),
                      alarms: Iterable[dict[str, Any]] = (), error: str | None = None,
-                     version: str | None = None, git_rev: str | None = None) -> None:
+                     version: str | None = None, git_rev: str | None = None, trial_hash: str | None = None) -> None:
         """A trial's outcome, its run, metric series and alarms — all in one transaction, so a driver killed at
         any moment leaves either the whole trial or none of it."""
         with self.transaction() as db:
@@ -286,10 +339,18 @@ class Store:
                            (run_id, run_name, time.time(), status, json.dumps(recipe or {}), run_dir, version,
                             git_rev, study_id, arm, seed))
                 self._finish_run(db, run_id, status, result, metrics, alarms)
-            db.execute("UPDATE trials SET status = ?, run_id = ?, error = ?, finished = ?, result = ?"
-                       " WHERE study_id = ? AND arm = ? AND seed = ?",
+            db.execute("UPDATE trials SET status = ?, run_id = ?, error = ?, finished = ?, result = ?,"
+                       " trial_hash = COALESCE(?, trial_hash) WHERE study_id = ? AND arm = ? AND seed = ?",
                        (status, run_id, error, time.time(), json.dumps(result) if result is not None else None,
-                        study_id, arm, seed))
+                        trial_hash, study_id, arm, seed))
+
+    @_names_the_file
+    def interrupt_trials(self, study_id: str) -> int:
+        """Mark the study's running trials ``interrupted`` (the driver was stopped by a signal); returns how many.
+        An interrupted trial is not a result: the next run of the study trains it again (from its checkpoint)."""
+        with self.transaction() as db:
+            return db.execute("UPDATE trials SET status = 'interrupted', finished = ? WHERE study_id = ? AND"
+                              " status = 'running'", (time.time(), study_id)).rowcount
 
     @_names_the_file
     def study(self, study_id: str) -> dict[str, Any] | None:

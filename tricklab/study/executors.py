@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,14 @@ from tricklab.errors import InputError
 
 @dataclass(frozen=True)
 class TrialTask:
-    """One (arm, seed) to train: its fully resolved recipe and its run directory."""
+    """One (arm, seed) to train: its fully resolved recipe, that recipe's hash (``recipe.identity``) and its run
+    directory, whose name ends in the hash."""
 
     arm: str
     seed: int
     recipe: dict[str, Any]
     run_dir: str
+    trial_hash: str = ""
     threads: int = 1
 
 
@@ -50,7 +52,8 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     """Train one trial (in whatever process the executor chose), with the doctor watching. Never raises:
     errors become ``failed``.
 
-    A run directory left by an interrupted attempt with a checkpoint is resumed, not restarted.
+    A run directory left by an interrupted attempt of this very trial (the same recipe and data) is resumed, not
+    restarted; one holding anything else is set aside (``claim_run_dir``) and the trial starts fresh.
     """
     try:
         import math
@@ -61,12 +64,10 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         from tricklab.diagnose.trainer_callback import DoctorCallback
         from tricklab.recipe import recipe_from_dict
         from tricklab.train import train
-        from tricklab.train.checkpoint import LATEST, PREVIOUS
-        from tricklab.train.run import RECIPE_FILE
 
         torch.set_num_threads(max(1, task.threads))
         run_dir = Path(task.run_dir)
-        resumable = (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in (LATEST, PREVIOUS))
+        resumable = claim_run_dir(task)
         doctor = DoctorCallback(run_dir=run_dir)  # per-layer statistics and alarms for every trial (<= 5% time)
         if resumable:
             result = train(resume=run_dir, callbacks=[doctor])
@@ -82,6 +83,34 @@ def run_trial(task: TrialTask) -> TrialOutcome:
                                                                  f"{traceback.format_exc(limit=8)}")
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a recipe and a checkpoint: an attempt that can be continued."""
+    from tricklab.train.checkpoint import LATEST, PREVIOUS
+    from tricklab.train.run import RECIPE_FILE
+
+    return (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in (LATEST, PREVIOUS))
+
+
+def claim_run_dir(task: TrialTask) -> bool:
+    """Make ``task.run_dir`` the trial's own; True when it holds an attempt of this trial to resume.
+
+    A directory that holds a recipe, a checkpoint or a result of another recipe (``identity_problems``: any key
+    differs, or the data file changed since) is never reused: it is renamed ``NAME.mismatch-N`` (kept, never
+    deleted) and the trial starts fresh in an empty directory of its own name."""
+    from tricklab.train.run import RECIPE_FILE, RESULT_FILE, identity_problems
+
+    run_dir = Path(task.run_dir)
+    if not run_dir.is_dir() or not any((run_dir / n).exists() for n in (RECIPE_FILE, RESULT_FILE)):
+        return False
+    if not identity_problems(run_dir, task.recipe):
+        return has_checkpoint(run_dir)
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.mismatch-{n}").exists():
+        n += 1
+    run_dir.rename(run_dir.with_name(f"{run_dir.name}.mismatch-{n}"))
+    return False
+
+
 StartFn = Callable[[TrialTask], None]
 DoneFn = Callable[[TrialOutcome], None]
 
@@ -95,10 +124,20 @@ class Executor:
         raise NotImplementedError
 
 
+def ignore_interrupts() -> None:
+    """In a worker process: leave Ctrl-C to the driver. A terminal sends SIGINT to the whole process group; the
+    driver alone answers it (ends every worker, marks their trials, says how to resume), so no worker prints a
+    traceback of its own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _worker_loop(conn: Any, threads: int, trial_fn: Callable[[TrialTask], TrialOutcome]) -> None:
     """A local worker: receive a task, send back its outcome, until told to stop (None)."""
     import torch
 
+    ignore_interrupts()
     torch.set_num_threads(threads)
     while True:
         task = conn.recv()
@@ -115,19 +154,22 @@ class _Worker:
         child.close()
         self.task: TrialTask | None = None
 
-    def stop(self) -> None:
-        stop_worker(self.conn, self.process)
+    def stop(self, now: bool = False) -> None:
+        stop_worker(self.conn, self.process, now)
 
 
-def stop_worker(conn: Any, process: Any) -> None:
-    """Ask a worker process to end (``None`` on its pipe), wait up to 5 s, then kill it."""
-    try:
-        conn.send(None)
-    except (BrokenPipeError, OSError):
-        pass
-    process.join(timeout=5)
+def stop_worker(conn: Any, process: Any, now: bool = False) -> None:
+    """Ask a worker process to end (``None`` on its pipe), wait up to 5 s, then kill it; ``now`` (the driver was
+    interrupted): kill it at once — its trial keeps its last checkpoint (written atomically) and resumes from it."""
+    if not now:
+        try:
+            conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        process.join(timeout=5)
     if process.is_alive():
         process.kill()
+    process.join(timeout=5)
 
 
 class LocalExecutor(Executor):
@@ -150,7 +192,7 @@ class LocalExecutor(Executor):
         from multiprocessing.connection import wait as wait_any
 
         ctx = get_context("spawn")
-        pending = [TrialTask(t.arm, t.seed, t.recipe, t.run_dir, self.threads) for t in tasks]
+        pending = [replace(t, threads=self.threads) for t in tasks]
         workers = [_Worker(ctx, self.threads, self.trial_fn) for _ in range(min(self.workers, len(pending)))]
         try:
             while pending or any(w.task is not None for w in workers):
@@ -173,9 +215,12 @@ class LocalExecutor(Executor):
                                                error=f"worker process died (exit code {w.process.exitcode})")
                         workers[i] = _Worker(ctx, self.threads, self.trial_fn)
                     on_done(outcome)
-        finally:
+        except BaseException:
             for w in workers:
-                w.stop()
+                w.stop(now=True)
+            raise
+        for w in workers:
+            w.stop()
 
 
 class RayExecutor(Executor):
@@ -201,8 +246,8 @@ class RayExecutor(Executor):
                 ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
                          log_to_driver=False)
         remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
+        refs: dict[Any, TrialTask] = {}
         try:
-            refs = {}
             for task in tasks:
                 on_start(task)
                 refs[remote.remote(task)] = task
@@ -214,6 +259,10 @@ class RayExecutor(Executor):
                         on_done(ray.get(ref))
                     except Exception as err:  # noqa: BLE001 - a dead worker is a failed trial
                         on_done(TrialOutcome(task.arm, task.seed, "failed", error=f"{type(err).__name__}: {err}"))
+        except BaseException:
+            for ref in refs:   # interrupted: end the trials still running on the cluster
+                ray.cancel(ref, force=True)
+            raise
         finally:
             if started_here:
                 ray.shutdown()

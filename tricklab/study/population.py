@@ -35,13 +35,23 @@ import sys
 import traceback
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 from typing import Any
 
-from tricklab.study.executors import DoneFn, Executor, StartFn, TrialOutcome, TrialTask, run_trial, stop_worker
+from tricklab.study.executors import (
+    DoneFn,
+    Executor,
+    StartFn,
+    TrialOutcome,
+    TrialTask,
+    claim_run_dir,
+    ignore_interrupts,
+    run_trial,
+    stop_worker,
+)
 
 MAX_MEMBERS = 64
 """Members per stacked model at most (bench/population.py: throughput per member is within 10% of its best from
@@ -59,15 +69,12 @@ class _Unit:
 def plan_units(tasks: Sequence[TrialTask], workers: int, max_members: int = MAX_MEMBERS) -> list[_Unit]:
     """Group ``tasks`` into populations (and single trials for what cannot be stacked), largest first."""
     from tricklab.recipe import recipe_from_dict
-    from tricklab.train.checkpoint import LATEST, PREVIOUS
     from tricklab.train.population import population_key, population_unsupported
-    from tricklab.train.run import RECIPE_FILE
 
     groups: dict[str, list[TrialTask]] = {}
     singles: list[_Unit] = []
     for task in tasks:
-        run_dir = Path(task.run_dir)
-        resumable = (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in (LATEST, PREVIOUS))
+        resumable = claim_run_dir(task)
         try:
             recipe = recipe_from_dict(task.recipe)
         except Exception:  # noqa: BLE001 - an invalid recipe fails in run_trial with its own message
@@ -203,6 +210,7 @@ def _worker_loop(conn: Any, threads: int) -> None:
     """A population worker: receive a unit, send back each outcome, then ``None``; stop on ``None``."""
     import torch
 
+    ignore_interrupts()
     torch.set_num_threads(threads)
     while True:
         unit = conn.recv()
@@ -221,8 +229,8 @@ class _Worker:
         self.unit: _Unit | None = None
         self.reported: set[tuple[str, int]] = set()
 
-    def stop(self) -> None:
-        stop_worker(self.conn, self.process)
+    def stop(self, now: bool = False) -> None:
+        stop_worker(self.conn, self.process, now)
 
 
 class PopulationExecutor(Executor):
@@ -237,7 +245,7 @@ class PopulationExecutor(Executor):
         self.max_members = max(1, max_members)
 
     def run(self, tasks: Sequence[TrialTask], on_start: StartFn, on_done: DoneFn) -> None:
-        tasks = [TrialTask(t.arm, t.seed, t.recipe, t.run_dir, self.threads) for t in tasks]
+        tasks = [replace(t, threads=self.threads) for t in tasks]
         pending = plan_units(tasks, self.workers, self.max_members)
         if not pending:
             return
@@ -263,9 +271,12 @@ class PopulationExecutor(Executor):
                                 on_done(TrialOutcome(task.arm, task.seed, "failed",
                                                      error=f"worker process died (exit code {w.process.exitcode})"))
                         workers[i] = _Worker(ctx, self.threads)
-        finally:
+        except BaseException:
             for w in workers:
-                w.stop()
+                w.stop(now=True)
+            raise
+        for w in workers:
+            w.stop()
 
     @staticmethod
     def _drain(w: _Worker, on_done: DoneFn) -> None:

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tricklab.errors import InputError
+from tricklab.errors import InputError, Interrupted
 from tricklab.fsutil import LockBusy, exclusive_lock
 from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import recipe_to_dict
+from tricklab.recipe.identity import SHORT, recipe_hash, with_absolute_paths
 from tricklab.store import Store
 from tricklab.store.sqlite import FINISHED
 from tricklab.study.executors import Executor, TrialOutcome, TrialTask, make_executor
@@ -71,12 +72,34 @@ def _num(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)[:80] or "_"
+def _slug(text: str, limit: int = 80) -> str:
+    """A readable directory name for ``text``: letters, digits and ``._=-`` kept, anything else ``_``, no leading
+    dot (never ``.`` or ``..``, never hidden), at most ``limit`` characters. Not unique: see ``trial_run_dir``."""
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", text)[:limit]
+    return re.sub(r"^\.", "_", slug) or "_"
 
 
-def trial_run_dir(root: Path, study: str, arm: str, seed: int) -> Path:
-    return root / _slug(study) / _slug(arm) / f"seed-{seed}"
+def trial_run_dir(root: Path, study: str, arm: str, seed: int, trial_hash: str) -> Path:
+    """``ROOT/STUDY/ARM/seed-N-HASH``: the names are for people (cut, sanitised, so two arms may share one), the
+    trial hash (``recipe.identity.recipe_hash`` of the trial's recipe, seed included) makes the leaf one trial's
+    alone."""
+    return root / _slug(study) / _slug(arm, 60) / f"seed-{seed}-{trial_hash[:SHORT]}"
+
+
+def trial_tasks(spec: StudySpec, root: Path, trials: list[tuple[str, int]]) -> list[TrialTask]:
+    """Each trial's task: its resolved recipe (data path absolute), the recipe's hash, its run directory."""
+    tasks = []
+    for arm, seed in trials:
+        recipe = with_absolute_paths(recipe_to_dict(spec.trial_recipe(arm, seed)))
+        digest = recipe_hash(recipe)
+        tasks.append(TrialTask(arm, seed, recipe, str(trial_run_dir(root, spec.name, arm, seed, digest)), digest))
+    return tasks
+
+
+def trial_run_id(task: TrialTask) -> str:
+    """The trial's id in the store's ``runs`` table: its hash (64 bits shown), unique across studies because a
+    trial's recipe holds its study's name."""
+    return task.trial_hash[:16]
 
 
 def study_lock_path(store: Path, study: str) -> Path:
@@ -125,8 +148,8 @@ def _run_trials(spec: StudySpec, db: Store, root: Path, runner: Executor, progre
     todo = [(arm, seed) for arm, seed in trials
             if state[(arm, seed)]["status"] not in FINISHED
             and not (state[(arm, seed)]["status"] == "failed" and state[(arm, seed)]["attempts"] > spec.max_retries)]
-    tasks = [TrialTask(arm, seed, recipe_to_dict(spec.trial_recipe(arm, seed)),
-                       str(trial_run_dir(root, spec.name, arm, seed))) for arm, seed in todo]
+    tasks = trial_tasks(spec, root, todo)
+    by_trial = {(t.arm, t.seed): t for t in tasks}
     view = StudyProgress(len(trials), len(trials) - len(todo), enabled=progress)
 
     def on_start(task: TrialTask) -> None:
@@ -134,18 +157,38 @@ def _run_trials(spec: StudySpec, db: Store, root: Path, runner: Executor, progre
         view.started(task.arm, task.seed)
 
     def on_done(outcome: TrialOutcome) -> None:
+        task = by_trial[(outcome.arm, outcome.seed)]
+        outcome = _belongs_to(outcome, task)
         result = outcome.result
-        run_id = None if result is None else f"{spec.name}/{outcome.arm}/seed-{outcome.seed}"
+        run_id = None if result is None else trial_run_id(task)
         db.finish_trial(spec.name, outcome.arm, outcome.seed, status=outcome.status, run_id=run_id,
+                        trial_hash=task.trial_hash,
                         run_name=f"{spec.name}/{outcome.arm}", recipe=(result or {}).get("recipe"),
                         run_dir=(result or {}).get("run_dir"), result=result, metrics=outcome.metrics,
                         alarms=(result or {}).get("alarms", []), error=outcome.error, version=__version__,
                         git_rev=git_revision())
         view.finished(outcome.arm, outcome.seed, outcome.status, (result or {}).get(spec.metrics()[0]))
 
-    with view:
-        runner.run(tasks, on_start, on_done)
+    try:
+        with view:
+            runner.run(tasks, on_start, on_done)
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM (the CLI turns it into this): the executor ended its workers
+        stopped = db.interrupt_trials(spec.name)
+        done = sum(t["status"] in FINISHED for t in db.trials(spec.name))
+        raise Interrupted(f"study {spec.name!r}: {done} of {len(trials)} trials are in {db.path}, {stopped} running "
+                          "trial(s) marked interrupted (their checkpoints are kept)") from None
     return db.trials(spec.name), len(tasks)
+
+
+def _belongs_to(outcome: TrialOutcome, task: TrialTask) -> TrialOutcome:
+    """``outcome``, or a failure when its result was trained from another recipe than the trial's: a result is
+    stored under a trial only if its recipe hashes to the trial's hash (whatever an executor did)."""
+    recipe = (outcome.result or {}).get("recipe")
+    if outcome.result is None or (isinstance(recipe, dict) and recipe_hash(recipe) == task.trial_hash):
+        return outcome
+    return TrialOutcome(outcome.arm, outcome.seed, "failed",
+                        error=f"the result in {task.run_dir} was trained from another recipe than the trial's "
+                              f"(hash {task.trial_hash[:SHORT]}); it was not stored")
 
 
 def study_statistics(spec: StudySpec, trials: list[dict[str, Any]]) -> dict[str, StudyStats]:

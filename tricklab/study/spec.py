@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from tricklab.errors import InputError, brief
+from tricklab.fsutil import safe_name
 from tricklab.recipe import Recipe, recipe_from_dict, recipe_to_dict
 from tricklab.recipe.io import key_label, read_yaml, validation_error_to_input_error
 from tricklab.study.executors import EXECUTORS
@@ -240,7 +241,7 @@ class StudySpec(BaseModel):
     @classmethod
     def _name(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = v.strip()
+            v = safe_name(v.strip(), "name")  # the study's directory under the runs root, and its run names' prefix
         return v
 
     @field_validator("base", mode="before")

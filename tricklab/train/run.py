@@ -11,6 +11,7 @@ import json
 import math
 import os
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -22,11 +23,12 @@ import torch
 from torch import nn
 
 from tricklab.data import Splits, load_data
-from tricklab.errors import InputError
+from tricklab.errors import InputError, Interrupted
 from tricklab.fsutil import atomic_write_text, exclusive_lock
 from tricklab.models import build_model, load_user_model
 from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from tricklab.recipe.identity import data_fingerprint, recipe_differences, recipe_hash, with_absolute_paths
 from tricklab.store import Store
 from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
 from tricklab.train.events import Callback, TrainState
@@ -41,6 +43,9 @@ from tricklab.tricks.scaling import fit_scaler
 from tricklab.tricks.schedules import build_schedule
 
 RECIPE_FILE = "recipe.yaml"
+IDENTITY_FILE = "identity.json"
+"""The recipe a run directory was made for (canonical form and hash) and its data file's fingerprint, written when
+the run starts; a resume compares ``recipe.yaml`` and the data with it (``identity_problems``)."""
 RESULT_FILE = "result.json"
 LOCK_FILE = ".lock"  # held while a process trains in the run directory (see ``fsutil.exclusive_lock``)
 METRICS_FILE = "metrics.json"
@@ -209,6 +214,12 @@ def train(
         if overrides:
             raise InputError("--set", "a resumed run keeps its saved recipe; --set cannot be combined with --resume")
         rec = load_recipe(run_path / RECIPE_FILE)
+        problems = identity_problems(run_path, recipe_to_dict(rec))
+        if problems:
+            raise InputError("--resume", f"{run_path} cannot be resumed: {'; '.join(problems)}. Its checkpoint was "
+                                         "trained with the recipe and data in identity.json",
+                             allowed="restore recipe.yaml and the data file, or start a new run with the changed "
+                                     "recipe")
     else:
         if isinstance(recipe, Recipe):
             rec = recipe.model_copy(deep=True)
@@ -218,7 +229,11 @@ def train(
             rec = recipe_from_dict(apply_overrides(recipe, list(overrides or [])))
         else:
             rec = load_recipe(recipe, list(overrides or []))
+        rec = recipe_from_dict(with_absolute_paths(recipe_to_dict(rec)))
         run_path = Path(run_dir) if run_dir is not None else new_run_dir(rec, runs_root)
+    from tricklab.train.preflight import preflight  # memory and batch norm, before any data or weight exists
+
+    preflight(rec)
     # Data and store first: bad data (NaN rows, a missing file) or a bad --store is refused before a run directory
     # or a store row exists.
     started = time.perf_counter()
@@ -235,12 +250,20 @@ def train(
         with lock:
             if resume is None:
                 save_recipe(rec, run_path / RECIPE_FILE)
+                write_identity(run_path, recipe_to_dict(rec))
             else:
                 _remove_stale_temporaries(run_path)
             if db is not None:
                 db.add_run(run_id, rec.name, recipe_to_dict(rec), run_dir=str(run_path), version=__version__,
                            git_rev=git_revision(), **(study or {}))
-            result = _execute(rec, run_path, resume is not None, progress, list(callbacks), splits, device, started)
+            try:
+                result = _execute(rec, run_path, resume is not None, progress, list(callbacks), splits, device,
+                                  started)
+            except KeyboardInterrupt:   # Ctrl-C, or SIGTERM through the CLI: the last checkpoint is complete
+                if db is not None:
+                    db.interrupt_run(run_id)
+                raise Interrupted(f"run {run_path} keeps its last complete epoch",
+                                  resume=shlex.join(["tricklab", "train", "--resume", str(run_path)])) from None
             if db is not None:
                 metric_rows = [(int(h["step"]), int(h["epoch"]), k, v if math.isfinite(v) else None)
                                for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
@@ -249,6 +272,39 @@ def train(
         if own_store and db is not None:
             db.close()
     return result
+
+
+def write_identity(run_path: Path, recipe: dict[str, Any]) -> None:
+    """Record in ``run_path`` which recipe (and which data file, by content) its checkpoints belong to."""
+    identity = {"recipe_hash": recipe_hash(recipe), "recipe": recipe,
+                "data": data_fingerprint(recipe.get("data", {}).get("path"))}
+    atomic_write_text(run_path / IDENTITY_FILE, json.dumps(identity, indent=1))
+
+
+def identity_problems(run_path: Path, recipe: dict[str, Any]) -> list[str]:
+    """Why ``run_path`` may not be resumed as a run of ``recipe``: the recipe its checkpoints were trained with
+    (``identity.json``; ``recipe.yaml`` in directories older than it) differs — each differing key named — or
+    its data file changed. Empty when it may."""
+    try:
+        identity = json.loads((run_path / IDENTITY_FILE).read_text(encoding="utf-8"))
+        saved, data = identity["recipe"], identity.get("data")
+    except FileNotFoundError:
+        try:
+            saved, data = recipe_to_dict(load_recipe(run_path / RECIPE_FILE)), None
+        except (InputError, OSError) as err:
+            return [f"its {RECIPE_FILE} is unreadable ({err})"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return [f"its {IDENTITY_FILE} is unreadable ({type(err).__name__})"]
+    problems = recipe_differences(saved, recipe)
+    if problems:
+        shown = problems[:8] + ([f"... ({len(problems) - 8} more)"] if len(problems) > 8 else [])
+        problems = [f"the recipe differs from the one its checkpoint was trained with ({', '.join(shown)})"]
+    if isinstance(data, dict):
+        now = data_fingerprint(data.get("path"))
+        if now is None or now.get("sha256") != data.get("sha256"):
+            problems.append(f"its data file {data.get('path')} changed or is gone since the run started "
+                            "(content hash differs)")
+    return problems
 
 
 def _make_run_dir(path: Path) -> None:
