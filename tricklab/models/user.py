@@ -3,29 +3,48 @@
 tricklab imports ``pkg.module`` (only when a recipe names it), calls ``factory(input_shape, num_classes)``
 with the data's input shape (without the batch dimension) and class count, and then treats the returned
 ``nn.Module`` like a built-in one (the recipe's init, optimizer, tricks and the doctor all apply).
-Every failure becomes an ``InputError`` on ``model.python`` that says what went wrong.
+
+Before training, the model is tried once (``check_user_model``): it must have parameters, at least one of them
+trainable, all of them float32 (the data and every trick are float32), and its forward must map a batch of two
+inputs of the data's shape to one tensor of logits of shape (2, num_classes) — run in eval mode under
+``torch.no_grad()`` (batch norm's running statistics stay untouched), with the random number generators saved
+and restored, so a seeded run is the same as without the check. Every failure — importing, calling the factory,
+the check, ``sys.exit()`` anywhere in the user's code — becomes an ``InputError`` on ``model.python`` that names
+the factory, says what is wrong and points at the user's own line (file:line and its code), never at tricklab's.
+``KeyboardInterrupt`` is never caught: Ctrl-C still stops the run.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import sysconfig
+import traceback
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from tricklab.errors import InputError
 
 FIELD = "model.python"
 SPEC_FORMAT = '"package.module:factory", e.g. "mymodels.nets:make_net"'
+FACTORY_CONTRACT = "a factory(input_shape, num_classes) that returns a torch.nn.Module"
+TRIAL_BATCH = 2
+"""Examples in the trial forward pass: the smallest batch whose shape shows the batch dimension is kept."""
 _SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_LIBRARIES = tuple(Path(p).resolve() for p in (Path(__file__).parents[1], Path(torch.__file__).parent))
+_STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
 def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Import ``spec`` = "pkg.module:factory" and return ``factory(input_shape, num_classes)``.
+    """Import ``spec`` = "pkg.module:factory", return ``factory(input_shape, num_classes)`` once it passed
+    ``check_user_model``.
 
     ``factory`` may be a dotted attribute path inside the module (``"pkg.mod:Nets.small"``). Raises
     ``InputError("model.python", ...)`` for a malformed spec, a module that cannot be imported, a missing or
-    non-callable factory, a factory that raises, and a result that is not an ``nn.Module``.
+    non-callable factory, a factory that raises (or exits), a result that is not an ``nn.Module``, and a model
+    that fails the check.
     """
     if not isinstance(spec, str) or not _SPEC.match(spec.strip()):
         raise InputError(FIELD, f"{spec!r} is not a factory reference", SPEC_FORMAT)
@@ -33,11 +52,10 @@ def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError(
-            FIELD, f"cannot import module {module_name!r} ({exc}); is its folder on PYTHONPATH?", SPEC_FORMAT
-        ) from exc
-    except Exception as exc:  # the user's module itself fails while being imported
-        raise InputError(FIELD, f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise InputError(FIELD, f"cannot import module {module_name!r} ({exc}){user_frame(exc)}; is its folder on "
+                                "PYTHONPATH?", SPEC_FORMAT) from None
+    except (Exception, SystemExit) as exc:  # the user's module itself fails (or exits) while being imported
+        raise InputError(FIELD, f"importing {module_name!r} failed: {describe(exc)}{user_frame(exc)}") from None
     factory: object = module
     for part in attr_path.split("."):
         if not hasattr(factory, part):
@@ -48,16 +66,94 @@ def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -
     shape = tuple(input_shape)
     try:
         model = factory(shape, num_classes)
-    except Exception as exc:
-        raise InputError(
-            FIELD,
-            f"{spec}({shape}, {num_classes}) raised {type(exc).__name__}: {exc}",
-            "a factory(input_shape, num_classes) that returns a torch.nn.Module",
-        ) from exc
+    except (Exception, SystemExit) as exc:
+        raise InputError(FIELD, f"{spec}({shape}, {num_classes}) raised {describe(exc)}{user_frame(exc)}",
+                         FACTORY_CONTRACT) from None
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise InputError(FIELD, f"{spec} returned the class {model.__name__}, not a model: return an instance, "
+                                f"{model.__name__}(...)", FACTORY_CONTRACT)
     if not isinstance(model, nn.Module):
-        raise InputError(
-            FIELD,
-            f"{spec} returned a {type(model).__name__}, not a torch.nn.Module",
-            "a factory(input_shape, num_classes) that returns a torch.nn.Module",
-        )
+        raise InputError(FIELD, f"{spec} returned a {type(model).__name__}, not a torch.nn.Module", FACTORY_CONTRACT)
+    check_user_model(model, spec, shape, num_classes)
     return model
+
+
+def check_user_model(model: nn.Module, spec: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Refuse a model that cannot be trained as a classifier of ``input_shape`` into ``num_classes`` (see the
+    module's docstring); ``spec`` names it in the messages. Leaves the model's mode and the RNG states as found."""
+    params = list(model.parameters())
+    name = f"{spec} returned a {type(model).__name__}"
+    if not params:
+        raise InputError(FIELD, f"{name} without parameters: there is nothing to train",
+                         "a model with trainable parameters (nn.Linear, nn.Conv1d, ... registered as submodules)")
+    if not any(p.requires_grad for p in params):
+        raise InputError(FIELD, f"{name} whose {len(params)} parameters are all frozen (requires_grad=False): there "
+                                "is nothing to train", "a model with at least one parameter that requires grad")
+    tensors = params + [b for b in model.buffers() if b.is_floating_point()]
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors if t.dtype != torch.float32})
+    if dtypes:
+        raise InputError(FIELD, f"{name} with {', '.join(dtypes)} parameters or buffers; tricklab's data and tricks "
+                                "are float32: return model.float() from the factory", "float32 parameters")
+    expected = (TRIAL_BATCH, num_classes)
+    batch = (TRIAL_BATCH, *input_shape)
+    wanted = f"a forward that maps inputs {batch} to one tensor of logits {expected}"
+    out = _trial_forward(model, spec, batch, params[0].device)
+    if not isinstance(out, torch.Tensor):
+        got = "None" if out is None else f"a {type(out).__name__}"
+        raise InputError(FIELD, f"{spec}: forward returned {got}, not one tensor of logits "
+                                "(return only the logits; keep extra outputs out of forward)", wanted)
+    if tuple(out.shape) != expected:
+        what = (f"{out.shape[-1]} outputs per example for {num_classes} classes" if out.ndim == 2
+                and out.shape[0] == TRIAL_BATCH else f"shape {tuple(out.shape)}")
+        raise InputError(FIELD, f"{spec}: forward on inputs of shape {batch} returned {what}; expected "
+                                f"{expected}, one logit per class", wanted)
+    if not out.is_floating_point():
+        raise InputError(FIELD, f"{spec}: forward returned {out.dtype} values; logits are floating point", wanted)
+
+
+def _trial_forward(model: nn.Module, spec: str, batch: tuple[int, ...], device: torch.device) -> object:
+    """``model`` on ``batch``-shaped standard-normal inputs (from a private generator), in eval mode, without
+    gradients, the global RNG states saved and restored (also for CUDA when the model is there)."""
+    x = torch.randn(batch, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = model.training
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model(x)
+        except (Exception, SystemExit) as exc:
+            raise InputError(FIELD, f"{spec}: forward on inputs of shape {batch} raised {describe(exc)}"
+                                    f"{user_frame(exc)}", "a model that accepts the data's input shape") from None
+        finally:
+            model.train(was_training)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``; for ``SystemExit``, that the user's code called ``sys.exit``."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): the code called sys.exit() or raised SystemExit"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def user_frame(exc: BaseException) -> str:
+    """`` (at FILE:LINE: CODE)`` for the user's own line where ``exc`` arose: the innermost frame of its traceback
+    outside tricklab, torch and Python's standard library (a ``SyntaxError``: the line it names); '' if none."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        code = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        return f" (at {exc.filename}:{exc.lineno}{code})"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith("<") or _is_library(frame.filename):
+            continue
+        code = f": {frame.line.strip()}" if frame.line and frame.line.strip() else ""
+        return f" (at {frame.filename}:{frame.lineno}{code})"
+    return ""
+
+
+def _is_library(filename: str) -> bool:
+    """Whether ``filename`` belongs to tricklab, torch or the standard library (not to its site-packages)."""
+    path = Path(filename).resolve()
+    if any(path.is_relative_to(lib) for lib in _LIBRARIES):
+        return True
+    return path.is_relative_to(_STDLIB) and "site-packages" not in path.relative_to(_STDLIB).parts

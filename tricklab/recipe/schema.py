@@ -2,13 +2,37 @@
 
 Every name is checked against the registry of its kind (the same table ``tricklab tricks`` prints), every
 number against its allowed range, and unknown keys are refused, so a typo never silently means "default".
+
+Numbers are checked against what they become, not only against what they are in the YAML file:
+
+- **No booleans for numbers.** YAML reads ``true``/``yes``/``on`` as booleans and pydantic would take them as
+  1 (``epochs: yes`` → one epoch, ``optimizer.lr: true`` → η = 1); every numeric field refuses them.
+- **Floats fit float32.** Tensors hold the recipe's floats in float32 (η and λ as the ``alpha`` of in-place
+  updates, ε, γ, β, the clipping threshold, EMA's decay), so a value finite in float64 can still become ∞ or 0
+  there: ``schedule.final_lr: 1e308`` overflows, ``optimizer.eps: 1e-50`` becomes 0 (a division by zero).
+  One rule for every float of the recipe, not a list of fields that meet tensors today (such a list goes stale
+  when the code changes; no recipe float needs more than float32's range): its magnitude must be 0 or in
+  float32's normal range, and its float32 value must still satisfy the field's bounds (``momentum: 0.99999999``
+  rounds to 1.0 in float32, where momentum never forgets). Denormals are refused too: many devices flush them
+  to 0 (CUDA with ``-ftz``, CPUs with ``torch.set_flush_denormal``).
+- **Counts stay in range.** Every epoch count (``schedule.warmup_epochs``, ``step_size``, ``patience``,
+  ``early_stopping.patience``) is at most ``MAX_EPOCHS``, the most a run can have: ``warmup_epochs: 1e308``
+  times the steps per epoch overflowed the integer conversion of the warmup step count. A warm-up or patience
+  longer than *this* run is allowed (the run ends inside its warm-up; patience that never runs out is early
+  stopping switched off): a study that varies ``epochs`` with one warm-up must not be refused in its short arms.
+  Seeds and example counts are int64, what NumPy and torch hold. Whether the data and the model fit in memory is
+  checked before anything is built, by ``tricklab.train.preflight``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+import struct
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tricklab.errors import brief
 from tricklab.registry import Registry
@@ -44,10 +68,89 @@ def _check_name(kind: str, value: str) -> str:
     return registry.canonical(value)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""(2 − 2⁻²³)·2¹²⁷, the largest finite IEEE 754 binary32 value (``torch.finfo(torch.float32).max``)."""
+FLOAT32_TINY = 1.1754943508222875e-38
+"""2⁻¹²⁶, the smallest normal binary32 value (``torch.finfo(torch.float32).tiny``)."""
+FLOAT32_RANGE = f"0 or {FLOAT32_TINY:.2g} <= |x| <= {FLOAT32_MAX:.2g}, float32's normal range"
+MAX_EPOCHS = 100_000
+"""The most epochs a recipe may have, and so the bound of every count of epochs in it."""
+INT64_MAX = 2**63 - 1
+"""Seeds and example counts: what a NumPy or torch integer holds."""
+LR_MAX = 1e6
+"""The largest learning rate accepted anywhere (η, the schedule's final η): far beyond any that trains."""
+
+_BOUNDS = {  # a pydantic bound → (its attribute, how it reads, whether a value meets it)
+    annotated_types.Gt: ("gt", ">", lambda x, b: x > b),
+    annotated_types.Ge: ("ge", ">=", lambda x, b: x >= b),
+    annotated_types.Lt: ("lt", "<", lambda x, b: x < b),
+    annotated_types.Le: ("le", "<=", lambda x, b: x <= b),
+}
+
+
+def as_float32(value: float) -> float:
+    """``value`` rounded to the nearest float32, as a tensor would hold it (±inf beyond float32's range)."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def float32_problem(value: float, bounds: list[Any]) -> str | None:
+    """Why ``value`` cannot be held as a float32 by a field with ``bounds`` (annotated_types Gt/Ge/Lt/Le), or None."""
+    single = as_float32(value)
+    if not math.isfinite(single):
+        return f"too large for float32: the tensors that hold it would see {single}; allowed: {FLOAT32_RANGE}"
+    if value != 0 and abs(single) < FLOAT32_TINY:
+        return (f"too small for float32: the tensors that hold it would see {single!r}, a denormal or 0 (below "
+                f"float32's smallest normal number; many devices flush denormals to 0); allowed: {FLOAT32_RANGE}")
+    for bound in bounds:
+        if type(bound) not in _BOUNDS:
+            continue
+        attr, op, meets = _BOUNDS[type(bound)]
+        limit = getattr(bound, attr)
+        if not meets(single, limit):
+            return (f"rounds to {single!r} in float32, the precision of the tensors that hold it, which is not "
+                    f"{op} {limit}; allowed: {op} {limit} after rounding to float32")
+    return None
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """Whether a field's type holds numbers (``int``, ``float``, ``int | None``, ``tuple[float, float]``, ...)."""
+    if annotation in (int, float):
+        return True
+    return any(_is_numeric(arg) for arg in typing.get_args(annotation))
+
+
+def _holds_bool(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
 class Section(BaseModel):
-    """A recipe section: unknown keys are errors, NaN/Inf are never valid numbers."""
+    """A recipe section: unknown keys are errors, NaN/Inf are never valid numbers, booleans are no numbers, and
+    every float fits float32 (see the module's docstring)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if _holds_bool(value) and _is_numeric(annotation):
+            kind = "a number or a name" if str in typing.get_args(annotation) else "a number"
+            raise ValueError(f"a yes/no value where a number belongs (YAML reads true/false, yes/no and on/off as "
+                             f"booleans); allowed: {kind}")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _fits_float32(cls, value: Any, info: ValidationInfo) -> Any:
+        bounds = cls.model_fields[info.field_name].metadata if info.field_name else []
+        for x in value if isinstance(value, tuple) else (value,):
+            problem = float32_problem(x, bounds) if isinstance(x, float) else None
+            if problem:
+                raise ValueError(problem)
+        return value
 
 
 FILE_DATASETS = frozenset({"idx", "cifar10", "csv", "npz"})
@@ -60,9 +163,11 @@ class DataConfig(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="only for datasets without their own test split")
     batch_size: int = Field(64, ge=1, le=1_000_000)
-    size: int | None = Field(None, ge=10, description="examples to generate (mnist1d: 5000 as in the paper)")
-    train_subset: int | None = Field(None, ge=1, description="keep only this many training examples")
-    split_seed: int = Field(0, ge=0, description="seed of the train/val(/test) split; fixed across run seeds")
+    size: int | None = Field(None, ge=10, le=INT64_MAX,
+                             description="examples to generate (mnist1d: 5000 as in the paper)")
+    train_subset: int | None = Field(None, ge=1, le=INT64_MAX, description="keep only this many training examples")
+    split_seed: int = Field(0, ge=0, le=INT64_MAX,
+                            description="seed of the train/val(/test) split; fixed across run seeds")
     label_column: str | int = -1
     variant: str | None = Field(None, description="synthetic: spirals|teacher")
 
@@ -128,7 +233,7 @@ class InitConfig(Section):
 
 class OptimizerConfig(Section):
     name: str = "adamw"
-    lr: float = Field(0.003, gt=0.0, le=1e6)
+    lr: float = Field(0.003, gt=0.0, le=LR_MAX)
     weight_decay: float = Field(0.0005, ge=0.0, le=1e3)
     decay: Literal["decoupled", "l2"] = "decoupled"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="γ of momentum/nesterov/rmsprop")
@@ -143,8 +248,8 @@ class OptimizerConfig(Section):
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError("each beta must be in [0, 1)")
+        if not all(0.0 <= b < 1.0 and as_float32(b) < 1.0 for b in v):
+            raise ValueError("each beta must be in [0, 1), also after rounding to float32 (at most 0.99999994)")
         return v
 
     @model_validator(mode="after")
@@ -169,12 +274,12 @@ class ClipConfig(Section):
 
 class ScheduleConfig(Section):
     name: str = "one_cycle"
-    warmup_epochs: float = Field(0, ge=0.0)
+    warmup_epochs: float = Field(0, ge=0.0, le=MAX_EPOCHS, description="linear warm-up; may outlast the run")
     gamma: float = Field(0.98, gt=0.0, le=1.0, description="exponential: per epoch; step: per step_size epochs")
-    step_size: int = Field(10, ge=1, description="step: epochs between decays")
-    final_lr: float = Field(0.0, ge=0.0, description="cosine: the LR reached at the last step")
+    step_size: int = Field(10, ge=1, le=MAX_EPOCHS, description="step: epochs between decays")
+    final_lr: float = Field(0.0, ge=0.0, le=LR_MAX, description="cosine: the LR reached at the last step")
     pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="one_cycle: fraction of steps spent rising")
-    patience: int = Field(3, ge=0, description="plateau: stalled evaluations before the LR is cut")
+    patience: int = Field(3, ge=0, le=MAX_EPOCHS, description="plateau: stalled evaluations before the LR is cut")
     factor: float = Field(0.1, gt=0.0, lt=1.0, description="plateau: multiplier applied to the LR")
 
     @field_validator("name")
@@ -184,7 +289,7 @@ class ScheduleConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    patience: int = Field(0, ge=0, description="0 = off")
+    patience: int = Field(0, ge=0, le=MAX_EPOCHS, description="0 = off")
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     min_delta: float = Field(0.0, ge=0.0)
 
@@ -205,8 +310,8 @@ class Recipe(Section):
     """A whole run. ``Recipe()`` is the built-in default: MNIST-1D, a 4-layer CNN, sensible tricks."""
 
     name: str = Field("mnist1d-cnn", min_length=1, max_length=200)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    epochs: int = Field(15, ge=1, le=100_000)
+    seed: int = Field(0, ge=0, le=INT64_MAX)
+    epochs: int = Field(15, ge=1, le=MAX_EPOCHS)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tricklab.train.checkpoint import load_checkpoint, save_checkpoint
+from tricklab.train.checkpoint import load_checkpoint, save_checkpoint, training_state_mismatch
 from tricklab.train.events import Callback, TrainState
 from tricklab.tricks.schedules import apply_lr
 
@@ -216,7 +216,9 @@ class Trainer:
     def _restore(self, state: TrainState) -> None:
         if self.checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint_dir")
-        ckpt = load_checkpoint(self.checkpoint_dir, map_location=self.x_train.device)
+        # a checkpoint whose tensors do not fit this model (another width, say) is passed over like a damaged one
+        ckpt = load_checkpoint(self.checkpoint_dir, map_location=self.x_train.device,
+                               fits=lambda c: training_state_mismatch(c, self.model, self.optimizer))
         if ckpt is None:
             return  # killed before the first epoch ended: start from the beginning
         self.model.load_state_dict(ckpt["model"])
