@@ -176,3 +176,47 @@ def safe_name(name: str, field: str) -> str:
                                 "contain '/', '\\' or NUL (it would lead outside the directory it belongs in)",
                          allowed="a plain name such as dropout-study")
     return name
+
+
+def require_directory_path(path: str | os.PathLike[str], field: str, *,
+                           what: str = "a directory path") -> Path:
+    """``path`` as a ``Path`` if a directory is (or may be made) there: it is a directory (symlinks followed) or
+    missing, and its nearest existing ancestor is a directory. A file, FIFO, socket or device in the way — at
+    ``path`` or above it — is an ``InputError`` naming ``field`` and the path, raised before anything is created,
+    so a run or a log never lands half made beside a file it cannot replace. Nothing is created here."""
+    import stat
+
+    from tricklab.errors import InputError
+
+    p = Path(path)
+    for candidate in (p.absolute(), *p.absolute().parents):   # the path itself, then its nearest existing ancestor
+        try:
+            mode = candidate.stat().st_mode
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
+        except OSError as err:
+            raise InputError(field, f"{p} cannot be used ({err.strerror})", allowed=what) from None
+        if not stat.S_ISDIR(mode):
+            kind = _kind_of(mode) or "a file"
+            where = p if candidate == p.absolute() else f"{p}: {candidate}"
+            raise InputError(field, f"{where} is {kind}, not a directory", allowed=what)
+        break
+    return p
+
+
+def file_within(directory: str | os.PathLike[str], name: str, field: str) -> Path | None:
+    """``directory/name`` if it is a regular file that stays inside ``directory`` once symlinks are resolved; None
+    if nothing has that name. A link that leads outside ``directory`` (a run directory given to someone else's
+    report must not carry ``~/.ssh/id_rsa`` into it), a FIFO, a device or a subdirectory is an ``InputError``
+    naming ``field`` — raised before anything is opened."""
+    from tricklab.errors import InputError
+
+    path = Path(directory) / name
+    if not os.path.lexists(path):
+        return None
+    if not path.resolve().is_relative_to(Path(directory).resolve()):
+        raise InputError(field, f"{path} is a link that leads outside {directory}; it is not read",
+                         allowed="files that lie inside the directory")
+    return require_file(path, field)

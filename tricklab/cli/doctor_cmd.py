@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from tricklab.cli.train_cmd import check_run_paths
+
 EPILOG = """examples:
   tricklab doctor                                   # the default recipe: a healthy run, no alarm
   tricklab doctor --set model.name=mlp --set model.depth=20 --set model.activation=sigmoid --set init.scheme=normal
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--budget", f"must be >= 0, got {args.budget}")
     if args.every is not None and args.every < 1:
         raise InputError("--every", f"must be >= 1, got {args.every}")
+    check_run_paths(args.runs_dir, args.store)
     outcome = doctor_train(args.recipe, overrides=args.overrides, repair=args.repair, budget=args.budget,
                            every=args.every or DEFAULT_EVERY, runs_root=args.runs_dir,
                            store=None if args.store == "none" else args.store, progress=not args.quiet)

@@ -1,4 +1,5 @@
-"""``tricklab lesson NAME|all [--quick] [--json] [--out DIR] [--executor local|population|ray] [--workers N]``.
+"""``tricklab lesson NAME|all [--quick] [--json] [--out DIR] [--force] [--executor local|population|ray]
+[--workers N]``.
 
 Runs the study behind one section of the lesson (or all ten), judges the lesson's claim from the 95% interval of
 the paired difference that tests it (supported / not_supported / inconclusive), explains the result from the
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from tricklab.cli.study_cmd import add_executor_options, check_workers
+
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 EPILOG = """lessons: {names}
 
@@ -38,25 +42,27 @@ def add_parser(sub: Any) -> None:
                    help="the small budget: at least 3 seeds, fewer epochs (a smoke check, not the verdict of record)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on the last line of stdout")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                   help=f"where the store, trial runs and the book go (default: {DEFAULT_OUT}/)")
+                   help=f"where the store, trial runs and the book go (default: {DEFAULT_OUT}/); an existing book "
+                        "there is replaced only if tricklab wrote it")
+    p.add_argument("--force", action="store_true",
+                   help="replace the book's file in DIR even when it is not an earlier tricklab lesson book")
     add_executor_options(p, "local", "local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from tricklab.errors import InputError
     from tricklab.lessons.book import write_book
     from tricklab.lessons.registry import ALL, select
     from tricklab.lessons.run import run_lesson
+    from tricklab.report.outputs import claim_output
 
     check_workers(args.workers)
     lessons = select(args.name)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError("--out", f"{out} exists and is not a directory", allowed="a directory path")
+    out = _check_out(Path(args.out))
     suffix = "-quick" if args.quick else ""
     book = (out / (f"lessons{suffix}.html" if args.name == ALL else f"lesson-{args.name}{suffix}.html")).resolve()
+    claim_output(book, "--out", "html", force=args.force)
     results = []
     for lesson in lessons:
         result = run_lesson(lesson, quick=args.quick, out_dir=out, executor=args.executor, workers=args.workers,
@@ -72,6 +78,27 @@ def run(args: argparse.Namespace) -> int:
         total = sum(r.seconds for r in results)
         print(f"lesson book: {book}  ({len(results)} lesson(s), {total:.0f} s)")
     return 0
+
+
+def _check_out(out: Path) -> Path:
+    """``--out`` if the lessons can keep their store, runs and book there — before any lesson trains: a directory
+    (or a path where one can be made) whose ``lessons.sqlite``, if present, is a SQLite file and whose ``runs``
+    and ``data`` are directories. Anything else in the way is refused naming ``--out``, never replaced."""
+    from tricklab.errors import InputError
+    from tricklab.fsutil import require_directory_path, require_file
+    from tricklab.lessons.run import STORE_FILE
+
+    what = "a directory for the lessons' store, runs and book"
+    for directory in (out, out / "runs", out / "data"):   # the runs and the derived datasets (lessons.run)
+        require_directory_path(directory, "--out", what=what)
+    store = out / STORE_FILE
+    if os.path.lexists(store):
+        with open(require_file(store, "--out", what="a tricklab store"), "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise InputError("--out", f"{store} exists and is not a SQLite store; it is not overwritten",
+                             allowed="a directory whose lessons.sqlite, if any, is a tricklab store")
+    return out
 
 
 def _print_result(r: Any) -> None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from tricklab.cli.train_cmd import check_run_paths
 
 EPILOG = """examples:
   tricklab study examples/dropout.yaml                       # local worker processes, one per core
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from tricklab.study.runner import run_study
 
     check_workers(args.workers)
+    check_run_paths(args.runs_dir, args.store)
     spec = load_study(args.spec)
     outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
                         runs_root=args.runs_dir, progress=not args.quiet, report=not args.no_report)
@@ -64,7 +68,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload))
     else:
         _print_table(payload)
-    return 0
+    return _all_failed(outcome.trials)
+
+
+def _all_failed(trials: list[dict[str, Any]]) -> int:
+    """Exit 1 when every trial failed (nothing was measured), with one line per kind of failure; else 0."""
+    if not trials or any(t["status"] != "failed" for t in trials):
+        return 0
+    kinds: dict[str, int] = {}
+    for t in trials:
+        first = (t["error"] or "unknown error").strip().splitlines()[0][:300]
+        kinds[first] = kinds.get(first, 0) + 1
+    sys.stderr.write(f"error: every trial failed ({len(trials)}); nothing was measured\n")
+    for first, n in kinds.items():
+        sys.stderr.write(f"  {n} × {first}\n")
+    return 1
 
 
 def _fmt(x: float | None) -> str:

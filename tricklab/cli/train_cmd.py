@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.recipe:
         raise InputError("--resume", "give either a recipe or --resume RUN_DIR, not both")
+    check_run_paths(None if args.resume else args.runs_dir, args.store)
     result = train(args.recipe, overrides=args.overrides, runs_root=args.runs_dir, resume=args.resume,
                    store=None if args.store == "none" else args.store, progress=not args.quiet)
     payload = result.to_json()
@@ -49,6 +50,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(payload)
     return 0
+
+
+def check_run_paths(runs_dir: str | None, store: str | None) -> None:
+    """Refuse a ``--runs-dir`` that cannot hold run directories and a ``--store`` that cannot be a store file (a
+    FIFO, a device, a directory, a file in the way above either) — when the arguments are read, before any data
+    is loaded or anything created. ``None`` (and ``--store none``) skip the check."""
+    from tricklab.fsutil import require_directory_path, require_writable_file_path
+
+    if runs_dir is not None:
+        require_directory_path(runs_dir, "--runs-dir", what="a directory where run directories are made")
+    if store is not None and store != "none":
+        require_writable_file_path(store, "--store", what="a SQLite store file (tricklab.sqlite), or none")
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:

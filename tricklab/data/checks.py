@@ -56,6 +56,22 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
         )
 
 
+def check_training_classes(y_train: np.ndarray, classes: list[str] | None, where: str) -> None:
+    """Refuse a training split with fewer than two classes (or no example at all).
+
+    With one class the cross-entropy is 0 from the first step and every prediction is "right": a run would
+    report 100% accuracy having learned nothing. Usually the label column is the wrong one (an ID or a constant)
+    or the file holds one class only; a message here, before training, says so."""
+    present = np.unique(y_train)
+    if present.size >= 2:
+        return
+    shown = ", ".join(repr(classes[int(c)]) if classes else str(int(c)) for c in present)
+    held = f"only {present.size} class ({shown})" if present.size else "no example"
+    raise InputError("data", f"{where}: the training split holds {held}; a classifier needs at least 2 classes "
+                             "to learn anything — check data.label_column and the file's labels",
+                     allowed="data whose training labels hold 2 or more classes")
+
+
 def _as_numbers(labels: np.ndarray) -> np.ndarray | None:
     """Labels as float64 when every one of them reads as a number, else None (they are names)."""
     if labels.dtype.kind in "biuf":

@@ -19,7 +19,7 @@ import numpy as np
 
 from tricklab.data.registry import DATASETS
 from tricklab.data.safe_pickle import load_pickle
-from tricklab.data.source import LoadRequest, RawData
+from tricklab.data.source import LoadRequest, RawData, member
 from tricklab.errors import InputError
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -55,9 +55,9 @@ def read_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def class_names(file: Path) -> list[str]:
-    """The ``label_names`` of ``batches.meta``; the standard ten names when the file is absent."""
-    if not file.is_file():
+def class_names(file: Path | None) -> list[str]:
+    """The ``label_names`` of ``batches.meta``; the standard ten names when the file is absent (None)."""
+    if file is None:
         return list(CLASSES)
     names = _field(load_pickle(file), "label_names", file)
     if not isinstance(names, list) or not all(isinstance(n, bytes | str) for n in names):
@@ -81,16 +81,14 @@ def batch_directory(path: Path) -> Path:
 def load_cifar10(request: LoadRequest) -> RawData:
     """Read the five training batches, the test batch and the class names from ``request.path``."""
     request.choose_variant((), None)
-    path = request.require_path(f"a directory with {EXPECTED}")
-    if not path.is_dir():
-        raise InputError("data.path", f"{str(path)!r} is not a directory; expected a directory with {EXPECTED}")
-    directory = batch_directory(path)
-    missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if not (directory / name).is_file()]
+    directory = batch_directory(request.require_directory(f"a directory with {EXPECTED}"))
+    files = {name: member(directory, name, EXPECTED) for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
+    missing = [name for name in (*TRAIN_BATCHES, TEST_BATCH) if files[name] is None]
     if missing:
         raise InputError("data.path", f"{str(directory)!r} lacks {', '.join(missing)}; expected {EXPECTED}")
     parts = [read_batch(directory / name) for name in TRAIN_BATCHES]
     x_test, y_test = read_batch(directory / TEST_BATCH)
-    classes = class_names(directory / META)
+    classes = class_names(files[META])
     return RawData(
         x=np.concatenate([x for x, _ in parts]),
         y=np.concatenate([y for _, y in parts]),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tricklab.data.registry import DATASETS
-from tricklab.data.source import LoadRequest, RawData
+from tricklab.data.source import LoadRequest, RawData, member
 from tricklab.errors import InputError
 
 FILES = {
@@ -41,12 +41,14 @@ DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
 def find_file(directory: Path, stem: str) -> Path | None:
-    """The file for ``stem`` in ``directory``: raw or ``.gz``, with ``-idx`` or ``.idx`` before the type."""
+    """The file for ``stem`` in ``directory``: raw or ``.gz``, with ``-idx`` or ``.idx`` before the type. A FIFO or
+    device of one of these names is refused (``source.member``), never opened."""
     spellings = (stem, stem.replace("-idx", ".idx"))
     for spelling in spellings:
-        for candidate in (directory / spelling, directory / f"{spelling}.gz"):
-            if candidate.is_file():
-                return candidate
+        for name in (spelling, f"{spelling}.gz"):
+            found = member(directory, name, EXPECTED)
+            if found is not None:
+                return found
     return None
 
 
@@ -114,9 +116,7 @@ def _pair(images_file: Path, labels_file: Path) -> tuple[np.ndarray, np.ndarray]
 def load_idx(request: LoadRequest) -> RawData:
     """Read the train and t10k IDX pairs from ``request.path``."""
     variant = request.choose_variant(("mnist", "fashion"), None)
-    directory = request.require_path(f"a directory with {EXPECTED}")
-    if not directory.is_dir():
-        raise InputError("data.path", f"{str(directory)!r} is not a directory; expected a directory with {EXPECTED}")
+    directory = request.require_directory(f"a directory with {EXPECTED}")
     found = {key: find_file(directory, stem) for key, stem in FILES.items()}
     files = {key: file for key, file in found.items() if file is not None}
     if len(files) < len(FILES):

@@ -8,6 +8,7 @@ for every dataset, in this order:
 3. take the dataset's own test split, or carve a seeded ``test_fraction`` of all examples;
 4. carve a seeded ``val_fraction`` of the training examples as the validation split;
 5. keep the first ``train_subset`` training examples (a seeded random subset, for overfitting experiments);
+   refuse a training split that holds fewer than two classes;
 6. convert to float32 inputs and int64 labels, unscaled.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tricklab.data.checks import check_examples, check_labels
+from tricklab.data.checks import check_examples, check_labels, check_training_classes
 from tricklab.data.source import LoadRequest, RawData
 from tricklab.data.splits import Splits, cap_indices, carve, to_inputs, to_labels
 from tricklab.errors import InputError
@@ -125,6 +126,7 @@ def load_data(
     train, val = carve(len(y), val_fraction, seed, purpose="val", what=f"training split of {raw.where}")
     if train_subset is not None:
         train = train[:train_subset]
+    check_training_classes(y[train], raw.classes, raw.where)
     return Splits(
         name=entry.name,
         x_train=to_inputs(x[train]),

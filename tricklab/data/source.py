@@ -6,6 +6,7 @@ test and validation carve, training subset, conversion to tensors — happens on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tricklab.errors import InputError
+from tricklab.fsutil import require_directory_path, require_file
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,18 @@ class LoadRequest:
         path = Path(self.path).expanduser()
         if not path.exists():
             raise InputError("data.path", f"{str(path)!r} does not exist; expected {expected}")
+        return path
+
+    def require_file(self, expected: str) -> Path:
+        """The local path, if it is a regular file. Its type is read with ``stat`` before anything opens it: a FIFO
+        would block the run forever and a device never ends, so neither is opened."""
+        return require_file(self.require_path(expected), "data.path", what=expected)
+
+    def require_directory(self, expected: str) -> Path:
+        """The local path, if it is a directory (its files are checked one by one with ``member``)."""
+        path = self.require_path(expected)
+        if not path.is_dir():
+            require_directory_path(path, "data.path", what=expected)  # names what is there instead
         return path
 
     def choose_variant(self, allowed: Sequence[str], default: str | None) -> str | None:
@@ -64,3 +78,14 @@ class RawData:
     classes: list[str] | None = None
     generated: bool = False
     where: str = "data"  # names the source in messages, e.g. the file path
+
+
+def member(directory: Path, name: str, expected: str) -> Path | None:
+    """``directory/name`` if it is a regular file, None if there is nothing of that name; anything else there — a
+    FIFO, a device, a socket, a subdirectory, a broken link — is an ``InputError`` on ``data.path``, raised
+    before the file is opened (so a dataset directory cannot make a run block or read forever)."""
+    path = directory / name
+    if not os.path.lexists(path):
+        return None
+    return require_file(path, "data.path", what=expected)
+

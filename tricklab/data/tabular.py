@@ -121,9 +121,7 @@ def _features(cells: np.ndarray, columns: list[str], lines: np.ndarray, file: Pa
 def load_csv(request: LoadRequest) -> RawData:
     """Read ``request.path`` as CSV: features from every column but the label column."""
     request.choose_variant((), None)
-    file = request.require_path(CSV_EXPECTED)
-    if not file.is_file():
-        raise InputError("data.path", f"{str(file)!r} is not a file; expected {CSV_EXPECTED}")
+    file = request.require_file(CSV_EXPECTED)
     table, lines = read_rows(file)
     header = _has_header(table, request.label_column)
     names = [str(n) for n in table[0]] if header else None
@@ -151,7 +149,7 @@ def load_csv(request: LoadRequest) -> RawData:
 def load_npz(request: LoadRequest) -> RawData:
     """Read arrays ``x``, ``y`` (and ``x_test``, ``y_test`` when present) from ``request.path``."""
     request.choose_variant((), None)
-    file = request.require_path(NPZ_EXPECTED)
+    file = request.require_file(NPZ_EXPECTED)
     try:
         stored = np.load(file, allow_pickle=False)
         if not isinstance(stored, np.lib.npyio.NpzFile):

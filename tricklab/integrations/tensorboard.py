@@ -25,6 +25,7 @@ from typing import Any
 
 from tricklab.diagnose.records import Alarm, ProbeRecord
 from tricklab.errors import InputError
+from tricklab.fsutil import file_within, require_directory_path
 from tricklab.train.events import Callback, TrainState
 
 LAYER_STATS = ("grad_norm", "weight_norm", "update_ratio", "act_mean", "act_std", "frac_saturated", "frac_dead")
@@ -123,18 +124,53 @@ class TensorBoardCallback(Callback):
         self.tb.close()
 
 
-def export_run(run_dir: str | os.PathLike[str], logdir: str | os.PathLike[str] | None = None) -> Path:
+def _run_files(run: Path, notes: list[str]) -> dict[str, Path | None]:
+    """The files of ``run`` the export reads, each None when absent or not the run's own (a link leading outside
+    the run directory, a FIFO, a device): those are never opened, and ``notes`` says why they were left out."""
+    files: dict[str, Path | None] = {}
+    for name in ("probes.jsonl", "metrics.json", "alarms.json"):
+        try:
+            files[name] = file_within(run, name, name)
+        except InputError as err:
+            files[name] = None
+            notes.append(f"{name} is left out: {err.problem}")
+    return files
+
+
+def _json_list(path: Path | None, notes: list[str]) -> list[Any]:
+    """The JSON list in ``path``; empty (with a note) when the file is absent, damaged or holds something else."""
+    if path is None:
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        notes.append(f"{path.name} is left out: it could not be read ({type(err).__name__})")
+        return []
+    if not isinstance(data, list):
+        notes.append(f"{path.name} is left out: it holds a {type(data).__name__}, not a list")
+        return []
+    return data
+
+
+def export_run(run_dir: str | os.PathLike[str], logdir: str | os.PathLike[str] | None = None, *,
+               notes: list[str] | None = None) -> Path:
     """Write a run directory's probe records, epoch metrics and alarms as TensorBoard events into ``logdir``
-    (default: ``RUN_DIR/tensorboard``); returns the log directory."""
-    run = Path(run_dir)
-    probes, metrics, alarms = run / "probes.jsonl", run / "metrics.json", run / "alarms.json"
-    if not probes.is_file() and not metrics.is_file():
+    (default: ``RUN_DIR/tensorboard``); returns the log directory.
+
+    Only the run's own files are read (see ``_run_files``); what was left out is appended to ``notes``. ``logdir``
+    must be a directory or a path where one can be made (``--tensorboard``); event files get new names, so
+    nothing already there is overwritten."""
+    run, notes = Path(run_dir), notes if notes is not None else []
+    out = require_directory_path(logdir if logdir is not None else run / "tensorboard", "--tensorboard",
+                                 what="a directory for TensorBoard event files")
+    files = _run_files(run, notes)
+    probes, metrics, alarms = files["probes.jsonl"], files["metrics.json"], files["alarms.json"]
+    if probes is None and metrics is None:
         raise InputError("PATH", f"{run} has neither probes.jsonl nor metrics.json: not a run directory",
                          allowed="a run directory written by tricklab train or tricklab doctor")
-    out = Path(logdir) if logdir is not None else run / "tensorboard"
     tb = TensorBoardWriter(out)
     try:
-        if probes.is_file():
+        if probes is not None:
             with open(probes, encoding="utf-8") as fh:
                 for line in fh:
                     try:
@@ -142,11 +178,11 @@ def export_run(run_dir: str | os.PathLike[str], logdir: str | os.PathLike[str] |
                     except (ValueError, TypeError):
                         continue  # blank, or the partial last line of a killed run
                     tb.record(record)
-        if metrics.is_file():
-            for epoch in json.loads(metrics.read_text(encoding="utf-8")):
-                tb.epoch(int(epoch.get("step", epoch.get("epoch", 0))), epoch)
-        if alarms.is_file():
-            tb.alarms(json.loads(alarms.read_text(encoding="utf-8")))
+        for epoch in _json_list(metrics, notes):
+            if isinstance(epoch, dict):
+                step = epoch.get("step", epoch.get("epoch"))
+                tb.epoch(int(step) if _finite(step) else 0, epoch)
+        tb.alarms([a for a in _json_list(alarms, notes) if isinstance(a, dict)])
     finally:
         tb.close()
     return out

@@ -1,17 +1,17 @@
-"""Recipes in and out: YAML (``yaml.safe_load`` only), dotted ``--set`` overrides, errors for people."""
+"""Recipes in and out: YAML (``yaml.safe_load`` semantics, a key named twice refused), dotted ``--set`` overrides,
+errors for people."""
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from tricklab.errors import InputError, brief
-from tricklab.fsutil import atomic_write_text
+from tricklab.fsutil import atomic_write_text, require_file
 from tricklab.recipe.schema import Recipe
 
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z_0-9]*): (.*)$", re.S)
@@ -87,25 +87,92 @@ def _check_keys(data: dict[Any, Any], prefix: str) -> None:
             _check_keys(value, f"{prefix}{key_label(key)}.")
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A YAML mapping names one key twice; ``path`` is where (``optimizer.lr``), ``lines`` the two lines (from 1)."""
+
+    def __init__(self, path: str, lines: tuple[int, int]) -> None:
+        self.path, self.lines = path, lines
+        super().__init__(f"{path} appears twice (lines {lines[0]} and {lines[1]})")
+
+
+_MERGE_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")  # ``<<: *base`` merges are not duplicates
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (no Python tags), refusing a mapping that names one key twice.
+
+    Plain ``safe_load`` keeps the last of ``epochs: 3`` / ``epochs: 5`` without a word, so a recipe would train
+    with a value its author may not have meant. The check walks the composed node graph once before anything is
+    constructed; each node is visited once however many aliases share it, so an alias bomb stays linear here."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._refuse_duplicate_keys(node)
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, root: yaml.Node) -> None:
+        stack: list[tuple[yaml.Node, str]] = [(root, "")]
+        seen: set[int] = set()
+        while stack:
+            node, path = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend((item, f"{path}{i}.") for i, item in enumerate(node.value))
+            elif isinstance(node, yaml.MappingNode):
+                stack.extend(self._mapping_children(node, path))
+
+    def _mapping_children(self, node: yaml.MappingNode, path: str) -> list[tuple[yaml.Node, str]]:
+        """The values of ``node`` with their paths; ``DuplicateKey`` when two scalar keys are equal as values
+        (``1`` and ``0x1`` are one key, as they would be in the mapping)."""
+        first_line: dict[Any, int] = {}
+        children = []
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in _MERGE_TAGS:
+                children.append((value_node, path))  # a complex key is refused when constructed
+                continue
+            key = self.construct_object(key_node)
+            label = f"{path}{key_label(key)}"
+            line = key_node.start_mark.line + 1
+            if key in first_line:  # a scalar's value is always hashable
+                raise DuplicateKey(label, (first_line[key], line))
+            first_line[key] = line
+            children.append((value_node, f"{label}."))
+        return children
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that raises ``DuplicateKey`` for a mapping naming one key twice."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+YAML_ALLOWED = "plain YAML mappings, lists, strings and numbers (no !!python tags), each key once per mapping"
+
+
 def read_yaml(path: str | os.PathLike[str], *, field: str = "recipe") -> Any:
-    """Parse a YAML file safely (no Python tags); errors name the file and the line."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(field, f"file not found: {p}")
-    if p.is_dir():
-        raise InputError(field, f"{p} is a directory, expected a YAML file")
+    """Parse a YAML file safely (no Python tags); errors name the file and the line.
+
+    ``field`` names the file in messages (``recipe``, ``study``, ``base``). Only a regular file is opened: its type
+    is checked with ``stat`` first, so a FIFO or a device (which could block or never end) is refused unread. A
+    key named twice in one mapping is an error named by its key path (``optimizer.lr``)."""
+    if not os.path.lexists(path):  # the words the CLI has always used for a missing recipe
+        raise InputError(field, f"file not found: {path}", allowed="a YAML file")
+    p = require_file(path, field, what="a YAML file")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(field, f"cannot read {p}: {err}") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
+    except DuplicateKey as err:
+        raise InputError(err.path, f"this key appears twice in one mapping of {p} (lines {err.lines[0]} and "
+                                   f"{err.lines[1]}); YAML would silently keep the last value",
+                         allowed="each key once per mapping") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise InputError(field, f"malformed YAML in {p}{where}: {problem}",
-                         allowed="plain YAML mappings, lists, strings and numbers (no !!python tags)") from None
+        raise InputError(field, f"malformed YAML in {p}{where}: {problem}", allowed=YAML_ALLOWED) from None
     except (RecursionError, ValueError) as err:  # nesting too deep for the parser; an integer over 4300 digits
         problem = "nested too deeply" if isinstance(err, RecursionError) else str(err).split(";")[0]
         raise InputError(field, f"unreadable YAML in {p}: {problem}",
@@ -122,7 +189,10 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
             raise InputError("--set", f"expected section.key=value, got {brief(pair)}",
                              allowed="e.g. --set optimizer.lr=0.1")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = safe_load(raw) if raw.strip() else ""
+        except DuplicateKey as err:
+            raise InputError(f"--set {key}.{err.path}", "this key appears twice in the value",
+                             allowed="each key once per mapping") from None
         except (yaml.YAMLError, RecursionError, ValueError):  # not a YAML scalar: the raw text, validated as such
             value = raw
         parsed.append((key.split("."), value))

@@ -13,6 +13,8 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tricklab.report.outputs import GENERATOR_META
+
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 """No scripts, no fetches, no fonts from elsewhere: a report only shows what it carries."""
 
@@ -144,7 +146,8 @@ def subsection(title: str, *parts: Any) -> Markup:
 
 def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, Markup]], extra_css: str = "") -> str:
     """The whole document: ``sections`` are ``(anchor, nav label, section markup)``; ``extra_css`` (a constant of
-    the calling report module, never user text) is appended to the shared style sheet."""
+    the calling report module, never user text) is appended to the shared style sheet. The generator ``<meta>``
+    marks the page as tricklab's own, so a later report may replace it (``outputs.claim_output``)."""
     nav = join(tag("a", label, href=f"#{anchor}") for anchor, label, _ in sections)
     body = join([
         tag("header", join([tag("h1", title), paragraph(subtitle)])),
@@ -152,6 +155,6 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, Markup]],
         tag("main", join(markup for _, _, markup in sections)),
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(CSP)}\">\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{esc(CSP)}\">\n{GENERATOR_META}\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{esc(title)}</title>\n<style>{CSS}{extra_css}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

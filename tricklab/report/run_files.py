@@ -5,6 +5,9 @@ A run directory (``tricklab train``) holds ``recipe.yaml``, ``metrics.json`` (on
 ``ProbeRecord.to_dict()`` per line) and ``alarms.json`` (a list of ``Alarm.to_dict()``). A run that is still
 going (or was killed) has no ``result.json`` yet; a run without the doctor has no probes. Only a directory with
 neither ``result.json`` nor ``metrics.json`` is not a run and is refused with an ``InputError``.
+
+Only what belongs to the run is read: a file that is a link leading outside the run directory, a FIFO or a device
+is left out with a note (``fsutil.file_within``) — its content never reaches a report that may be shared.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tricklab.errors import InputError
+from tricklab.fsutil import file_within
 
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.json"
@@ -77,18 +81,41 @@ class RunFiles:
     probes: ProbeSeries | None
     alarms: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    last_written: float | None = None
+    """When the run last wrote ``result.json`` or ``metrics.json`` (seconds since the epoch), if it did."""
 
     @property
     def run_id(self) -> str:
         return str((self.result or {}).get("run_id") or self.path.name)
 
 
-def _read_json(path: Path, want: type, notes: list[str]) -> Any:
-    if not path.is_file():
+def run_file(run_dir: Path, name: str, notes: list[str]) -> Path | None:
+    """``run_dir/name`` when it is a regular file of the run; None when it is absent or must not be read (a link
+    leading outside the run directory, a FIFO, a device, a directory), which ``notes`` then says."""
+    try:
+        return file_within(run_dir, name, name)
+    except InputError as err:
+        notes.append(f"{name} is left out: {err.problem}.")
+        return None
+
+
+def _read_text(path: Path | None, notes: list[str], left_out: str = "it is left out") -> str | None:
+    if path is None:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        notes.append(f"{path.name} could not be read ({type(err).__name__}: {err}); {left_out}.")
+        return None
+
+
+def _read_json(path: Path | None, want: type, notes: list[str]) -> Any:
+    text = _read_text(path, notes)
+    if path is None or text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
         notes.append(f"{path.name} could not be read ({type(err).__name__}: {err}); it is left out.")
         return None
     if not isinstance(data, want):
@@ -97,16 +124,12 @@ def _read_json(path: Path, want: type, notes: list[str]) -> Any:
     return data
 
 
-def _read_probe_lines(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    if not path.is_file():
+def _read_probe_lines(path: Path | None, notes: list[str]) -> list[dict[str, Any]]:
+    text = _read_text(path, notes, "probes are left out")
+    if path is None or text is None:
         return []
     records, bad = [], 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        notes.append(f"{path.name} could not be read ({type(err).__name__}); probes are left out.")
-        return []
-    for line in lines:
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
@@ -176,8 +199,10 @@ def read_run_dir(path: Path) -> RunFiles:
     if not path.is_dir():
         raise InputError("PATH", f"{path} is not a directory; give a run directory (runs/NAME-DATE-ID)")
     notes: list[str] = []
-    result = _read_json(path / RESULT_FILE, dict, notes)
-    metrics = _read_json(path / METRICS_FILE, list, notes)
+    files = {name: run_file(path, name, notes) for name in (RESULT_FILE, METRICS_FILE, RECIPE_FILE, PROBES_FILE,
+                                                             ALARMS_FILE)}
+    result = _read_json(files[RESULT_FILE], dict, notes)
+    metrics = _read_json(files[METRICS_FILE], list, notes)
     if result is None and metrics is None:
         detail = f" ({' '.join(notes)})" if notes else ""
         raise InputError("PATH", f"{path} is not a tricklab run directory or is damaged: it has no readable "
@@ -187,19 +212,15 @@ def read_run_dir(path: Path) -> RunFiles:
                      "the summary shows what metrics.json holds.")
     history = metrics if metrics is not None else (result or {}).get("history") or []
     history = [h for h in history if isinstance(h, dict)]
-    recipe_text = None
-    if (path / RECIPE_FILE).is_file():
-        try:
-            recipe_text = (path / RECIPE_FILE).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            notes.append(f"{RECIPE_FILE} could not be read ({type(err).__name__}).")
+    recipe_text = _read_text(files[RECIPE_FILE], notes)
     if recipe_text is None and isinstance((result or {}).get("recipe"), dict):
         import yaml
 
         recipe_text = yaml.safe_dump(result["recipe"], sort_keys=False)
-    probes = probe_series(_read_probe_lines(path / PROBES_FILE, notes))
-    doctor_alarms = _read_json(path / ALARMS_FILE, list, notes) or []
+    probes = probe_series(_read_probe_lines(files[PROBES_FILE], notes))
+    doctor_alarms = _read_json(files[ALARMS_FILE], list, notes) or []
     brief_alarms = (result or {}).get("alarms") or []
     alarms = _merge_alarms(doctor_alarms, brief_alarms if isinstance(brief_alarms, list) else [])
+    written = next((f for f in (files[RESULT_FILE], files[METRICS_FILE]) if f is not None), None)
     return RunFiles(path=path, result=result, history=history, recipe_text=recipe_text, probes=probes,
-                    alarms=alarms, notes=notes)
+                    alarms=alarms, notes=notes, last_written=None if written is None else written.stat().st_mtime)

@@ -32,6 +32,7 @@ from tricklab.report.html import (
     subsection,
     table,
 )
+from tricklab.report.outputs import claim_output
 from tricklab.report.run_files import ProbeSeries, RunFiles, as_float, as_step, read_run_dir
 
 REPORT_FILE = "report.html"
@@ -188,9 +189,8 @@ def _environment(run: RunFiles) -> Markup:
     from tricklab.provenance import environment
 
     env = environment()
-    recorded = [run.path / f for f in ("result.json", "metrics.json") if (run.path / f).is_file()]
-    finished = (dt.datetime.fromtimestamp(recorded[0].stat().st_mtime).astimezone().isoformat(timespec="seconds")
-                if recorded else "—")
+    finished = ("—" if run.last_written is None
+                else dt.datetime.fromtimestamp(run.last_written).astimezone().isoformat(timespec="seconds"))
     rows: list[tuple[Any, Any]] = [
         ("report made", dt.datetime.now().astimezone().isoformat(timespec="seconds")),
         ("run last written", finished),
@@ -221,9 +221,11 @@ def build_run_report(run_dir: Path) -> str:
     return page(f"tricklab run report — {name}", f"run {run.run_id} · {status}", sections)
 
 
-def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the report of ``run_dir`` to ``out`` (default ``run_dir/report.html``) atomically; return its path."""
-    text = build_run_report(Path(run_dir))
-    target = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
-    atomic_write_text(target, text)
+def write_run_report(run_dir: Path, out: Path | None = None, *, force: bool = False) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default ``run_dir/report.html``) atomically; return its path.
+
+    ``out`` may replace an earlier tricklab report only — not a result, a recipe or any other file — unless
+    ``force`` (``outputs.claim_output``); that is checked before the run directory is read."""
+    target = claim_output(out if out is not None else Path(run_dir) / REPORT_FILE, "--out", "html", force=force)
+    atomic_write_text(target, build_run_report(Path(run_dir)))
     return target

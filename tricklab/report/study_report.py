@@ -39,6 +39,7 @@ from tricklab.report.html import (
     table,
     tag,
 )
+from tricklab.report.outputs import claim_output
 from tricklab.report.run_files import read_run_dir
 from tricklab.report.run_report import probe_views
 from tricklab.report.study_data import (
@@ -343,11 +344,17 @@ def build_study_report(store_path: str | Path, study_id: str) -> str:
     return render_study_report(load_study_data(store_path, study_id))
 
 
-def write_study_report(store_path: str | Path, study_id: str, out: str | Path | None = None) -> Path:
+def write_study_report(store_path: str | Path, study_id: str, out: str | Path | None = None, *,
+                       force: bool = False) -> Path:
     """Write the report (default ``<store dir>/<study>-report.html``) and, beside it, ``<study>-trials.csv`` and
-    ``<study>-summary.md``; each file atomically. Returns the HTML path."""
-    data = load_study_data(store_path, study_id)
+    ``<study>-summary.md``; each file atomically. Returns the HTML path.
+
+    Each of the three may replace only an earlier output of its kind, unless ``force``, and never the store
+    (``outputs.claim_output``); all three are checked before the first is written."""
     html_path, csv_path, md_path = report_paths(study_id, out, store_path)
+    for path, kind in ((html_path, "html"), (csv_path, "csv"), (md_path, "markdown")):
+        claim_output(path, "--out", kind, force=force, inputs=[store_path])
+    data = load_study_data(store_path, study_id)
     atomic_write_text(html_path, render_study_report(data))
     atomic_write_text(csv_path, trials_csv(data))
     atomic_write_text(md_path, summary_markdown(data))
