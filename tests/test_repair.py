@@ -183,3 +183,28 @@ def test_sgd_at_a_learning_rate_far_too_high_is_repaired(tmp_path):
     assert {"exploding_gradients", "nan_loss", "update_ratio", "loss_spike"} & set(plain.diagnosis)
     assert fixed.result.test_accuracy is not None and math.isfinite(fixed.result.test_accuracy)
     assert fixed.result.test_accuracy > max(plain.result.test_accuracy or 0.0, 0.5) + 0.3, fixed.repairs
+
+
+def test_an_attempt_the_doctor_rebuilds_from_is_stored_as_abandoned_never_as_a_result(tmp_path, monkeypatch):
+    """docs/RELIABILITY.md row 30: the first attempt ends with a restart (a scripted alarm before any healthy
+    epoch); its store row and result.json say ``abandoned`` and why; the rebuilt run is the one result."""
+    import tricklab.diagnose.run_doctor as run_doctor
+    from tricklab.store import Store
+
+    made: list[DoctorCallback] = []
+
+    def first_scripted(**kw):
+        made.append(RaiseAt("exploding_gradients", at=10, **{k: v for k, v in kw.items() if k != "every"})
+                    if not made else DoctorCallback(**kw))
+        return made[-1]
+
+    monkeypatch.setattr(run_doctor, "DoctorCallback", first_scripted)
+    out = doctor_train(overrides=[*SMALL, "epochs=2"], repair=True, runs_root=tmp_path / "runs",
+                       store=tmp_path / "s.sqlite")
+    assert out.attempts == 2 and out.result.status == "completed"
+    with Store(tmp_path / "s.sqlite") as db:
+        runs = db.runs()
+    assert [r["status"] for r in runs] == ["abandoned", "completed"]
+    assert runs[0]["result"]["status"] == "abandoned" and "optimizer.lr=" in runs[0]["result"]["abandoned"]
+    first = json.loads((tmp_path / "runs" / runs[0]["id"] / "result.json").read_text())
+    assert first["status"] == "abandoned" and runs[1]["id"] == out.result.run_id

@@ -71,14 +71,55 @@ def _die_on_b(task):  # module level: the spawned worker imports it by name
     return TrialOutcome(task.arm, task.seed, "completed", {"test_accuracy": 1.0})
 
 
-def test_failed_trials_are_recorded_and_retried(tmp_path):
-    spec = _spec(base={**TINY["base"], "data": {"name": "npz", "path": str(tmp_path / "missing.npz")}}, seeds=1)
+TRAIN_MODE_FAILURE = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):   # passes the dry run (eval mode) that refuses broken models before work; fails in training
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("the user's model fails in training mode")
+        return self.fc(x.flatten(1))
+
+
+def make(input_shape, num_classes):
+    return Net(int(torch.tensor(input_shape).prod()), num_classes)
+"""
+
+
+def test_failed_trials_are_recorded_and_retried(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fails_in_training.py").write_text(TRAIN_MODE_FAILURE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = _spec(base={**TINY["base"], "model": {"python": "fails_in_training:make"}}, seeds=1)
     out = run_study(spec, store=tmp_path / "s.sqlite", workers=1, progress=False, report=False)
     assert out.counts["trials_failed"] == 2
-    assert all("missing.npz" in t["error"] for t in out.trials)
+    assert all("fails in training mode" in t["error"] for t in out.trials)
     for _ in range(3):
         out = run_study(spec, store=tmp_path / "s.sqlite", workers=1, progress=False, report=False)
     assert all(t["attempts"] == spec.max_retries + 1 for t in out.trials)  # retried up to the limit, then left
+    # every trial failed: the command exits 1 with one line per kind of failure
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**TINY, "base": spec.base, "seeds": 1}))
+    from tricklab.cli.main import main
+
+    assert main(["study", str(tmp_path / "s.yaml"), "--store", str(tmp_path / "t.sqlite"), "--quiet",
+                 "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "every trial failed (2)" in err and "2 × RuntimeError: the user's model fails in training mode" in err
+
+
+def test_a_missing_data_file_is_refused_before_any_trial_starts(tmp_path):
+    from tricklab.errors import InputError
+
+    spec = _spec(base={**TINY["base"], "data": {"name": "npz", "path": str(tmp_path / "missing.npz")}}, seeds=1)
+    with pytest.raises(InputError, match="missing.npz.*checked before any trial started") as err:
+        run_study(spec, store=tmp_path / "s.sqlite", workers=1, progress=False, report=False)
+    assert err.value.field == "data.path"
+    assert list(tmp_path.iterdir()) == []   # no store, no lock, no run directory
 
 
 @pytest.mark.parametrize(

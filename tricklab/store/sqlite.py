@@ -273,6 +273,13 @@ class Store:
             db.execute("UPDATE runs SET status = 'interrupted', finished = ? WHERE id = ? AND status = 'running'",
                        (time.time(), run_id))
 
+    @_names_the_file
+    def abandon_run(self, run_id: str, reason: str) -> None:
+        """Mark a finished run ``abandoned``: an attempt the doctor replaced by a rebuilt recipe (``reason``)."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status = 'abandoned', result = json_set(COALESCE(result, '{}'), "
+                       "'$.status', 'abandoned', '$.abandoned', ?) WHERE id = ?", (reason, run_id))
+
     @staticmethod
     def _finish_run(db: sqlite3.Connection, run_id: str, status: str, result: dict[str, Any],
                     metrics: Iterable[tuple[int, int | None, str, float | None]],

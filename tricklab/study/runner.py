@@ -15,6 +15,7 @@ ends, even by SIGKILL). Other studies may run on the same store at the same time
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -96,6 +97,41 @@ def trial_tasks(spec: StudySpec, root: Path, trials: list[tuple[str, int]]) -> l
     return tasks
 
 
+def check_before_work(tasks: list[TrialTask]) -> None:
+    """Refuse, before the first trial starts, what would make trials fail one by one: each distinct recipe (less
+    its seed) passes ``preflight`` (memory, batch norm), each distinct data source is loaded once (a missing
+    file, NaN rows, one class) and each distinct model is built once on it (a user factory that raises, the wrong
+    output). An ``InputError`` names the field and the first arm that has the problem. One source's data is held
+    at a time."""
+    from tricklab.recipe import recipe_from_dict
+    from tricklab.train.preflight import preflight
+    from tricklab.train.run import build_recipe_model, prepare_data
+
+    def without(section: dict[str, Any], *keys: str) -> str:
+        return json.dumps({k: v for k, v in section.items() if k not in keys}, sort_keys=True)
+
+    by_source: dict[str, dict[str, TrialTask]] = {}   # data source → distinct recipes (less seed and name) on it
+    for task in tasks:
+        by_source.setdefault(without(task.recipe["data"], "batch_size"), {}).setdefault(
+            without(task.recipe, "seed", "name"), task)
+    for recipes in by_source.values():
+        task = next(iter(recipes.values()))
+        try:
+            for task in recipes.values():
+                preflight(recipe_from_dict(task.recipe))
+            task = next(iter(recipes.values()))
+            splits = prepare_data(recipe_from_dict(task.recipe))
+            models = set()
+            for task in recipes.values():
+                model = json.dumps([task.recipe["model"], task.recipe["init"]], sort_keys=True)
+                if model not in models:
+                    models.add(model)
+                    build_recipe_model(recipe_from_dict(task.recipe), splits, task.seed)
+        except InputError as err:
+            raise InputError(err.field, f"{err.problem} [arm {task.arm!r}; checked before any trial started]",
+                             err.allowed) from None
+
+
 def trial_run_id(task: TrialTask) -> str:
     """The trial's id in the store's ``runs`` table: its hash (64 bits shown), unique across studies because a
     trial's recipe holds its study's name."""
@@ -117,8 +153,9 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
     executor_name = executor or spec.executor
     runner = make_executor(executor_name, workers=workers, address=spec.address)
+    check_before_work(trial_tasks(spec, root, spec.trials()))   # before the store or a run directory exists
     try:
-        with exclusive_lock(study_lock_path(store_path, spec.name), wait=False), Store(store_path) as db:
+        with Store(store_path) as db, exclusive_lock(study_lock_path(store_path, spec.name), wait=False):
             final, trained_now = _run_trials(spec, db, root, runner, progress)
     except LockBusy as busy:
         raise InputError("study", f"study {spec.name!r} in {store_path} is being run by another process "

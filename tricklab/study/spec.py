@@ -49,6 +49,9 @@ TARGET_METRICS: dict[str, bool] = {"val_accuracy": True, "val_loss": False, "tra
 DESIGNS = ("grid", "leave_one_out")
 FULL_ARM = "full"
 MAX_ARMS = 10_000            # a grid larger than this is almost surely a typo (and weeks of compute)
+MAX_TRIALS = 100_000
+"""Arms × seeds at most: 10⁵ trials of the smallest recipe (~1 s each) are more than a day on one core; a larger
+count is a typo (``seeds: 100000`` over a grid), refused with its count before a single arm is built."""
 MAX_LEVELS = 1_000          # values of one factor; more is a generated list gone wrong (and slow to check)
 _RESERVED = {"seed": "the study sets each trial's seed from `seeds`",
              "name": "the study names each arm's recipe '<study name>/<arm name>'"}
@@ -380,6 +383,7 @@ class StudySpec(BaseModel):
             arms, levels = self._grid_arms(common)
         else:
             arms, levels = self._leave_one_out_arms(common), {}
+        self._check_trial_count(len(arms))
         self._check_distinct(arms)
         self._arms = arms
         self._baseline = self._resolve_baseline(arms, levels)
@@ -422,6 +426,12 @@ class StudySpec(BaseModel):
                              f"{len(full_name)}", allowed="a shorter study name or shorter labels")
         return recipe_from_dict({**_with(data, flat), "name": full_name})
 
+    def _check_trial_count(self, arms: int) -> None:
+        seeds = self.seeds if isinstance(self.seeds, int) else len(self.seeds)
+        if arms * seeds > MAX_TRIALS:
+            raise InputError("seeds", f"{arms} arms × {seeds} seeds is {arms * seeds} trials",
+                             allowed=f"at most {MAX_TRIALS} trials in one study")
+
     def _grid_arms(self, common: dict[str, Any]) -> tuple[list[Arm], dict[str, list[tuple[Any, str]]]]:
         if self.remove:
             raise InputError("remove", "only used with design: leave_one_out", allowed="design: leave_one_out")
@@ -457,6 +467,7 @@ class StudySpec(BaseModel):
         count = math.prod(len(levels) for levels in table)
         if count > MAX_ARMS:
             raise InputError("factors", f"the grid has {count} arms", allowed=f"at most {MAX_ARMS} arms")
+        self._check_trial_count(count)
         arms: list[Arm] = []
         for combo in itertools.product(*table):
             name = ",".join(label for label, _, _ in combo)
