@@ -257,7 +257,5 @@ def test_the_trial_forward_leaves_the_seeded_run_unchanged(tmp_path, monkeypatch
         assert torch.equal(a, b), name
 
 
-@pytest.mark.xfail(strict=True, reason="tricklab/train/run.py makes the run directory before it builds the model; "
-                                       "a refused user model should be refused before (run.py's owner: issue 14)")
 def test_a_refused_user_model_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
     run_user_model("no-parameters", tmp_path, monkeypatch, capsys, may_change=())

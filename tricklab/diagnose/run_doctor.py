@@ -95,8 +95,7 @@ def doctor_train(
         db = store if store is None or isinstance(store, Store) else stack.enter_context(Store(store))
         while True:
             attempts += 1
-            run_dir = new_run_dir(rec, runs_root)
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = new_run_dir(rec, runs_root)   # made by train, once the data and model passed their checks
             cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec),
                                 can_restart=True)
             result = train(rec, run_dir=run_dir, store=db, progress=progress, callbacks=[*callbacks, cb])

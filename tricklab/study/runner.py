@@ -100,12 +100,12 @@ def trial_tasks(spec: StudySpec, root: Path, trials: list[tuple[str, int]]) -> l
 def check_before_work(tasks: list[TrialTask]) -> None:
     """Refuse, before the first trial starts, what would make trials fail one by one: each distinct recipe (less
     its seed) passes ``preflight`` (memory, batch norm), each distinct data source is loaded once (a missing
-    file, NaN rows, one class) and each distinct model is built once on it (a user factory that raises, the wrong
-    output). An ``InputError`` names the field and the first arm that has the problem. One source's data is held
+    file, NaN rows, one class) and each recipe's model, optimizer and schedule are built once on it
+    (``check_buildable``: a user factory that raises, the wrong output, a schedule the run is too short for). An ``InputError`` names the field and the first arm that has the problem. One source's data is held
     at a time."""
     from tricklab.recipe import recipe_from_dict
     from tricklab.train.preflight import preflight
-    from tricklab.train.run import build_recipe_model, prepare_data
+    from tricklab.train.run import check_buildable, prepare_data
 
     def without(section: dict[str, Any], *keys: str) -> str:
         return json.dumps({k: v for k, v in section.items() if k not in keys}, sort_keys=True)
@@ -121,12 +121,8 @@ def check_before_work(tasks: list[TrialTask]) -> None:
                 preflight(recipe_from_dict(task.recipe))
             task = next(iter(recipes.values()))
             splits = prepare_data(recipe_from_dict(task.recipe))
-            models = set()
             for task in recipes.values():
-                model = json.dumps([task.recipe["model"], task.recipe["init"]], sort_keys=True)
-                if model not in models:
-                    models.add(model)
-                    build_recipe_model(recipe_from_dict(task.recipe), splits, task.seed)
+                check_buildable(recipe_from_dict(task.recipe), splits)
         except InputError as err:
             raise InputError(err.field, f"{err.problem} [arm {task.arm!r}; checked before any trial started]",
                              err.allowed) from None

@@ -148,6 +148,25 @@ def build_recipe_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Opti
     return optimizer
 
 
+def recipe_schedule(recipe: Recipe, n_train: int) -> Any:
+    """The recipe's learning-rate schedule for ``n_train`` training examples (steps from epochs)."""
+    steps_per_epoch = batches_per_epoch(n_train, recipe.data.batch_size)
+    o, s = recipe.optimizer, recipe.schedule
+    return build_schedule(
+        s.name, lr=o.lr, total_steps=recipe.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+        gamma=s.gamma, warmup_steps=int(round(s.warmup_epochs * steps_per_epoch)),
+        step_size_epochs=s.step_size, final_lr=s.final_lr, pct_start=s.pct_start)
+
+
+def check_buildable(recipe: Recipe, splits: Splits) -> None:
+    """Build the first model, its optimizer and schedule once and drop them: what they refuse (a user model that
+    fails its trial forward pass, a schedule the run is too short for) is refused before a run directory or a
+    store row exists. The run builds them again from the same seed, so nothing it computes changes."""
+    model = build_recipe_model(recipe, splits, recipe.seed)
+    build_recipe_optimizer(recipe, model)
+    recipe_schedule(recipe, len(splits.x_train))
+
+
 def _trick_callbacks(recipe: Recipe) -> tuple[list[Callback], EarlyStoppingCallback | None]:
     cbs: list[Callback] = [GradientClipping(recipe.clip.mode, recipe.clip.threshold)]
     stopper = None
@@ -239,6 +258,8 @@ def train(
     started = time.perf_counter()
     device = select_device(rec.device)
     splits = prepare_data(rec, device)
+    if resume is None:
+        check_buildable(rec, splits)
     own_store = store is not None and not isinstance(store, Store)
     db = Store(store) if own_store else store  # type: ignore[arg-type]
     run_id = run_path.name
@@ -342,12 +363,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         seed = rec.seed + member
         model = build_recipe_model(rec, splits, seed)
         optimizer = build_recipe_optimizer(rec, model)
-        steps_per_epoch = batches_per_epoch(len(splits.x_train), rec.data.batch_size)
-        o, s = rec.optimizer, rec.schedule
-        schedule = build_schedule(
-            s.name, lr=o.lr, total_steps=rec.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
-            gamma=s.gamma, warmup_steps=int(round(s.warmup_epochs * steps_per_epoch)),
-            step_size_epochs=s.step_size, final_lr=s.final_lr, pct_start=s.pct_start)
+        schedule = recipe_schedule(rec, len(splits.x_train))
         tricks, stopper = _trick_callbacks(rec)
         label = rec.name if members == 1 else f"{rec.name} [{member + 1}/{members}]"
         # extra callbacks (the doctor) first: they see the gradients before clipping
