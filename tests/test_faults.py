@@ -321,12 +321,12 @@ def _can_mount_tmpfs() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs user namespaces (unshare -rm) to mount a tiny tmpfs")
 def test_a_real_full_tmpfs_gives_a_clear_error_and_the_run_resumes(tmp_path):
-    """The real thing: ``tricklab train`` on a 96 KiB tmpfs, where the second checkpoint (~78 KB) does not fit
+    """The real thing: ``tricklab train`` on a 100 KiB tmpfs, where the second checkpoint (~78 KB) does not fit
     beside the first. Exit code 1 with the message, no partial file; the run (copied out) resumes to the end."""
     out = tmp_path / "out"
     out.mkdir()
     script = (
-        'mount -t tmpfs -o size=96k tmpfs "$MNT" || exit 97\n'
+        'mount -t tmpfs -o size=100k tmpfs "$MNT" || exit 97\n'
         f'"{sys.executable}" -m tricklab train --set data.name=synthetic --set model.name=mlp --set model.depth=2 '
         '--set model.width=64 --set epochs=3 --store none --quiet --runs-dir "$MNT/runs" 2> "$OUT/stderr"\n'
         'echo $? > "$OUT/rc"\n'
