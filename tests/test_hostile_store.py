@@ -117,6 +117,10 @@ CASES = [
     Case("study-data-one-class-before-any-trial", STUDY, "data",
          {"s.yaml": SPEC.replace("{name: synthetic}", "{name: csv, path: one.csv}"),
           "one.csv": "a,b,label\n" + "".join(f"{i},{i * 2},0\n" for i in range(60))}),
+    *[Case(f"{cmd}-run-name-{tag}", [cmd, "--set", "data.name=synthetic", "--set", f"name={name}", "--quiet"],
+           "name") for cmd in ("train", "doctor")
+      for tag, name in (("dotdot", ".."), ("dot", "."), ("parent-path", "../../escape"), ("absolute", "/tmp/escape"),
+                        ("separator", "a/b"), ("backslash", "a\\b"), ("trailing-slash", "run/"))],
     Case("study-runs-dir-is-a-file", [*STUDY, "--runs-dir", "notes.txt"], "--runs-dir", {"s.yaml": SPEC, **NOTES}),
     Case("study-runs-dir-is-a-fifo", [*STUDY, "--runs-dir", "f"], "--runs-dir", {"s.yaml": SPEC}, _fifo("f")),
 ]
@@ -282,3 +286,42 @@ def test_a_store_of_the_previous_schema_is_upgraded_and_marked(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert "trial_hash" in {r[1] for r in db.execute("PRAGMA table_info(trials)")}
+
+
+def test_an_intact_store_on_a_read_only_filesystem_stays_readable(tmp_path):
+    """The same promise where even root cannot write: the store and its runs on a tmpfs remounted read-only (in a
+    user namespace). `tricklab report` reads it (SQLite opened ``immutable``: no shared-memory file can be made
+    beside it) and writes the report elsewhere; a training run into it is refused with the store named."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_faults import _can_mount_tmpfs
+
+    if not _can_mount_tmpfs():
+        pytest.skip("needs user namespaces (unshare -rm) to mount a tmpfs")
+    made = tmp_path / "made"
+    made.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    (made / "s.yaml").write_text(SPEC)
+    done = subprocess.run([sys.executable, "-m", "tricklab", *STUDY, "--store", "s.sqlite", "--workers", "1"],
+                          cwd=made, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out, mnt = tmp_path / "out", tmp_path / "mnt"
+    out.mkdir()
+    mnt.mkdir()
+    script = (f'mount -t tmpfs -o size=4m tmpfs "{mnt}" && cp -a "{made}/." "{mnt}/" && '
+              f'mount -o remount,ro "{mnt}" || exit 97\n'
+              f'cd "{mnt}"\n'
+              f'"{sys.executable}" -m tricklab report s.sqlite --out "{out}/r.html" > "{out}/stdout" '
+              f'2> "{out}/stderr"; echo $? > "{out}/rc"\n'
+              f'"{sys.executable}" -m tricklab {" ".join(TRAIN)} --store s.sqlite --runs-dir "{out}/runs" '
+              f'2> "{out}/train-stderr"; echo $? > "{out}/train-rc"\n')
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    err = (out / "stderr").read_text()
+    assert (out / "rc").read_text().strip() == "0" and "damaged" not in err, err
+    assert (out / "r.html").is_file()
+    train_err = (out / "train-stderr").read_text()
+    assert (out / "train-rc").read_text().strip() in ("1", "2") and "s.sqlite" in train_err, train_err
+    assert "Traceback" not in train_err and "internal error" not in train_err, train_err

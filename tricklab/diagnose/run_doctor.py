@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,31 +90,31 @@ def doctor_train(
     alarms: list[Alarm] = []
     before = None
     attempts = 0
-    with ExitStack() as stack:
-        db = store if store is None or isinstance(store, Store) else stack.enter_context(Store(store))
-        while True:
-            attempts += 1
-            run_dir = new_run_dir(rec, runs_root)   # made by train, once the data and model passed their checks
-            cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec),
-                                can_restart=True)
-            result = train(rec, run_dir=run_dir, store=db, progress=progress, callbacks=[*callbacks, cb])
-            alarms += cb.alarms
-            before = before or cb.before
-            if not (plan is not None and cb.restart):
-                break
-            rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), cb.rebuild_overrides))
-            _abandon(result, db, f"rebuilt with {', '.join(cb.rebuild_overrides)}")
+    while True:
+        attempts += 1
+        run_dir = new_run_dir(rec, runs_root)   # made by train, once the data and model passed their checks
+        cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec), can_restart=True)
+        result = train(rec, run_dir=run_dir, store=store, progress=progress, callbacks=[*callbacks, cb])
+        alarms += cb.alarms
+        before = before or cb.before
+        if not (plan is not None and cb.restart):
+            break
+        rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), cb.rebuild_overrides))
+        _abandon(result, store, f"rebuilt with {', '.join(cb.rebuild_overrides)}")
     alarms = merge_alarms(result, alarms)
     return DoctorResult(result=result, alarms=alarms, repairs=plan.log if plan else [], before=before,
                         attempts=attempts)
 
 
-def _abandon(result: RunResult, db: Store | None, reason: str) -> None:
+def _abandon(result: RunResult, store: Store | str | os.PathLike[str] | None, reason: str) -> None:
     """An attempt the doctor gave up on to rebuild the recipe is no result: its ``result.json`` and store row say
     ``abandoned`` (with why), so that no report or study ever counts it as a completed run."""
     path = Path(result.run_dir or "") / RESULT_FILE
     if result.run_dir and path.is_file():
         data = json.loads(path.read_text(encoding="utf-8"))
         atomic_write_text(path, json.dumps({**data, "status": "abandoned", "abandoned": reason}, indent=1))
-    if db is not None:
-        db.abandon_run(result.run_id, reason)
+    if isinstance(store, Store):
+        store.abandon_run(result.run_id, reason)
+    elif store is not None:
+        with Store(store) as db:
+            db.abandon_run(result.run_id, reason)

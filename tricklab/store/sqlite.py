@@ -148,6 +148,42 @@ def _names_the_file(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_store_file(path: str | os.PathLike[str]) -> None:
+    """Refuse ``path`` as a store without writing anything — not even creating it: a special file or an impossible
+    path, a database of another program, a newer schema. (A ``Store`` checks the same when it opens.)"""
+    p = require_writable_file_path(path, "--store", what=f"a SQLite file path (e.g. {DEFAULT_STORE})")
+    if not p.exists() or p.stat().st_size == 0:
+        return
+    try:
+        db = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        try:
+            _refuse_foreign(db, p)
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        raise InputError("--store", f"{p} is not a readable tricklab store ({err}); it may be damaged or not a "
+                                    "SQLite file") from None
+
+
+def _refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
+    """An ``InputError`` for a non-empty database that is not a tricklab store, or one of a newer tricklab.
+
+    A store is recognised by its ``application_id``; one made before it was set (id 0) by holding tricklab's
+    tables and no other."""
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    ours = app_id == APPLICATION_ID or (app_id == 0 and (not tables or ("runs" in tables and tables <= _TABLES)))
+    if not ours:
+        shown = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+        raise InputError("--store", f"{path} is a SQLite database of another program (application_id {app_id}, "
+                                    f"tables: {shown or 'none'}); tricklab never writes into it",
+                         allowed="a tricklab store, or a new file name for a new store")
+    if version > SCHEMA_VERSION:
+        raise InputError("--store", f"{path} was written by a newer tricklab (schema {version}, this one reads up "
+                                    f"to {SCHEMA_VERSION})", allowed="upgrade tricklab")
+
+
 class Store:
     """A tricklab store at ``path`` (created if missing). Use as a context manager or call ``close()``."""
 
@@ -159,7 +195,7 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
             self._db.execute("PRAGMA busy_timeout = 30000")
-            self._refuse_foreign()   # before anything is written: no table, no journal-mode change
+            _refuse_foreign(self._db, self.path)   # before anything is written: no table, no journal-mode change
             if self.read_only:
                 return
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -189,25 +225,6 @@ class Store:
         wal_ready = all(Path(f"{self.path}{x}").exists() for x in ("-wal", "-shm"))
         mode = "mode=ro" if _writable(self.path.parent) or wal_ready else "immutable=1"
         return sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=30.0, isolation_level=None)
-
-    def _refuse_foreign(self) -> None:
-        """An ``InputError`` for a non-empty database that is not a tricklab store, or one of a newer tricklab.
-
-        A store is recognised by its ``application_id``; one made before it was set (id 0) by holding tricklab's
-        tables and no other."""
-        app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        ours = app_id == APPLICATION_ID or (app_id == 0 and (not tables or ("runs" in tables
-                                                                            and tables <= _TABLES)))
-        if not ours:
-            shown = ", ".join(sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
-            raise InputError("--store", f"{self.path} is a SQLite database of another program (application_id "
-                                        f"{app_id}, tables: {shown or 'none'}); tricklab never writes into it",
-                             allowed="a tricklab store, or a new file name for a new store")
-        if version > SCHEMA_VERSION:
-            raise InputError("--store", f"{self.path} was written by a newer tricklab (schema {version}, this one "
-                                        f"reads up to {SCHEMA_VERSION})", allowed="upgrade tricklab")
 
     # -- plumbing -------------------------------------------------------------------------------------------
     @contextmanager

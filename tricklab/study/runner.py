@@ -30,7 +30,7 @@ from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import recipe_to_dict
 from tricklab.recipe.identity import SHORT, recipe_hash, with_absolute_paths
 from tricklab.store import Store
-from tricklab.store.sqlite import FINISHED
+from tricklab.store.sqlite import FINISHED, check_store_file
 from tricklab.study.executors import Executor, TrialOutcome, TrialTask, make_executor
 from tricklab.study.progress import StudyProgress
 from tricklab.study.spec import StudySpec
@@ -151,7 +151,8 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     runner = make_executor(executor_name, workers=workers, address=spec.address)
     check_before_work(trial_tasks(spec, root, spec.trials()))   # before the store or a run directory exists
     try:
-        with Store(store_path) as db, exclusive_lock(study_lock_path(store_path, spec.name), wait=False):
+        check_store_file(store_path)   # a foreign or impossible store: refused before the lock file is made
+        with exclusive_lock(study_lock_path(store_path, spec.name), wait=False), Store(store_path) as db:
             final, trained_now = _run_trials(spec, db, root, runner, progress)
     except LockBusy as busy:
         raise InputError("study", f"study {spec.name!r} in {store_path} is being run by another process "

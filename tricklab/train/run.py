@@ -24,7 +24,7 @@ from torch import nn
 
 from tricklab.data import Splits, load_data
 from tricklab.errors import InputError, Interrupted
-from tricklab.fsutil import atomic_write_text, exclusive_lock
+from tricklab.fsutil import atomic_write_text, exclusive_lock, safe_name
 from tricklab.models import build_model, load_user_model
 from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
@@ -193,6 +193,10 @@ class _MetricsFile(Callback):
 
 
 def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> Path:
+    """``RUNS_ROOT/NAME-DATE-TIME-RANDOM`` for a run named by its recipe. A name that reads as a path (``..``,
+    ``/``, ``\\``) is refused rather than quietly rewritten: it cannot lead outside ``runs_root``, and the user learns
+    that names are not paths (``--runs-dir`` says where runs go)."""
+    safe_name(recipe.name, "name")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in recipe.name)[:60] or "run"
     return Path(runs_root) / f"{safe}-{stamp}-{secrets.token_hex(3)}"
