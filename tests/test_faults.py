@@ -542,7 +542,9 @@ def test_sigkill_of_one_worker_then_of_the_driver_alone_then_rerun(tmp_path):
 
 
 # -- the table of docs/RELIABILITY.md --------------------------------------------------------------------------------
-FAULT_TEST_FILES = ("test_fuzz.py", "test_faults.py", "test_hostile.py", "test_concurrency.py", "test_determinism.py")
+FAULT_TEST_FILES = ("test_fuzz.py", "test_faults.py", "test_hostile.py", "test_concurrency.py", "test_determinism.py",
+                    "test_hostile_paths.py", "test_hostile_numbers.py", "test_hostile_models.py", "test_hostile_store.py",
+                    "test_trial_identity.py", "test_signals.py")
 
 
 def test_the_reliability_table_cites_only_existing_tests():
