@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from tricklab.errors import InputError, brief
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
@@ -91,10 +94,11 @@ def _read_holder(fd: int) -> str:
 
 
 # -- paths a user names ----------------------------------------------------------------------------------------
+# The type of a path is read with ``stat`` before anything opens it: opening a FIFO for reading blocks until a
+# writer comes, and a device can be read forever, so neither is ever opened. Each check raises an ``InputError``
+# naming the field and the path, before anything is written.
 def _kind_of(mode: int) -> str | None:
     """What a non-regular, non-directory file is, in words (None for a regular file or a directory)."""
-    import stat
-
     for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
@@ -102,24 +106,34 @@ def _kind_of(mode: int) -> str | None:
     return None
 
 
-def require_file(path: str | os.PathLike[str], field: str, *, what: str = "a file") -> Path:
-    """``path`` as a ``Path`` if it is a regular file (symlinks followed); else an ``InputError`` naming ``field``.
-
-    The type is read with ``stat`` before anything opens the file: opening a FIFO for reading blocks until a
-    writer comes, and a device can be read forever, so neither is ever opened."""
-    from tricklab.errors import InputError
-
-    p = Path(path)
+def _mode(p: Path, field: str, what: str, shown: Path | None = None) -> int | None:
+    """``p``'s mode (symlinks followed), None when nothing is there."""
     try:
-        mode = p.stat().st_mode
+        return p.stat().st_mode
     except FileNotFoundError:
-        raise InputError(field, f"{p} does not exist", allowed=what) from None
+        return None
     except NotADirectoryError:
-        raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
+        raise InputError(field, f"{shown or p}: a part of this path is a file, not a directory", allowed=what) from None
     except OSError as err:
-        raise InputError(field, f"{p} cannot be read ({err.strerror})", allowed=what) from None
-    import stat
+        raise InputError(field, f"{shown or p} cannot be used ({err.strerror})", allowed=what) from None
 
+
+def _nearest_ancestor_is_a_directory(p: Path, field: str, what: str) -> None:
+    for parent in p.absolute().parents:
+        mode = _mode(parent, field, what, shown=p)
+        if mode is None:
+            continue
+        if not stat.S_ISDIR(mode):
+            raise InputError(field, f"{p}: {parent} is {_kind_of(mode) or 'a file'}, not a directory", allowed=what)
+        return
+
+
+def require_file(path: str | os.PathLike[str], field: str, *, what: str = "a file") -> Path:
+    """``path`` as a ``Path`` if it is a regular file (symlinks followed)."""
+    p = Path(path)
+    mode = _mode(p, field, what)
+    if mode is None:
+        raise InputError(field, f"{p} does not exist", allowed=what)
     if stat.S_ISDIR(mode):
         raise InputError(field, f"{p} is a directory", allowed=what)
     kind = _kind_of(mode)
@@ -131,46 +145,34 @@ def require_file(path: str | os.PathLike[str], field: str, *, what: str = "a fil
 
 def require_writable_file_path(path: str | os.PathLike[str], field: str, *, what: str = "a file path") -> Path:
     """``path`` as a ``Path`` if a regular file may be created or replaced there: it is missing or a regular file,
-    and its parent is (or can become) a directory. Else an ``InputError`` naming ``field`` and the path, raised
-    before anything is written. Missing parent directories are not created here."""
-    import stat
-
-    from tricklab.errors import InputError
-
+    and its nearest existing ancestor is a directory. Missing parent directories are not created here."""
     p = Path(path)
-    try:
-        mode: int | None = p.stat().st_mode
-    except FileNotFoundError:
-        mode = None
-    except NotADirectoryError:
-        raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
-    except OSError as err:
-        raise InputError(field, f"{p} cannot be used ({err.strerror})", allowed=what) from None
-    if mode is not None:
-        if stat.S_ISDIR(mode):
-            raise InputError(field, f"{p} is a directory", allowed=what)
-        kind = _kind_of(mode)
-        if kind is not None:
-            raise InputError(field, f"{p} is {kind}, not a regular file", allowed=what)
-        return p
-    for parent in p.absolute().parents:   # the nearest existing ancestor must be a directory
-        try:
-            parent_mode = parent.stat().st_mode
-        except FileNotFoundError:
-            continue
-        except NotADirectoryError:
-            raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
-        if not stat.S_ISDIR(parent_mode):
-            raise InputError(field, f"{p}: {parent} is a file, not a directory", allowed=what)
-        break
+    mode = _mode(p, field, what)
+    if mode is None:
+        _nearest_ancestor_is_a_directory(p, field, what)
+    elif stat.S_ISDIR(mode):
+        raise InputError(field, f"{p} is a directory", allowed=what)
+    elif (kind := _kind_of(mode)) is not None:
+        raise InputError(field, f"{p} is {kind}, not a regular file", allowed=what)
+    return p
+
+
+def require_directory_path(path: str | os.PathLike[str], field: str, *, what: str = "a directory path") -> Path:
+    """``path`` as a ``Path`` if a directory is (or may be made) there: it is a directory (symlinks followed) or
+    missing, and its nearest existing ancestor is a directory — so a run or a log never lands half made beside a
+    file it cannot replace. Nothing is created here."""
+    p = Path(path)
+    mode = _mode(p, field, what)
+    if mode is None:
+        _nearest_ancestor_is_a_directory(p, field, what)
+    elif not stat.S_ISDIR(mode):
+        raise InputError(field, f"{p} is {_kind_of(mode) or 'a file'}, not a directory", allowed=what)
     return p
 
 
 def safe_name(name: str, field: str) -> str:
     """``name`` if it can be one path component: not empty, not ``.`` or ``..``, no ``/``, ``\\`` or NUL (so it
-    cannot lead outside the directory it is placed in). Else an ``InputError`` naming ``field``."""
-    from tricklab.errors import InputError, brief
-
+    cannot lead outside the directory it is placed in)."""
     if not name.strip() or name.strip() in (".", "..") or any(c in name for c in "/\\\x00"):
         raise InputError(field, f"{brief(name)} cannot name a directory: a name may not be empty, '.' or '..', or "
                                 "contain '/', '\\' or NUL (it would lead outside the directory it belongs in)",
@@ -178,41 +180,11 @@ def safe_name(name: str, field: str) -> str:
     return name
 
 
-def require_directory_path(path: str | os.PathLike[str], field: str, *,
-                           what: str = "a directory path") -> Path:
-    """``path`` as a ``Path`` if a directory is (or may be made) there: it is a directory (symlinks followed) or
-    missing, and its nearest existing ancestor is a directory. A file, FIFO, socket or device in the way — at
-    ``path`` or above it — is an ``InputError`` naming ``field`` and the path, raised before anything is created,
-    so a run or a log never lands half made beside a file it cannot replace. Nothing is created here."""
-    import stat
-
-    from tricklab.errors import InputError
-
-    p = Path(path)
-    for candidate in (p.absolute(), *p.absolute().parents):   # the path itself, then its nearest existing ancestor
-        try:
-            mode = candidate.stat().st_mode
-        except FileNotFoundError:
-            continue
-        except NotADirectoryError:
-            raise InputError(field, f"{p}: a part of this path is a file, not a directory", allowed=what) from None
-        except OSError as err:
-            raise InputError(field, f"{p} cannot be used ({err.strerror})", allowed=what) from None
-        if not stat.S_ISDIR(mode):
-            kind = _kind_of(mode) or "a file"
-            where = p if candidate == p.absolute() else f"{p}: {candidate}"
-            raise InputError(field, f"{where} is {kind}, not a directory", allowed=what)
-        break
-    return p
-
-
 def file_within(directory: str | os.PathLike[str], name: str, field: str) -> Path | None:
     """``directory/name`` if it is a regular file that stays inside ``directory`` once symlinks are resolved; None
     if nothing has that name. A link that leads outside ``directory`` (a run directory given to someone else's
     report must not carry ``~/.ssh/id_rsa`` into it), a FIFO, a device or a subdirectory is an ``InputError``
     naming ``field`` — raised before anything is opened."""
-    from tricklab.errors import InputError
-
     path = Path(directory) / name
     if not os.path.lexists(path):
         return None
