@@ -121,6 +121,12 @@ CASES = [
            "name") for cmd in ("train", "doctor")
       for tag, name in (("dotdot", ".."), ("dot", "."), ("parent-path", "../../escape"), ("absolute", "/tmp/escape"),
                         ("separator", "a/b"), ("backslash", "a\\b"), ("trailing-slash", "run/"))],
+    Case("flag-of-100-kb", ["train", "--" + "x" * 100_000], "tricklab"),
+    Case("choice-of-100-kb", ["study", "s.yaml", "--executor", "y" * 100_000], "tricklab study", {"s.yaml": SPEC}),
+    Case("command-of-100-kb", ["w" * 100_000], "tricklab"),
+    Case("set-key-of-100-kb", ["train", "--set", "z" * 100_000 + "=1"], "--set"),
+    Case("recipe-key-of-100-kb", ["train", "r.yaml"], "k" * 40, {"r.yaml": "? " + "k" * 100_000 + "\n: 1\n"}),
+    Case("study-name-of-100-kb", STUDY, "name", _study("n" * 100_000)),
     Case("study-runs-dir-is-a-file", [*STUDY, "--runs-dir", "notes.txt"], "--runs-dir", {"s.yaml": SPEC, **NOTES}),
     Case("study-runs-dir-is-a-fifo", [*STUDY, "--runs-dir", "f"], "--runs-dir", {"s.yaml": SPEC}, _fifo("f")),
 ]

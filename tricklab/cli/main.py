@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from tricklab.errors import InputError, Interrupted, TricklabError
+from tricklab.errors import MAX_MESSAGE, InputError, Interrupted, TricklabError, elide
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
@@ -32,6 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
+        message = elide(message.replace("\n", " "), MAX_MESSAGE - len(self.prog) - 2)   # a 100 KB flag stays short
         sys.stderr.write(f"error: {self.prog}: {message}\n(run '{self.prog} --help' for the allowed flags)\n")
         raise SystemExit(EXIT_INPUT)
 
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _internal_error(err: BaseException) -> int:
-    sys.stderr.write(f"internal error: {type(err).__name__}: {err}\n")
+    sys.stderr.write(f"internal error: {type(err).__name__}: {elide(str(err), MAX_MESSAGE)}\n")
     if os.environ.get("TRICKLAB_DEBUG"):
         traceback.print_exception(err)
     else:
