@@ -83,6 +83,9 @@ def _store_cases(command: list[str], files: dict[str, str], tag: str) -> list[Ca
         Case(f"{tag}-store-grandparent-is-a-file", [*command, "--store", "notes.txt/a/b/s.sqlite"], "--store",
              {**files, **NOTES}),
         Case(f"{tag}-store-is-a-directory", [*command, "--store", "."], "--store", files),
+        Case(f"{tag}-store-parent-missing", [*command, "--store", "no/such/dir/s.sqlite"], "--store", files),
+        Case(f"{tag}-store-parent-missing-absolute", [*command, "--store", "/no-such-dir-tricklab/s.sqlite"],
+             "--store", files),
         Case(f"{tag}-store-symlink-to-fifo", [*command, "--store", "link.sqlite"], "--store", files,
              lambda tmp: (os.mkfifo(tmp / "f"), os.symlink(tmp / "f", tmp / "link.sqlite"))),
     ]
@@ -97,6 +100,8 @@ CASES = [
     *_store_cases(STUDY, {"s.yaml": SPEC}, "study"),
     *_store_cases(["doctor", "--set", "data.name=synthetic", "--set", "model.name=mlp", "--set", "epochs=1",
                    "--quiet"], {}, "doctor")[:6],
+    Case("report-out-parent-missing", ["report", "run", "--out", "no/such/r.html"], "--out",
+         {"run/recipe.yaml": "name: x\n"}),
     Case("report-foreign-sqlite", ["report", "db.sqlite"], "PATH", {}, _foreign(FOREIGN)),
     Case("report-other-application-id", ["report", "db.sqlite"], "PATH", {}, _foreign({"x": "y"}, app_id=7)),
     Case("study-name-dotdot", STUDY, "name", _study('".."')),
@@ -241,6 +246,7 @@ def test_an_intact_store_on_a_read_only_file_and_directory_stays_readable(tmp_pa
     from tricklab.cli.main import main
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "ro").mkdir()
     assert main([*TRAIN, "--store", "ro/s.sqlite", "--runs-dir", "ro/runs"]) == 0
     with Store(tmp_path / "ro" / "s.sqlite") as db:
         assert db.integrity_ok()

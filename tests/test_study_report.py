@@ -338,6 +338,9 @@ def test_cli_reports_the_only_study_of_a_store(study, capsys):
     written = Path(capsys.readouterr().out.strip())
     assert written == store.parent / "_script_alert_1_-report.html" and written.is_file()
     out = store.parent / "elsewhere" / "r.html"
+    assert main(["report", str(store), "--out", str(out)]) == 2   # a typo in a directory is not made into one
+    assert "elsewhere" in capsys.readouterr().err and not out.parent.exists()
+    out.parent.mkdir()
     assert main(["report", str(store), "--study", XSS_NAME, "--out", str(out), "--json"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["report"] == str(out) and last["study"] == XSS_NAME and Path(last["csv"]).is_file()

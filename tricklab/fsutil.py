@@ -143,13 +143,18 @@ def require_file(path: str | os.PathLike[str], field: str, *, what: str = "a fil
     return p
 
 
-def require_writable_file_path(path: str | os.PathLike[str], field: str, *, what: str = "a file path") -> Path:
+def require_writable_file_path(path: str | os.PathLike[str], field: str, *, what: str = "a file path",
+                               parent_must_exist: bool = False) -> Path:
     """``path`` as a ``Path`` if a regular file may be created or replaced there: it is missing or a regular file,
-    and its nearest existing ancestor is a directory. Missing parent directories are not created here."""
+    and its nearest existing ancestor is a directory — its parent itself with ``parent_must_exist`` (a file a
+    user names on the command line: a typo in a directory name is refused, not made into new directories)."""
     p = Path(path)
     mode = _mode(p, field, what)
     if mode is None:
         _nearest_ancestor_is_a_directory(p, field, what)
+        if parent_must_exist and not p.absolute().parent.is_dir():
+            raise InputError(field, f"{p}: the directory {p.absolute().parent} does not exist; create it first",
+                             allowed=what)
     elif stat.S_ISDIR(mode):
         raise InputError(field, f"{p} is a directory", allowed=what)
     elif (kind := _kind_of(mode)) is not None:

@@ -49,10 +49,13 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tricklab.errors import InputError
-    from tricklab.fsutil import require_directory_path, require_file
+    from tricklab.fsutil import require_directory_path, require_file, require_writable_file_path
 
     path = Path(args.path)
     out = Path(args.out) if args.out else None
+    if out is not None:
+        require_writable_file_path(out, "--out", what="an HTML file path in an existing directory",
+                                   parent_must_exist=True)
     if not path.is_dir():  # a store: a regular file, checked with stat before anything opens it
         store = require_file(path, "PATH", what="a run directory (runs/NAME-DATE-ID) or a store file "
                                                 "(tricklab.sqlite)")

@@ -61,7 +61,8 @@ def check_run_paths(runs_dir: str | None, store: str | None) -> None:
     if runs_dir is not None:
         require_directory_path(runs_dir, "--runs-dir", what="a directory where run directories are made")
     if store is not None and store != "none":
-        require_writable_file_path(store, "--store", what="a SQLite store file (tricklab.sqlite), or none")
+        require_writable_file_path(store, "--store", what="a SQLite store file (tricklab.sqlite), or none",
+                                   parent_must_exist=True)
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
