@@ -101,8 +101,11 @@ def _checks(rc: int, err: str, below: set[int]) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("executor", "how"), [("local", "ctrl-c"), ("local", "sigterm"), ("population", "ctrl-c")])
+@pytest.mark.parametrize(("executor", "how"), [("local", "ctrl-c"), ("local", "sigterm"), ("population", "ctrl-c"),
+                                               ("ray", "ctrl-c")])
 def test_an_interrupted_study_ends_every_worker_marks_its_trials_and_continues(tmp_path, executor, how):
+    if executor == "ray":
+        pytest.importorskip("ray")
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SPEC))
     store = tmp_path / "s.sqlite"
     argv = ["study", "s.yaml", "--store", "s.sqlite", "--executor", executor, "--workers", "2", "--quiet",
