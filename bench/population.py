@@ -39,11 +39,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from tricklab.population.engine import PopulationMember, train_population
+from tricklab.population.stacked import StackedNet
+from tricklab.population.stacked_optim import StackedOptimizer
 from tricklab.recipe import load_recipe
-from tricklab.train.population import PopulationMember, train_population
 from tricklab.train.run import _trick_callbacks, build_recipe_model, build_recipe_optimizer, prepare_data
-from tricklab.train.stacked import StackedNet
-from tricklab.train.stacked_optim import StackedOptimizer
 from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate
 from tricklab.tricks.schedules import build_schedule
 

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 import yaml
 
 from tests.conftest import kill_study_when, last_json, run_cli
+from tricklab.population.engine import MemberObserver, PopulationMember, train_population
+from tricklab.population.stacked import StackedNet
+from tricklab.population.stacked_optim import STACKED_OPTIMIZERS, StackedOptimizer, clip_, member_grad_norms
 from tricklab.recipe import recipe_from_dict
 from tricklab.store import Store
 from tricklab.study.executors import TrialTask, make_executor
 from tricklab.study.population import PopulationExecutor, plan_units
 from tricklab.train.events import Callback
-from tricklab.train.population import MemberObserver, PopulationMember, train_population
 from tricklab.train.run import _trick_callbacks, build_recipe_model, build_recipe_optimizer, prepare_data
-from tricklab.train.stacked import StackedNet
-from tricklab.train.stacked_optim import STACKED_OPTIMIZERS, StackedOptimizer, clip_, member_grad_norms
 from tricklab.train.trainer import Trainer, batches_per_epoch
 from tricklab.tricks.clipping import clip_gradients_
 from tricklab.tricks.schedules import apply_lr, build_schedule

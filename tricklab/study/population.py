@@ -1,6 +1,6 @@
 """The ``population`` executor: a study's trials that can share a model train together as one stacked model.
 
-``PopulationExecutor.run`` groups the tasks by ``tricklab.train.population.population_key`` (data, architecture,
+``PopulationExecutor.run`` groups the tasks by ``tricklab.population.engine.population_key`` (data, architecture,
 batch size, optimizer rule, device — everything a stacked model shares); trials differing only in seed,
 init, learning rate and schedule, weight decay, momentum/betas, dropout, clipping threshold, early stopping or
 epochs land in one group, trials with another architecture in another. Each group is cut into populations of
@@ -68,8 +68,8 @@ class _Unit:
 
 def plan_units(tasks: Sequence[TrialTask], workers: int, max_members: int = MAX_MEMBERS) -> list[_Unit]:
     """Group ``tasks`` into populations (and single trials for what cannot be stacked), largest first."""
+    from tricklab.population.engine import population_key, population_unsupported
     from tricklab.recipe import recipe_from_dict
-    from tricklab.train.population import population_key, population_unsupported
 
     groups: dict[str, list[TrialTask]] = {}
     singles: list[_Unit] = []
@@ -177,8 +177,8 @@ def _train_population(tasks: list[TrialTask], send: Any, reported: set[int]) -> 
 
     from tricklab.diagnose.probes import DEFAULT_EVERY
     from tricklab.fsutil import LockBusy, exclusive_lock
+    from tricklab.population.engine import PopulationMember, train_population
     from tricklab.recipe import recipe_from_dict
-    from tricklab.train.population import PopulationMember, train_population
     from tricklab.train.run import LOCK_FILE
 
     torch.set_num_threads(max(1, tasks[0].threads))

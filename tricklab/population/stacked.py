@@ -1,6 +1,6 @@
 """K models of one architecture as one stacked model: one forward pass, one backward pass, per-member everything.
 
-The population trainer (``tricklab.train.population``) trains many small models in one process. Each member
+The population trainer (``tricklab.population.engine``) trains many small models in one process. Each member
 is first built as an ordinary ``nn.Module`` (so its initialisation is exactly the sequential one); ``StackedNet``
 then stacks each parameter of the K members into one leaf (K, *shape) — noting which get weight decay, the
 split of ``tricks.regularization.param_groups`` — and runs the architecture with batched operations in which

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tricklab.train.stacked import ProbeTape, StackedNet, per_member
+from tricklab.population.stacked import ProbeTape, StackedNet, per_member
 from tricklab.tricks.activations import RECTIFIERS as DEAD_FAMILIES
 from tricklab.tricks.activations import SATURATION
 from tricklab.tricks.init import layer_kind

@@ -3,8 +3,8 @@
 An ablation of small models is a few thousand tiny steps per run, dominated by per-step overhead (Python,
 kernel launches, small matrix products that leave the vector units idle). ``train_population`` trains K
 recipes that share data, architecture and batch size in one loop: one gather of K batches, one forward and
-one backward pass of the stacked model (``tricklab.train.stacked``), per-member clipping and one optimizer
-update (``tricklab.train.stacked_optim``).
+one backward pass of the stacked model (``tricklab.population.stacked``), per-member clipping and one optimizer
+update (``tricklab.population.stacked_optim``).
 
 What each member keeps as its own, exactly as if it were trained alone by ``tricklab.train.train``:
 
@@ -53,11 +53,13 @@ from torch import Tensor, nn
 
 from tricklab.data import Splits
 from tricklab.fsutil import atomic_write_text
+from tricklab.population.probe import MemberProbe, PopulationProbe, layer_kinds
+from tricklab.population.stacked import StackedNet
+from tricklab.population.stacked_optim import StackedOptimizer, clip_, member_grad_norms
 from tricklab.recipe import Recipe, recipe_to_dict, save_recipe
 from tricklab.train.callbacks import EarlyStoppingCallback, PlateauSchedule
 from tricklab.train.events import TrainState
 from tricklab.train.memory import retain_freed_memory
-from tricklab.train.population_probe import MemberProbe, PopulationProbe, layer_kinds
 from tricklab.train.run import (
     METRICS_FILE,
     RECIPE_FILE,
@@ -70,8 +72,6 @@ from tricklab.train.run import (
     prepare_data,
     select_device,
 )
-from tricklab.train.stacked import StackedNet
-from tricklab.train.stacked_optim import StackedOptimizer, clip_, member_grad_norms
 from tricklab.train.trainer import batches_per_epoch, data_order_generator, evaluate, training_subset
 from tricklab.tricks.clipping import CLIPPERS
 from tricklab.tricks.schedules import build_schedule
