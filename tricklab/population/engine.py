@@ -65,9 +65,9 @@ from tricklab.train.run import (
     RECIPE_FILE,
     RESULT_FILE,
     RunResult,
-    _alarms,
-    _best_epoch,
+    best_epoch,
     build_recipe_model,
+    core_alarms,
     json_safe,
     prepare_data,
     select_device,
@@ -430,16 +430,16 @@ class _Population:
             test = dict(evaluate(m.model, s.x_test, s.y_test))
             if len(s.x_val):
                 val = dict(evaluate(m.model, s.x_val, s.y_val))
-        best_epoch = (m.stopper.best_epoch if m.stopper is not None and m.stopper.best_epoch is not None
-                      else _best_epoch(st.history, rec.early_stopping.monitor))
+        best = (m.stopper.best_epoch if m.stopper is not None and m.stopper.best_epoch is not None
+                      else best_epoch(st.history, rec.early_stopping.monitor))
         run_dir = m.run_dir
         now = time.perf_counter()
         result = RunResult(
-            status=st.status, test_accuracy=test["accuracy"], test_loss=test["loss"], best_epoch=best_epoch,
+            status=st.status, test_accuracy=test["accuracy"], test_loss=test["loss"], best_epoch=best,
             epochs=len(st.history), steps=st.step, wall_seconds=now - self.started,
             run_dir=str(run_dir) if run_dir is not None else None,
             run_id=run_dir.name if run_dir is not None else f"{rec.name}-seed{rec.seed}",
-            alarms=_alarms(rec, s, m.model, [st]), history=st.history,
+            alarms=core_alarms(rec, s, m.model, [st]), history=st.history,
             diverged_step=st.diverged_step, stop_reason=st.stop_reason,
             val_accuracy=val["accuracy"], val_loss=val["loss"], train_seconds=now - self.train_started,
             num_params=sum(p.numel() for p in m.model.parameters()), data=s.summary(), device=str(self.device),

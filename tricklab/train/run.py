@@ -202,7 +202,7 @@ def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> P
     return Path(runs_root) / f"{safe}-{stamp}-{secrets.token_hex(3)}"
 
 
-def _best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:
+def best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:
     scored = [(h[monitor], int(h["epoch"])) for h in history if monitor in h and math.isfinite(h[monitor])]
     if not scored:
         return int(history[-1]["epoch"]) if history else None
@@ -397,14 +397,14 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         test = dict(evaluate(final_model, splits.x_test, splits.y_test))
         if len(splits.x_val):
             val = dict(evaluate(final_model, splits.x_val, splits.y_val))
-    alarms = _alarms(rec, splits, models[0], states)
+    alarms = core_alarms(rec, splits, models[0], states)
     stopper = stoppers[0]
-    best_epoch = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
-                  else _best_epoch(first.history, rec.early_stopping.monitor))
+    best = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
+                  else best_epoch(first.history, rec.early_stopping.monitor))
     result = RunResult(
         status=status,
         test_accuracy=test["accuracy"], test_loss=test["loss"],
-        best_epoch=best_epoch,
+        best_epoch=best,
         epochs=len(first.history), steps=sum(s.step for s in states),
         wall_seconds=time.perf_counter() - started,
         run_dir=str(run_path), run_id=run_path.name, alarms=alarms, history=first.history,
@@ -418,7 +418,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
     return result
 
 
-def _alarms(rec: Recipe, splits: Splits, model: nn.Module, states: list[TrainState]) -> list[dict[str, Any]]:
+def core_alarms(rec: Recipe, splits: Splits, model: nn.Module, states: list[TrainState]) -> list[dict[str, Any]]:
     """Alarms the core can raise on its own (the doctor adds per-layer ones): divergence and capacity."""
     alarms: list[dict[str, Any]] = []
     for s in states:
