@@ -94,13 +94,13 @@ def _stored_recipes_are_the_trials(store: Path, spec) -> None:
 
 
 def _grid(name: str, lr: float, **base) -> dict:
-    """A 2×2×2 grid whose factor keys are spelled out, each arm name long and alike once cut at 80 characters."""
+    """A 2×2 grid whose factor keys are spelled out, each arm name long and alike once cut at 80 characters (the
+    property test above covers large grids without training them)."""
     long = "x" * 90
     return {"name": name, "base": {**BASE, **base}, "seeds": 1, "factors": {
         f"optimizer learning rate {long}": {f"{long}-lr-high": {"optimizer.lr": lr},
                                             f"{long}-lr-low": {"optimizer.lr": lr / 10}},
-        "model.dropout": [0.0, 0.2],
-        "data.batch_size": [32, 64]}}
+        "model.dropout": [0.0, 0.2]}}
 
 
 @pytest.mark.slow
@@ -118,12 +118,12 @@ def test_a_changed_spec_under_a_fresh_store_never_records_an_old_result(tmp_path
     new = study_from_dict(_grid("g", 0.03, epochs=2))
     out = run_study(new, store=tmp_path / "new.sqlite", executor=executor, workers=2, runs_root=runs,
                     progress=False, report=False)
-    assert out.trained_now == len(new.trials()) == 8
+    assert out.trained_now == len(new.trials()) == 4
     _stored_recipes_are_the_trials(tmp_path / "new.sqlite", new)
     with Store(tmp_path / "new.sqlite") as db:
         assert all(t["result"]["epochs"] == 2 for t in db.trials("g"))   # trained now, not the old 1-epoch runs
-    # the old directories are intact: 8 + 8 trial directories, none shared
-    assert len(list(runs.glob("g/*/seed-*"))) == 16
+    # the old directories are intact: 4 + 4 trial directories, none shared
+    assert len(list(runs.glob("g/*/seed-*"))) == 8
 
 
 def test_a_directory_of_another_recipe_is_set_aside_never_resumed(tmp_path):
