@@ -300,7 +300,8 @@ def test_a_diverging_member_leaves_the_others_untouched(tmp_path):
                                splits=splits, on_done=lambda i, r: done.append(i))
     alone = train_population([PopulationMember(good)], splits=splits)[0]
     assert results[0].status == "diverged" and results[0].test_accuracy is None
-    assert results[0].diverged_step is not None and any(a["kind"] == "nan_loss" for a in results[0].alarms)
+    assert results[0].diverged_step is not None
+    assert any(a["kind"] == "nan_loss" for a in results[0].to_json()["alarms"])
     assert done == [0, 1]                                   # reported as soon as it diverged
     assert results[1].status == "completed"
     assert results[1].test_loss == pytest.approx(alone.test_loss, rel=1e-5)

@@ -113,7 +113,7 @@ def test_lr_far_too_high_diverges_and_keeps_the_last_good_checkpoint(tmp_path):
                                        "model.norm=none"], runs_root=tmp_path)
     assert r.status == "diverged" and r.diverged_step is not None
     assert r.test_accuracy is None and r.test_loss is None
-    assert any(a["kind"] == "nan_loss" and a["step"] == r.diverged_step for a in r.alarms)
+    assert any(a.kind == "nan_loss" and a.step == r.diverged_step for a in r.alarms)
     assert r.to_json()["test_loss"] is None
 
 

@@ -1,13 +1,18 @@
 """What the doctor sees and what it says: per-layer probe statistics, per-step records, alarms.
 
 Plain dataclasses of Python floats (the probe reads the device once per probe step), JSON round-trippable,
-so the same records feed detectors, the run directory (``probes.jsonl``), the store and the report.
+so the same records feed detectors, the run directory (``probes.jsonl``), the store and the report. ``Alarm``
+is defined in ``tricklab.store.records`` (the core's own alarms and the store use it too) and re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from tricklab.store.records import Alarm
+
+__all__ = ["ALARM_KINDS", "Alarm", "LayerStats", "ProbeRecord"]
 
 
 @dataclass
@@ -61,31 +66,6 @@ class ProbeRecord:
         d = dict(d)
         d["layers"] = [LayerStats(**layer) for layer in d.get("layers", [])]
         return cls(**d)
-
-
-@dataclass
-class Alarm:
-    """A named problem with its evidence and what to try, ranked.
-
-    ``kind`` is one of ``ALARM_KINDS``; ``layer`` the first affected layer (None for run-level problems);
-    ``step`` where it was first seen; ``message`` one or two sentences a person understands (which layer,
-    since which step, the numbers); ``evidence`` the numbers behind it; ``advice`` tricks to try, best first.
-    """
-
-    kind: str
-    step: int | None
-    message: str
-    layer: str | None = None
-    layers: list[str] = field(default_factory=list)
-    evidence: dict[str, float] = field(default_factory=dict)
-    advice: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def brief(self) -> dict[str, Any]:
-        """The ``{kind, layer, step, message}`` shape of the CLI contract."""
-        return {"kind": self.kind, "layer": self.layer, "step": self.step, "message": self.message}
 
 
 ALARM_KINDS = (

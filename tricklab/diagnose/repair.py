@@ -20,7 +20,7 @@ invasive action first. A repair budget bounds the total number of actions per ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,19 @@ def policy_key(kind: str, evidence: dict[str, float], unstable: bool = False) ->
     return kind
 
 
+class Repair(TypedDict):
+    """One entry of the repair log, as ``tricklab doctor --json`` prints it under ``repairs`` (DESIGN.md):
+    the step it was applied at, what was done (``lr×0.1``, ``clip norm θ=1``, ``model.norm=batch``, ...), and
+    why (``"<alarm kind>: <alarm message> → <the action's reason>"``).
+
+    A ``TypedDict``, not a dataclass: the log is JSON the CLI prints as it is, and the callers that read it
+    (tests, ``bench/doctor_corpus.py``) index it by key."""
+
+    step: int
+    action: str
+    reason: str
+
+
 @dataclass
 class RepairPlan:
     """Which action comes next for each problem, and how many repairs are left."""
@@ -167,7 +180,7 @@ class RepairPlan:
     budget: int = 4
     used: int = 0
     tried: dict[str, int] = field(default_factory=dict)
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[Repair] = field(default_factory=list)
     lowered_lr: bool = False
 
     def next_action(self, kind: str, evidence: dict[str, float], recipe: dict[str, Any],
@@ -193,9 +206,9 @@ class RepairPlan:
                 return action
         return None
 
-    def record(self, step: int, action: Action, alarm_kind: str, message: str, name: str | None = None) -> dict[str, Any]:
+    def record(self, step: int, action: Action, alarm_kind: str, message: str, name: str | None = None) -> Repair:
         """Log one repair; ``name`` is what was really done when it differs from the action's name (an
         adapted learning-rate factor, an in-run change applied as a restart)."""
-        entry = {"step": step, "action": name or action.name, "reason": f"{alarm_kind}: {message} → {action.reason}"}
+        entry = Repair(step=step, action=name or action.name, reason=f"{alarm_kind}: {message} → {action.reason}")
         self.log.append(entry)
         return entry

@@ -15,7 +15,7 @@ from typing import Any
 
 from tricklab.diagnose.probes import DEFAULT_EVERY
 from tricklab.diagnose.records import Alarm
-from tricklab.diagnose.repair import RepairPlan
+from tricklab.diagnose.repair import Repair, RepairPlan
 from tricklab.diagnose.trainer_callback import DoctorCallback
 from tricklab.fsutil import atomic_write_text
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
@@ -31,7 +31,7 @@ class DoctorResult:
 
     result: RunResult
     alarms: list[Alarm]
-    repairs: list[dict[str, Any]] = field(default_factory=list)
+    repairs: list[Repair] = field(default_factory=list)
     before: dict[str, Any] | None = None
     attempts: int = 1
 
@@ -60,11 +60,11 @@ class DoctorResult:
 
 def merge_alarms(result: RunResult, doctor_alarms: list[Alarm]) -> list[Alarm]:
     """The doctor's alarms plus the core's own (divergence, capacity) of kinds the doctor did not raise;
-    ``result.alarms`` (the ``{kind, layer, step, message}`` list of the CLI contract) is set to all of them."""
+    ``result.alarms`` is set to all of them (its JSON: the ``{kind, layer, step, message}`` list of the CLI
+    contract)."""
     seen = {a.kind for a in doctor_alarms}
-    merged = list(doctor_alarms) + [Alarm(kind=a["kind"], step=a["step"], message=a["message"], layer=a["layer"])
-                                    for a in result.alarms if a["kind"] not in seen]
-    result.alarms = [a.brief() for a in merged]
+    merged = list(doctor_alarms) + [a for a in result.alarms if a.kind not in seen]
+    result.alarms = merged
     return merged
 
 

@@ -33,13 +33,14 @@ from tricklab.diagnose.repair import (
     PRIORITY,
     UNSTABLE_UPDATE_RATIO,
     Action,
+    Repair,
     RepairPlan,
 )
 from tricklab.fsutil import atomic_write_text
-from tricklab.train.callbacks import GradientClipping
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.run import json_safe
 from tricklab.train.trainer import evaluate, training_subset
+from tricklab.tricks.monitor import Monitor
 
 PROBES_FILE = "probes.jsonl"
 ALARMS_FILE = "alarms.json"
@@ -48,6 +49,9 @@ RECENT_PROBES = 5
 KEPT_RATIOS = 64
 """Update ratios kept per attempt (with their steps), to size a learning-rate change from the probe nearest the
 weights a repair resumes from; the first probe of the run is always kept."""
+
+BEST_WEIGHTS = Monitor("val_loss")
+"""What the repairing doctor keeps the best weights by (and stops early on, when a repair switches that on)."""
 
 Ratio = tuple[int, float, float]
 """One probe's (step, median ‖Δw‖/‖w‖ over layers, learning rate of that step)."""
@@ -67,7 +71,7 @@ class DoctorCallback(Callback):
         self.doctor: Doctor | None = None
         self.probe: Probe | None = None
         self.alarms: list[Alarm] = []          # every alarm raised in this run, in order
-        self.repairs: list[dict[str, Any]] = []
+        self.repairs: list[Repair] = []
         self.before: dict[str, Any] | None = None
         self.can_restart = can_restart        # the caller starts the run again when ``restart`` is set
         self.restart = False
@@ -204,9 +208,7 @@ class DoctorCallback(Callback):
             state.lr_scale *= factor
             done = [f"lr×{factor:.3g}"]
         if action.clip_threshold is not None:
-            for cb in state.trainer.callbacks:
-                if isinstance(cb, GradientClipping):
-                    cb.mode, cb.threshold = "norm", action.clip_threshold
+            state.set_clipping("norm", action.clip_threshold)
             self.recipe.setdefault("clip", {}).update(mode="norm", threshold=action.clip_threshold)
         if action.weight_decay_factor is not None:
             for group in state.optimizer.param_groups:
@@ -246,7 +248,7 @@ class DoctorCallback(Callback):
     def _early_stopping(self, state: TrainState, val_loss: float | None) -> None:
         """Keep the weights of the best validation loss; once a repair switched early stopping on, stop with
         them after ``patience`` epochs without a better one."""
-        if isinstance(val_loss, float) and math.isfinite(val_loss) and val_loss < self._best_val:
+        if val_loss is not None and BEST_WEIGHTS.improved(val_loss, self._best_val):
             self._best_val, self._best_epoch = val_loss, state.epoch
             self._best = self._copy(state)
             return

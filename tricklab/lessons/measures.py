@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tricklab.lessons.lesson import Measure, TrialView
+from tricklab.tricks.monitor import Monitor
 
 
 def _num(value: Any) -> float | None:
@@ -43,7 +44,7 @@ def _accuracy(trial: TrialView) -> float | None:
 
 
 TEST_ACCURACY = Measure(
-    "test_accuracy", "test accuracy", True, _accuracy,
+    "test_accuracy", "test accuracy", Monitor("test_accuracy").higher_is_better, _accuracy,
     note="a diverged run counts at chance level (1/classes)")
 
 
@@ -59,12 +60,14 @@ def _planned_steps(result: Mapping[str, Any]) -> float | None:
 
 
 def steps_to(metric: str, value: float) -> Measure:
-    """Optimizer steps until the per-epoch ``metric`` (a validation accuracy) first reaches ``value``.
+    """Optimizer steps until the per-epoch ``metric`` (a validation accuracy) first reaches ``value``
+    (``Monitor.reached``: at or above it for an accuracy, at or below for a loss).
 
     The metric is evaluated at the end of each epoch, so the resolution is one epoch. A run that never reaches
     it (or diverged) counts as its whole budget of steps — censored: the true number is at least that, so
     differences can only be under-, never over-stated.
     """
+    monitor = Monitor(metric)
 
     def fn(trial: TrialView) -> float | None:
         r = trial.result
@@ -74,11 +77,12 @@ def steps_to(metric: str, value: float) -> Measure:
         if trial.status != "diverged":
             for h in _history(r):
                 v, step = _num(h.get(metric)), _num(h.get("step"))
-                if v is not None and step is not None and v >= value:
+                if step is not None and monitor.reached(v, value):
                     return step
         return budget
 
-    return Measure(f"steps_to_{metric}_{value:g}", f"steps to {metric} ≥ {value:g}", False, fn,
+    reach = "≥" if monitor.higher_is_better else "≤"
+    return Measure(f"steps_to_{metric}_{value:g}", f"steps to {metric} {reach} {value:g}", False, fn,
                    note="evaluated at epoch ends; never reached (or diverged) = the whole budget of steps")
 
 
@@ -125,7 +129,8 @@ def _train_loss(trial: TrialView) -> float | None:
     return _num(history[-1].get("train_loss")) if history else None
 
 
-FINAL_TRAIN_LOSS = Measure("final_train_loss", "final training loss", False, _train_loss,
+FINAL_TRAIN_LOSS = Measure("final_train_loss", "final training loss", Monitor("train_loss").higher_is_better,
+                           _train_loss,
                            note="the mean over the last epoch's minibatches; diverged runs have none")
 
 

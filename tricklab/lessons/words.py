@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from tricklab.lessons.outcome import CheckResult, LessonResult
 from tricklab.lessons.verdict import NOT_SUPPORTED, SUPPORTED
+from tricklab.tricks.monitor import Monitor
 
 
 def num(x: float | None, digits: int = 3) -> str:
@@ -118,11 +119,13 @@ def failed_arms(result: LessonResult) -> list[str]:
 
 
 def reached(result: LessonResult, metric: str, value: float, arms: Iterable[str] | None = None) -> str:
-    """Per arm, how many runs reached ``metric`` >= ``value`` at some epoch: "a 3/10, b 10/10"."""
+    """Per arm, how many runs reached ``metric`` at some epoch (``Monitor.reached``: >= ``value`` for an accuracy,
+    <= for a loss): "a 3/10, b 10/10"."""
+    monitor = Monitor(metric)
     parts = []
     for arm in arms if arms is not None else result.arms:
         histories = result.histories(arm)
-        hit = sum(any(isinstance(h.get(metric), int | float) and h[metric] >= value for h in hist)
+        hit = sum(any(isinstance(h.get(metric), int | float) and monitor.reached(h[metric], value) for h in hist)
                   for hist in histories)
         parts.append(f"{arm} {hit}/{len(histories)}")
     return ", ".join(parts)

@@ -53,6 +53,7 @@ from tricklab.report.study_data import (
 )
 from tricklab.store.sqlite import FINISHED
 from tricklab.study.stats import steps_to_target
+from tricklab.tricks.monitor import Monitor
 
 MAX_ALARM_ROWS = 500          # a diverging grid can raise thousands; the table shows the first ones
 ERROR_HEAD, ERROR_TAIL = 1200, 1200   # characters of a failed trial's error kept from its start and its end
@@ -124,7 +125,7 @@ def _differences(data: StudyData) -> Markup:
     parts: list[Any] = []
     for metric in shape.metric_names:
         stats = data.stats.get(metric)
-        better_up = direction(metric) != "lower is better"
+        better_up = Monitor(metric).higher_is_better
         rows = []
         for arm in others:
             d = stats.differences.get(arm) if stats else None

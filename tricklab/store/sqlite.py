@@ -17,13 +17,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from tricklab.errors import InputError, TricklabError
 from tricklab.fsutil import require_writable_file_path
+from tricklab.store.records import Alarm, AlarmRow, MetricRow, RunRow, StudyRow, TrialRow
 
 SCHEMA_VERSION = 2
 """1: the first stores; 2: ``trials.trial_hash`` (the hash of the trial's resolved recipe, ``recipe.identity``)."""
@@ -276,10 +277,10 @@ class Store:
             )
 
     @_names_the_file
-    def finish_run(self, run_id: str, status: str, result: dict[str, Any],
-                   metrics: Iterable[tuple[int, int | None, str, float | None]] = (),
-                   alarms: Iterable[dict[str, Any]] = ()) -> None:
-        """Store a run's outcome with its metric series and alarms, in one transaction."""
+    def finish_run(self, run_id: str, status: str, result: dict[str, Any], metrics: Iterable[MetricRow] = (),
+                   alarms: Iterable[Alarm | Mapping[str, Any]] = ()) -> None:
+        """Store a run's outcome with its metric series and alarms (``Alarm``s, or their ``brief()`` rows read
+        back from JSON), in one transaction."""
         with self.transaction() as db:
             self._finish_run(db, run_id, status, result, metrics, alarms)
 
@@ -299,15 +300,14 @@ class Store:
 
     @staticmethod
     def _finish_run(db: sqlite3.Connection, run_id: str, status: str, result: dict[str, Any],
-                    metrics: Iterable[tuple[int, int | None, str, float | None]],
-                    alarms: Iterable[dict[str, Any]]) -> None:
+                    metrics: Iterable[MetricRow], alarms: Iterable[Alarm | Mapping[str, Any]]) -> None:
         db.execute("UPDATE runs SET status = ?, result = ?, finished = ? WHERE id = ?",
                    (status, json.dumps(result), time.time(), run_id))
         db.execute("DELETE FROM alarms WHERE run_id = ?", (run_id,))
         db.executemany("INSERT OR REPLACE INTO metrics (run_id, step, epoch, name, value) VALUES (?, ?, ?, ?, ?)",
                        [(run_id, s, e, n, v) for s, e, n, v in metrics])
         db.executemany("INSERT INTO alarms (run_id, step, kind, layer, message) VALUES (?, ?, ?, ?, ?)",
-                       [(run_id, a.get("step"), a["kind"], a.get("layer"), a["message"]) for a in alarms])
+                       [(run_id, a.step, a.kind, a.layer, a.message) for a in map(Alarm.of, alarms)])
 
     # -- studies and trials ---------------------------------------------------------------------------------
     @_names_the_file
@@ -327,7 +327,7 @@ class Store:
                            [(study_id, arm, seed) for arm, seed in trials])
 
     @_names_the_file
-    def trials(self, study_id: str) -> list[dict[str, Any]]:
+    def trials(self, study_id: str) -> list[TrialRow]:
         names = ("arm", "seed", "status", "attempts", "run_id", "executor", "error", "started", "finished", "result",
                  "trial_hash")
         cur = self._db.execute(f"SELECT {', '.join(names)} FROM trials WHERE study_id = ? ORDER BY seed, arm",
@@ -336,7 +336,7 @@ class Store:
         for row in cur:
             d = dict(zip(names, row))
             d["result"] = json.loads(d["result"]) if d["result"] else None
-            out.append(d)
+            out.append(cast(TrialRow, d))
         return out
 
     @_names_the_file
@@ -350,8 +350,8 @@ class Store:
     def finish_trial(self, study_id: str, arm: str, seed: int, *, status: str, run_id: str | None = None,
                      run_name: str = "", recipe: dict[str, Any] | None = None, run_dir: str | None = None,
                      result: dict[str, Any] | None = None,
-                     metrics: Iterable[tuple[int, int | None, str, float | None]] = (),
-                     alarms: Iterable[dict[str, Any]] = (), error: str | None = None,
+                     metrics: Iterable[MetricRow] = (), alarms: Iterable[Alarm | Mapping[str, Any]] = (),
+                     error: str | None = None,
                      version: str | None = None, git_rev: str | None = None, trial_hash: str | None = None) -> None:
         """A trial's outcome, its run, metric series and alarms — all in one transaction, so a driver killed at
         any moment leaves either the whole trial or none of it."""
@@ -377,25 +377,25 @@ class Store:
                               " status = 'running'", (time.time(), study_id)).rowcount
 
     @_names_the_file
-    def study(self, study_id: str) -> dict[str, Any] | None:
+    def study(self, study_id: str) -> StudyRow | None:
         row = self._db.execute("SELECT id, spec_hash, spec, created, version, git_rev FROM studies WHERE id = ?",
                                (study_id,)).fetchone()
         if row is None:
             return None
-        return dict(zip(("id", "spec_hash", "spec", "created", "version", "git_rev"), row[:2] + (json.loads(row[2]),)
-                        + row[3:]))
+        return cast(StudyRow, dict(zip(("id", "spec_hash", "spec", "created", "version", "git_rev"),
+                                       row[:2] + (json.loads(row[2]),) + row[3:])))
 
     @_names_the_file
     def studies(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT id FROM studies ORDER BY created")]
 
     @_names_the_file
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> RunRow | None:
         row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return self._row(row) if row else None
 
     @_names_the_file
-    def runs(self, study_id: str | None = None) -> list[dict[str, Any]]:
+    def runs(self, study_id: str | None = None) -> list[RunRow]:
         if study_id is None:
             rows = self._db.execute("SELECT * FROM runs ORDER BY created").fetchall()
         else:
@@ -413,14 +413,15 @@ class Store:
         return series
 
     @_names_the_file
-    def alarms(self, run_id: str) -> list[dict[str, Any]]:
+    def alarms(self, run_id: str) -> list[AlarmRow]:
+        """A run's alarms in the ``{kind, layer, step, message}`` shape (``Alarm.brief()``), ordered by step."""
         cur = self._db.execute("SELECT step, kind, layer, message FROM alarms WHERE run_id = ? ORDER BY step",
                                (run_id,))
-        return [dict(zip(("step", "kind", "layer", "message"), r)) for r in cur]
+        return [{"step": step, "kind": kind, "layer": layer, "message": message} for step, kind, layer, message in cur]
 
-    def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+    def _row(self, row: tuple[Any, ...]) -> RunRow:
         names = [d[1] for d in self._db.execute("PRAGMA table_info(runs)")]
         out = dict(zip(names, row))
         out["recipe"] = json.loads(out["recipe"])
         out["result"] = json.loads(out["result"]) if out["result"] else None
-        return out
+        return cast(RunRow, out)

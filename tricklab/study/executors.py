@@ -56,14 +56,13 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     restarted; one holding anything else is set aside (``claim_run_dir``) and the trial starts fresh.
     """
     try:
-        import math
-
         import torch
 
         from tricklab.diagnose.run_doctor import merge_alarms
         from tricklab.diagnose.trainer_callback import DoctorCallback
         from tricklab.recipe import recipe_from_dict
         from tricklab.train import train
+        from tricklab.train.rows import metric_rows
 
         torch.set_num_threads(max(1, task.threads))
         run_dir = Path(task.run_dir)
@@ -75,9 +74,7 @@ def run_trial(task: TrialTask) -> TrialOutcome:
             run_dir.mkdir(parents=True, exist_ok=True)
             result = train(recipe_from_dict(task.recipe), run_dir=run_dir, callbacks=[doctor])
         merge_alarms(result, doctor.alarms)
-        metrics = [(int(h["step"]), int(h["epoch"]), k, v if isinstance(v, float) and math.isfinite(v) else None)
-                   for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
-        return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metrics)
+        return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metric_rows(result.history))
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded with its error, the study goes on
         return TrialOutcome(task.arm, task.seed, "failed", error=f"{type(err).__name__}: {err}\n"
                                                                  f"{traceback.format_exc(limit=8)}")

@@ -147,11 +147,10 @@ class _DoctorObserver:
 
 def _outcome(task: TrialTask, result: Any, observer: _DoctorObserver) -> TrialOutcome:
     from tricklab.diagnose.run_doctor import merge_alarms
+    from tricklab.train.rows import metric_rows
 
     merge_alarms(result, observer.alarms)
-    metrics = [(int(h["step"]), int(h["epoch"]), k, v if isinstance(v, float) and math.isfinite(v) else None)
-               for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
-    return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metrics)
+    return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metric_rows(result.history))
 
 
 def train_unit(unit: _Unit, send: Any) -> None:

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tricklab.errors import InputError
+from tricklab.tricks.monitor import Monitor
 
 CONFIDENCE = 0.95          # two-sided level of every interval
 ALPHA = 0.05               # significance level of every test (after Holm across arms) = 1 - CONFIDENCE
@@ -232,19 +233,19 @@ class TargetReached(NamedTuple):
 
 
 def steps_to_target(history: list[dict[str, Any]], metric: str, value: float,
-                    higher_is_better: bool = True) -> TargetReached | None:
-    """The first epoch whose ``metric`` is at or past ``value``: (step at the end of that epoch, summed
-    ``epoch_seconds`` up to and including it); None if never reached. The resolution is one epoch — the
-    metric is only evaluated at epoch ends. Non-finite metric values (a diverged epoch) never count."""
+                    higher_is_better: bool | None = None) -> TargetReached | None:
+    """The first epoch whose ``metric`` is at or past ``value`` (``Monitor.reached``; which way is "past": from the
+    metric's name unless ``higher_is_better`` says): (step at the end of that epoch, summed ``epoch_seconds`` up
+    to and including it); None if never reached. The resolution is one epoch — the metric is only evaluated at
+    epoch ends. Non-finite metric values (a diverged epoch) never count."""
+    monitor = Monitor(metric, higher_is_better)
     elapsed = 0.0
     for epoch in history:
         seconds = epoch.get("epoch_seconds")
         if seconds is not None and math.isfinite(float(seconds)):
             elapsed += float(seconds)
         v = epoch.get(metric)
-        if v is None or not math.isfinite(float(v)):
-            continue
-        if (float(v) >= value) if higher_is_better else (float(v) <= value):
+        if v is not None and monitor.reached(float(v), value):
             return TargetReached(int(epoch["step"]), elapsed)
     return None
 

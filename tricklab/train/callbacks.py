@@ -15,11 +15,16 @@ from tricklab.train.events import Callback, TrainState
 from tricklab.tricks.averaging import EMA, SWA, recompute_bn_stats
 from tricklab.tricks.clipping import clip_gradients_
 from tricklab.tricks.early_stopping import EarlyStopping
+from tricklab.tricks.monitor import Monitor
 from tricklab.tricks.schedules import Plateau
 
 
 class GradientClipping(Callback):
-    """Clips gradients before every optimizer step and records how often it fired and the norm before it."""
+    """Clips gradients before every optimizer step and records how often it fired and the norm before it.
+
+    The setting starts as the recipe's and changes when a callback asks ``state.set_clipping`` (the doctor's
+    repair): the request is applied before the next step and kept in ``state_dict``, so a resumed run clips as
+    the run it continues did."""
 
     def __init__(self, mode: str, threshold: float) -> None:
         self.mode = mode
@@ -41,6 +46,8 @@ class GradientClipping(Callback):
         self._count = 0
 
     def on_before_optimizer_step(self, state: TrainState) -> None:
+        if state.clipping is not None:
+            (self.mode, self.threshold), state.clipping = state.clipping, None
         stats = clip_gradients_(self._params, self.mode, self.threshold)
         assert self._fired is not None and self._norm_sum is not None and self._norm_max is not None
         self._fired += stats.fired.to(torch.int64)
@@ -56,6 +63,13 @@ class GradientClipping(Callback):
         state.epoch_metrics["grad_norm_mean"] = self._norm_sum.item() / self._count
         state.epoch_metrics["grad_norm_max"] = self._norm_max.item()
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "threshold": self.threshold}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # checkpoints written before the setting was kept hold {}: the recipe's setting stands
+        self.mode, self.threshold = state.get("mode", self.mode), state.get("threshold", self.threshold)
+
 
 class EarlyStoppingCallback(Callback):
     """Stops after ``patience`` epochs without improvement of the monitored validation metric and restores
@@ -63,8 +77,7 @@ class EarlyStoppingCallback(Callback):
 
     def __init__(self, patience: int, monitor: str = "val_loss", min_delta: float = 0.0) -> None:
         self.monitor = monitor
-        self.stopper = EarlyStopping(patience=patience, min_delta=min_delta,
-                                     mode="max" if monitor.endswith("accuracy") else "min")
+        self.stopper = EarlyStopping(patience=patience, min_delta=min_delta, mode=Monitor(monitor).mode)
         self.stopped_epoch: int | None = None
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -77,12 +90,13 @@ class EarlyStoppingCallback(Callback):
             self.stopped_epoch = state.epoch + 1
 
     def on_fit_end(self, state: TrainState) -> None:
-        if state.status != "diverged" and self.stopper.best_value is not None:
+        if state.status != "diverged" and self.stopper.best_state is not None:
             self.stopper.restore(state.eval_model or state.model)
 
     @property
     def best_epoch(self) -> int | None:
-        return None if self.stopper.best_index is None else self.stopper.best_index + 1
+        """The 1-based epoch of the best value (None before any epoch improved on the start)."""
+        return None if self.stopper.best_index < 0 else self.stopper.best_index + 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"stopper": self.stopper.state_dict(), "stopped_epoch": self.stopped_epoch}
@@ -145,7 +159,7 @@ class PlateauSchedule(Callback):
 
     def __init__(self, factor: float, patience: int, monitor: str = "val_loss") -> None:
         self.monitor = monitor
-        self.plateau = Plateau(factor=factor, patience=patience, mode="max" if monitor.endswith("accuracy") else "min")
+        self.plateau = Plateau(factor=factor, patience=patience, mode=Monitor(monitor).mode)
 
     def on_epoch_end(self, state: TrainState) -> None:
         value = state.epoch_metrics.get(self.monitor, state.epoch_metrics.get("train_loss"))

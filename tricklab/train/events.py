@@ -41,6 +41,15 @@ class TrainState:
     diverged_step: int | None = None
     first_bad_step: torch.Tensor | None = None  # device scalar: first step of this epoch with a non-finite loss
     # (-1 = none). A callback that repairs a run in place (the doctor) resets it with ``fill_(-1)``.
+    clipping: tuple[str, float] | None = None  # (mode, threshold) asked for with ``set_clipping``, not yet applied
+
+    def set_clipping(self, mode: str, threshold: float) -> None:
+        """Clip gradients with ``mode`` (``tricks.clipping``: norm, unit, value, agc, none) at ``threshold`` from
+        the next optimizer step on — how a callback (the doctor's repair) changes clipping without reaching into
+        another callback. The Trainer's ``GradientClipping`` callback applies the request and keeps it in its
+        checkpointed state; a Trainer without one does not clip, and the request stays unapplied."""
+        self.clipping = (mode, float(threshold))
+
 
 
 class Callback:

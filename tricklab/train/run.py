@@ -30,12 +30,15 @@ from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
 from tricklab.recipe.identity import data_fingerprint, recipe_differences, recipe_hash, with_absolute_paths
 from tricklab.store import Store
+from tricklab.store.records import Alarm
 from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.progress import ProgressReporter
+from tricklab.train.rows import metric_rows
 from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate
 from tricklab.tricks.averaging import Ensemble
 from tricklab.tricks.init import init_model_
+from tricklab.tricks.monitor import Monitor
 from tricklab.tricks.norm import apply_weight_norm
 from tricklab.tricks.optimizers import build_optimizer
 from tricklab.tricks.regularization import add_decoupled_weight_decay, capacity_warning, param_groups
@@ -64,7 +67,7 @@ class RunResult:
     wall_seconds: float
     run_dir: str | None
     run_id: str
-    alarms: list[dict[str, Any]] = field(default_factory=list)
+    alarms: list[Alarm] = field(default_factory=list)   # in the JSON: their ``brief()`` {kind, layer, step, message}
     history: list[dict[str, float]] = field(default_factory=list)
     diverged_step: int | None = None
     stop_reason: str = ""
@@ -78,7 +81,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (non-finite numbers become null)."""
-        return json_safe(asdict(self))
+        return json_safe({**asdict(self), "alarms": [a.brief() for a in self.alarms]})
 
 
 def json_safe(obj: Any) -> Any:
@@ -203,11 +206,12 @@ def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> P
 
 
 def best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:
-    scored = [(h[monitor], int(h["epoch"])) for h in history if monitor in h and math.isfinite(h[monitor])]
-    if not scored:
+    """The epoch (1-based) of the best finite ``monitor`` value (ties: the earliest); the last epoch when none
+    is finite, None without history."""
+    index = Monitor(monitor).best_index(history)
+    if index is None:
         return int(history[-1]["epoch"]) if history else None
-    best = max(scored, key=lambda t: (t[0], -t[1])) if monitor.endswith("accuracy") else min(scored)
-    return best[1]
+    return int(history[index]["epoch"])
 
 
 def train(
@@ -290,9 +294,7 @@ def train(
                 raise Interrupted(f"run {run_path} keeps its last complete epoch",
                                   resume=shlex.join(["tricklab", "train", "--resume", str(run_path)])) from None
             if db is not None:
-                metric_rows = [(int(h["step"]), int(h["epoch"]), k, v if math.isfinite(v) else None)
-                               for h in result.history for k, v in h.items() if k not in ("epoch", "step")]
-                db.finish_run(run_id, result.status, result.to_json(), metric_rows, result.alarms)
+                db.finish_run(run_id, result.status, result.to_json(), metric_rows(result.history), result.alarms)
     finally:
         if own_store and db is not None:
             db.close()
@@ -418,16 +420,13 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
     return result
 
 
-def core_alarms(rec: Recipe, splits: Splits, model: nn.Module, states: list[TrainState]) -> list[dict[str, Any]]:
+def core_alarms(rec: Recipe, splits: Splits, model: nn.Module, states: list[TrainState]) -> list[Alarm]:
     """Alarms the core can raise on its own (the doctor adds per-layer ones): divergence and capacity."""
-    alarms: list[dict[str, Any]] = []
-    for s in states:
-        if s.status == "diverged":
-            alarms.append({"kind": "nan_loss", "layer": None, "step": s.diverged_step,
-                           "message": f"the loss became NaN/Inf at step {s.diverged_step}; training stopped and the "
-                                      "last good checkpoint was kept. Try a lower learning rate or gradient clipping."})
+    alarms = [Alarm("nan_loss", s.diverged_step, f"the loss became NaN/Inf at step {s.diverged_step}; training "
+                    "stopped and the last good checkpoint was kept. Try a lower learning rate or gradient clipping.")
+              for s in states if s.status == "diverged"]
     num_params = sum(p.numel() for p in model.parameters())
     warning = capacity_warning(num_params, len(splits.x_train))
     if warning:
-        alarms.append({"kind": "too_many_parameters", "layer": None, "step": 0, "message": warning})
+        alarms.append(Alarm("too_many_parameters", 0, warning))
     return alarms

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tricklab.registry import Registry
+from tricklab.tricks.monitor import improved
 
 STOPPERS = Registry("early_stopping")
 
@@ -28,7 +29,8 @@ class EarlyStopping:
     """Stop after ``patience`` evaluations without an improvement of at least ``min_delta``; keep the best.
 
     An evaluation improves when value < best − min_delta (mode "min", e.g. validation loss) or
-    value > best + min_delta (mode "max", e.g. accuracy); NaN never improves. ``update`` returns True on the
+    value > best + min_delta (mode "max", e.g. accuracy; ``Monitor(name).mode`` gives it from a metric's name);
+    a non-finite value never improves (``tricks.monitor.improved``). ``update`` returns True on the
     ``patience``-th consecutive non-improving evaluation (with patience 0: on the first). The best model's
     state_dict is kept as a CPU copy (one device→host copy per improvement); ``restore(model)`` loads it.
     Prechelt 1998, "Early stopping — but when?" (Neural Networks: Tricks of the Trade, LNCS 1524); Keras'
@@ -51,9 +53,7 @@ class EarlyStopping:
 
     def improves(self, value: float) -> bool:
         """True when ``value`` beats the best so far by more than ``min_delta``."""
-        if self.mode == "min":
-            return value < self.best_value - self.min_delta
-        return value > self.best_value + self.min_delta
+        return improved(value, self.best_value, self.min_delta, higher=self.mode == "max")
 
     def update(self, value: float, model: nn.Module) -> bool:
         """Record one evaluation of the monitored metric for ``model``; True means: stop training now."""
