@@ -24,7 +24,7 @@ from torch import nn
 
 from tricklab.data import Splits, load_data
 from tricklab.errors import InputError, Interrupted
-from tricklab.fsutil import atomic_write_text, exclusive_lock, safe_name
+from tricklab.fsutil import atomic_write_text, exclusive_lock, require_file, safe_name
 from tricklab.models import build_model, load_user_model
 from tricklab.provenance import __version__, git_revision
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
@@ -313,8 +313,12 @@ def identity_problems(run_path: Path, recipe: dict[str, Any]) -> list[str]:
     (``identity.json``; ``recipe.yaml`` in directories older than it) differs — each differing key named — or
     its data file changed. Empty when it may."""
     try:
-        identity = json.loads((run_path / IDENTITY_FILE).read_text(encoding="utf-8"))
+        path = require_file(run_path / IDENTITY_FILE, "--resume") if os.path.lexists(run_path / IDENTITY_FILE) \
+            else run_path / IDENTITY_FILE   # a FIFO in its place is refused by type, never opened
+        identity = json.loads(path.read_text(encoding="utf-8"))
         saved, data = identity["recipe"], identity.get("data")
+    except InputError:
+        return [f"its {IDENTITY_FILE} is not a regular file"]
     except FileNotFoundError:
         try:
             saved, data = recipe_to_dict(load_recipe(run_path / RECIPE_FILE)), None
