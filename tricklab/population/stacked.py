@@ -106,125 +106,197 @@ def _pair(v: Any, dims: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
 
 
+def _weight_params(name: str, m: nn.Module) -> tuple[str, ...]:
+    """The state_dict keys of a weight layer's weight and (if it has one) bias."""
+    return (f"{name}.weight",) + ((f"{name}.bias",) if m.bias is not None else ())
+
+
+def _window(m: nn.Module, dims: int, stride: Any) -> tuple[tuple[int, ...], ...]:
+    """Kernel, stride, padding, dilation of a 1-D or 2-D window as 2-D tuples (a 1-D signal is H = 1, W = L)."""
+    k, s, p, d = (_pair(v, dims) for v in (m.kernel_size, stride, m.padding, m.dilation))
+    if dims == 1:
+        k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
+    return k, s, p, d
+
+
+class _Compiler:
+    """Walks the template's leaf modules in forward order, tracking the stacked layout and one member's example
+    shape, and appends the ``Op``s of each layer (one method per layer kind, chosen by ``_LAYER_RULES``)."""
+
+    def __init__(self, input_shape: tuple[int, ...]) -> None:
+        self.ops: list[Op] = []
+        self.layout = RAW
+        self.shape = tuple(input_shape)   # one member's example shape
+
+    def add(self, name: str, m: nn.Module) -> None:
+        for types, rule in _LAYER_RULES:
+            if isinstance(m, types):
+                rule(self, name, m)
+                return
+        raise NotStackable(f"{name}: {type(m).__name__} layers are not supported by the population engine")
+
+    def finish(self) -> tuple[list[Op], tuple[int, ...]]:
+        if self.layout != VEC or len(self.shape) != 1:
+            raise NotStackable(f"the model's output has shape {self.shape}; the population engine needs logits "
+                               "(K, C, B)")
+        return self.ops, self.shape
+
+    # -- layout conversions ------------------------------------------------------------------------------------
+    def to_img(self) -> None:
+        if self.layout == IMG:
+            return
+        if self.layout != RAW or len(self.shape) not in (2, 3):
+            raise NotStackable(f"a convolution on inputs of shape {self.shape} in layout {self.layout}")
+        self.ops.append(Op("raw_to_img", args={"spatial": len(self.shape) - 1}))
+        self.layout = IMG
+
+    def to_vec(self) -> None:
+        if self.layout == RAW and len(self.shape) == 1:
+            self.ops.append(Op("raw_flatten"))
+            self.layout = VEC
+        elif self.layout != VEC:
+            raise NotStackable(f"a dense layer on inputs of shape {self.shape}; flatten first")
+
+    # -- one method per layer kind ---------------------------------------------------------------------------
+    def identity(self, name: str, m: nn.Identity) -> None:
+        pass
+
+    def flatten(self, name: str, m: nn.Flatten) -> None:
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise NotStackable(f"{name}: Flatten({m.start_dim}, {m.end_dim})")
+        if self.layout == IMG:
+            self.ops.append(Op("img_to_vec", args={"channels": self.shape[0], "spatial": len(self.shape) - 1}))
+        elif self.layout == RAW:
+            self.ops.append(Op("raw_flatten"))
+        self.layout, self.shape = VEC, (math.prod(self.shape),)
+
+    def reshape(self, name: str, m: Reshape) -> None:
+        if self.layout != RAW:
+            raise NotStackable(f"{name}: Reshape after a layer")
+        if math.prod(m.shape) != math.prod(self.shape):
+            raise NotStackable(f"{name}: Reshape{m.shape} of {self.shape}")
+        if m.shape != self.shape:
+            self.ops.append(Op("raw_reshape", args={"shape": m.shape}))
+        self.shape = m.shape
+
+    def linear(self, name: str, m: nn.Linear) -> None:
+        self.to_vec()
+        if self.shape[-1] != m.in_features:
+            raise NotStackable(f"{name}: Linear({m.in_features}) on {self.shape[-1]} features")
+        self.ops.append(Op("linear", name, _weight_params(name, m)))
+        self.shape = (m.out_features,)
+
+    def conv(self, name: str, m: nn.Conv1d | nn.Conv2d) -> None:
+        dims = 1 if isinstance(m, nn.Conv1d) else 2
+        if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise NotStackable(f"{name}: only zero-padded, ungrouped convolutions with numeric padding")
+        if len(self.shape) != dims + 1 or self.shape[0] != m.in_channels:
+            raise NotStackable(f"{name}: {type(m).__name__} on inputs of shape {self.shape}")
+        self.to_img()
+        k, s, p, d = _window(m, dims, m.stride)
+        self.ops.append(Op("conv", name, _weight_params(name, m),
+                           args={"kernel": k, "stride": s, "padding": p, "dilation": d, "dims": dims}))
+        spatial = [(size + 2 * pi - di * (ki - 1) - 1) // si + 1
+                   for size, ki, si, pi, di in zip(self.shape[1:], k[-dims:], s[-dims:], p[-dims:], d[-dims:])]
+        self.shape = (m.out_channels, *spatial)
+
+    def batch_norm(self, name: str, m: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+        if not (m.affine and m.track_running_stats) or m.momentum is None:
+            raise NotStackable(f"{name}: batch norm without affine parameters or running statistics")
+        if self.layout not in (VEC, IMG) or self.shape[0] != m.num_features:
+            raise NotStackable(f"{name}: batch norm on {self.shape}")
+        self.ops.append(Op("batch_norm_" + self.layout, name, (f"{name}.weight", f"{name}.bias"),
+                           (f"{name}.running_mean", f"{name}.running_var", f"{name}.num_batches_tracked"),
+                           args={"eps": m.eps, "momentum": m.momentum}))
+
+    def layer_norm(self, name: str, m: nn.LayerNorm) -> None:
+        if (self.layout != VEC or tuple(m.normalized_shape) != self.shape or not m.elementwise_affine
+                or m.bias is None):
+            raise NotStackable(f"{name}: layer norm other than over all features with affine parameters")
+        self.ops.append(Op("layer_norm", name, (f"{name}.weight", f"{name}.bias"), args={"eps": m.eps}))
+
+    def group_norm(self, name: str, m: nn.GroupNorm) -> None:
+        if self.layout != IMG or not m.affine:
+            raise NotStackable(f"{name}: group norm on dense features or without affine parameters")
+        self.ops.append(Op("group_norm", name, (f"{name}.weight", f"{name}.bias"),
+                           args={"groups": m.num_groups, "eps": m.eps}))
+
+    def activation(self, name: str, m: nn.Module) -> None:
+        if any(True for _ in m.parameters()):
+            raise NotStackable(f"{name}: an activation with parameters")
+        # ReLU right after a batch norm can run in place (batch norm's backward needs its input only)
+        in_place = type(m) is nn.ReLU and bool(self.ops) and self.ops[-1].kind.startswith("batch_norm")
+        self.ops.append(Op("activation", name, args={"module": m, "family": activation_family(m),
+                                                     "in_place": in_place}))
+
+    def dropout(self, name: str, m: nn.Dropout) -> None:
+        if m.inplace:
+            raise NotStackable(f"{name}: in-place dropout")
+        self.ops.append(Op("dropout", name, args={"layout": self.layout, "shape": self.shape}))
+
+    def max_pool(self, name: str, m: nn.MaxPool1d | nn.MaxPool2d) -> None:
+        if self.layout != IMG or m.return_indices:
+            raise NotStackable(f"{name}: max-pooling outside a convolutional body")
+        dims = 1 if isinstance(m, nn.MaxPool1d) else 2
+        k, s, p, d = _window(m, dims, m.stride or m.kernel_size)
+        self.ops.append(Op("max_pool", name, args={"kernel": k, "stride": s, "padding": p, "dilation": d,
+                                                   "ceil_mode": m.ceil_mode}))
+        spatial = [_pooled_size(size, ki, si, pi, di, m.ceil_mode)
+                   for size, ki, si, pi, di in zip(self.shape[1:], k[-dims:], s[-dims:], p[-dims:], d[-dims:])]
+        self.shape = (self.shape[0], *spatial)
+
+    def global_avg_pool(self, name: str, m: nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d) -> None:
+        target = _pair(m.output_size, 1 if isinstance(m, nn.AdaptiveAvgPool1d) else 2)
+        if self.layout != IMG or any(t != 1 for t in target):
+            raise NotStackable(f"{name}: adaptive pooling other than global average pooling")
+        self.ops.append(Op("global_avg_pool", name))
+        self.shape = (self.shape[0],) + (1,) * (len(self.shape) - 1)
+
+
+def _pooled_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """One spatial size after max-pooling, as ``nn.MaxPool`` computes it (a ceil-mode window must start inside
+    the padded input)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+_LAYER_RULES: tuple[tuple[type | tuple[type, ...], Any], ...] = (
+    (nn.Identity, _Compiler.identity),
+    (nn.Flatten, _Compiler.flatten),
+    (Reshape, _Compiler.reshape),
+    (nn.Linear, _Compiler.linear),
+    ((nn.Conv1d, nn.Conv2d), _Compiler.conv),
+    ((nn.BatchNorm1d, nn.BatchNorm2d), _Compiler.batch_norm),
+    (nn.LayerNorm, _Compiler.layer_norm),
+    (nn.GroupNorm, _Compiler.group_norm),
+    (ELEMENTWISE, _Compiler.activation),
+    (nn.Dropout, _Compiler.dropout),
+    ((nn.MaxPool1d, nn.MaxPool2d), _Compiler.max_pool),
+    ((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d), _Compiler.global_avg_pool),
+)
+"""Layer type → the ``_Compiler`` method that appends its ops; the first matching row wins."""
+
+
 def compile_ops(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Op], tuple[int, ...]]:
     """The stacked forward pass of ``template`` as a list of ``Op``s (layout conversions included) and the
     per-member output shape."""
-    ops: list[Op] = []
-    layout, shape = RAW, tuple(input_shape)   # shape: one member's example shape
-
-    def to_img() -> None:
-        nonlocal layout
-        if layout == IMG:
-            return
-        if layout != RAW or len(shape) not in (2, 3):
-            raise NotStackable(f"a convolution on inputs of shape {shape} in layout {layout}")
-        ops.append(Op("raw_to_img", args={"spatial": len(shape) - 1}))
-        layout = IMG
-
-    def to_vec() -> None:
-        nonlocal layout
-        if layout == RAW and len(shape) == 1:
-            ops.append(Op("raw_flatten"))
-            layout = VEC
-        elif layout != VEC:
-            raise NotStackable(f"a dense layer on inputs of shape {shape}; flatten first")
-
+    compiler = _Compiler(input_shape)
     for name, m in _children_in_order(template, ""):
-        if isinstance(m, nn.Identity):
-            continue
-        if isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                raise NotStackable(f"{name}: Flatten({m.start_dim}, {m.end_dim})")
-            if layout == IMG:
-                ops.append(Op("img_to_vec", args={"channels": shape[0], "spatial": len(shape) - 1}))
-            elif layout == RAW:
-                ops.append(Op("raw_flatten"))
-            layout, shape = VEC, (math.prod(shape),)
-        elif isinstance(m, Reshape):
-            if layout != RAW:
-                raise NotStackable(f"{name}: Reshape after a layer")
-            if math.prod(m.shape) != math.prod(shape):
-                raise NotStackable(f"{name}: Reshape{m.shape} of {shape}")
-            if m.shape != shape:
-                ops.append(Op("raw_reshape", args={"shape": m.shape}))
-            shape = m.shape
-        elif isinstance(m, nn.Linear):
-            to_vec()
-            if shape[-1] != m.in_features:
-                raise NotStackable(f"{name}: Linear({m.in_features}) on {shape[-1]} features")
-            ops.append(Op("linear", name, (f"{name}.weight",) + ((f"{name}.bias",) if m.bias is not None else ())))
-            shape = (m.out_features,)
-        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            dims = 1 if isinstance(m, nn.Conv1d) else 2
-            if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
-                raise NotStackable(f"{name}: only zero-padded, ungrouped convolutions with numeric padding")
-            if len(shape) != dims + 1 or shape[0] != m.in_channels:
-                raise NotStackable(f"{name}: {type(m).__name__} on inputs of shape {shape}")
-            to_img()
-            k, s, p, d = (_pair(v, dims) for v in (m.kernel_size, m.stride, m.padding, m.dilation))
-            if dims == 1:
-                k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
-            ops.append(Op("conv", name, (f"{name}.weight",) + ((f"{name}.bias",) if m.bias is not None else ()),
-                          args={"kernel": k, "stride": s, "padding": p, "dilation": d, "dims": dims}))
-            spatial = [(size + 2 * pi - di * (ki - 1) - 1) // si + 1
-                       for size, ki, si, pi, di in zip(shape[1:], k[-dims:], s[-dims:], p[-dims:], d[-dims:])]
-            shape = (m.out_channels, *spatial)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if not (m.affine and m.track_running_stats) or m.momentum is None:
-                raise NotStackable(f"{name}: batch norm without affine parameters or running statistics")
-            if layout not in (VEC, IMG) or shape[0] != m.num_features:
-                raise NotStackable(f"{name}: batch norm on {shape}")
-            ops.append(Op("batch_norm_" + layout, name, (f"{name}.weight", f"{name}.bias"),
-                          (f"{name}.running_mean", f"{name}.running_var", f"{name}.num_batches_tracked"),
-                          args={"eps": m.eps, "momentum": m.momentum}))
-        elif isinstance(m, nn.LayerNorm):
-            if layout != VEC or tuple(m.normalized_shape) != shape or not m.elementwise_affine or m.bias is None:
-                raise NotStackable(f"{name}: layer norm other than over all features with affine parameters")
-            ops.append(Op("layer_norm", name, (f"{name}.weight", f"{name}.bias"), args={"eps": m.eps}))
-        elif isinstance(m, nn.GroupNorm):
-            if layout != IMG or not m.affine:
-                raise NotStackable(f"{name}: group norm on dense features or without affine parameters")
-            ops.append(Op("group_norm", name, (f"{name}.weight", f"{name}.bias"),
-                          args={"groups": m.num_groups, "eps": m.eps}))
-        elif isinstance(m, ELEMENTWISE):
-            if any(True for _ in m.parameters()):
-                raise NotStackable(f"{name}: an activation with parameters")
-            # ReLU right after a batch norm can run in place (batch norm's backward needs its input only)
-            in_place = type(m) is nn.ReLU and bool(ops) and ops[-1].kind.startswith("batch_norm")
-            ops.append(Op("activation", name, args={"module": m, "family": activation_family(m),
-                                                    "in_place": in_place}))
-        elif isinstance(m, nn.Dropout):
-            if m.inplace:
-                raise NotStackable(f"{name}: in-place dropout")
-            ops.append(Op("dropout", name, args={"layout": layout, "shape": shape}))
-        elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-            if layout != IMG or m.return_indices:
-                raise NotStackable(f"{name}: max-pooling outside a convolutional body")
-            dims = 1 if isinstance(m, nn.MaxPool1d) else 2
-            k, s, p, d = (_pair(v, dims) for v in (m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation))
-            if dims == 1:
-                k, s, p, d = (1, *k), (1, *s), (0, *p), (1, *d)
-            ops.append(Op("max_pool", name, args={"kernel": k, "stride": s, "padding": p, "dilation": d,
-                                                  "ceil_mode": m.ceil_mode}))
-            spatial = []
-            for size, ki, si, pi, di in zip(shape[1:], k[-dims:], s[-dims:], p[-dims:], d[-dims:]):
-                span = size + 2 * pi - di * (ki - 1) - 1
-                out = (-(-span // si) if m.ceil_mode else span // si) + 1
-                if m.ceil_mode and (out - 1) * si >= size + pi:
-                    out -= 1
-                spatial.append(out)
-            shape = (shape[0], *spatial)
-        elif isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
-            target = _pair(m.output_size, 1 if isinstance(m, nn.AdaptiveAvgPool1d) else 2)
-            if layout != IMG or any(t != 1 for t in target):
-                raise NotStackable(f"{name}: adaptive pooling other than global average pooling")
-            ops.append(Op("global_avg_pool", name))
-            shape = (shape[0],) + (1,) * (len(shape) - 1)
-        else:
-            raise NotStackable(f"{name}: {type(m).__name__} layers are not supported by the population engine")
-    if layout != VEC or len(shape) != 1:
-        raise NotStackable(f"the model's output has shape {shape}; the population engine needs logits (K, C, B)")
-    return ops, shape
+        compiler.add(name, m)
+    return compiler.finish()
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What every step of one forward pass needs besides its input: members K, batch size B, mode, probe tape."""
+
+    K: int
+    B: int
+    training: bool
+    tape: ProbeTape | None
 
 
 class StackedNet:
@@ -307,64 +379,75 @@ class StackedNet:
     # -- the forward pass ----------------------------------------------------------------------------------
     def forward(self, x: Tensor, *, training: bool, tape: ProbeTape | None = None) -> Tensor:
         """Logits (K, B, classes) of every member on its own batch; ``x`` is (K, B, *input_shape)."""
-        K, B = x.shape[0], x.shape[1]
-        h, shape = x, self.input_shape
+        run = _Pass(K=x.shape[0], B=x.shape[1], training=training, tape=tape)
+        h = x
         for op in self.ops:
-            kind = op.kind
-            if kind == "raw_reshape":
-                shape = op.args["shape"]
-                h = h.reshape(K, B, *shape)
-            elif kind == "raw_flatten":
-                h = h.reshape(K, B, -1).transpose(1, 2)
-            elif kind == "raw_to_img":
-                h = _raw_to_img(h, self.memory_format)
-            elif kind == "img_to_vec":
-                h = h.reshape(B, K, -1).permute(1, 2, 0)
-            elif kind == "linear":
-                w = self.param(op.params[0])
-                if len(op.params) > 1:
-                    h = torch.baddbmm(self.param(op.params[1]).unsqueeze(2), w, h)
-                else:
-                    h = torch.bmm(w, h)
-                self._record_pre(tape, op.name, h, VEC)
-            elif kind == "conv":
-                w = self.param(op.params[0])
-                kernel = op.args["kernel"]
-                w = w.reshape(K * w.shape[1], w.shape[2], *kernel).contiguous(memory_format=self.memory_format)
-                bias = self.param(op.params[1]).reshape(-1) if len(op.params) > 1 else None
-                h = F.conv2d(h, w, bias, op.args["stride"], op.args["padding"], op.args["dilation"], groups=K)
-                self._record_pre(tape, op.name, h, IMG)
-            elif kind == "batch_norm_img":
-                h = self._batch_norm(h, op, training)
-            elif kind == "batch_norm_vec":
-                C = h.shape[1]
-                h = self._batch_norm(h.reshape(1, K * C, B), op, training).view(K, C, B)
-            elif kind == "layer_norm":
-                w, b = (self.param(n).unsqueeze(1) for n in op.params)
-                t = h.transpose(1, 2)
-                h = torch.addcmul(b, F.layer_norm(t, (t.shape[-1],), eps=op.args["eps"]), w).transpose(1, 2)
-            elif kind == "group_norm":
-                w, b = (self.param(n).reshape(-1) for n in op.params)
-                h = F.group_norm(h, K * op.args["groups"], w, b, op.args["eps"])
-            elif kind == "activation":
-                if op.args["in_place"] and tape is None and training:
-                    # its input (a norm's output) is not needed by autograd: in place saves a copy
-                    h = _ReLUInPlace.apply(h) if h.dim() == 4 else torch.relu_(h)
-                else:
-                    u = h
-                    h = op.args["module"](h)
-                    self._record_act(tape, u, h, op.args["family"])
-            elif kind == "dropout":
-                if training:
-                    h = self._dropout(h, op)
-            elif kind == "max_pool":
-                h = F.max_pool2d(h, op.args["kernel"], op.args["stride"], op.args["padding"], op.args["dilation"],
-                                 ceil_mode=op.args["ceil_mode"])
-            elif kind == "global_avg_pool":
-                h = F.adaptive_avg_pool2d(h, 1)
-            else:  # pragma: no cover - compile_ops makes only the kinds above
-                raise AssertionError(kind)
+            h = _FORWARD[op.kind](self, h, op, run)
         return h.transpose(1, 2)
+
+    # one method per op kind (``_FORWARD``): h in, h out
+    def _raw_reshape(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return h.reshape(run.K, run.B, *op.args["shape"])
+
+    def _raw_flatten(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return h.reshape(run.K, run.B, -1).transpose(1, 2)                 # (K, F, B)
+
+    def _raw_to_img_op(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return _raw_to_img(h, self.memory_format)
+
+    def _img_to_vec(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return h.reshape(run.B, run.K, -1).permute(1, 2, 0)                # (K, F, B)
+
+    def _linear(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        w = self.param(op.params[0])
+        if len(op.params) > 1:
+            h = torch.baddbmm(self.param(op.params[1]).unsqueeze(2), w, h)
+        else:
+            h = torch.bmm(w, h)
+        self._record_pre(run.tape, op.name, h, VEC)
+        return h
+
+    def _conv(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        w = self.param(op.params[0])
+        w = w.reshape(run.K * w.shape[1], w.shape[2], *op.args["kernel"]).contiguous(memory_format=self.memory_format)
+        bias = self.param(op.params[1]).reshape(-1) if len(op.params) > 1 else None
+        h = F.conv2d(h, w, bias, op.args["stride"], op.args["padding"], op.args["dilation"], groups=run.K)
+        self._record_pre(run.tape, op.name, h, IMG)
+        return h
+
+    def _batch_norm_img(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return self._batch_norm(h, op, run.training)
+
+    def _batch_norm_vec(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        C = h.shape[1]
+        return self._batch_norm(h.reshape(1, run.K * C, run.B), op, run.training).view(run.K, C, run.B)
+
+    def _layer_norm(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        w, b = (self.param(n).unsqueeze(1) for n in op.params)
+        t = h.transpose(1, 2)
+        return torch.addcmul(b, F.layer_norm(t, (t.shape[-1],), eps=op.args["eps"]), w).transpose(1, 2)
+
+    def _group_norm(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        w, b = (self.param(n).reshape(-1) for n in op.params)
+        return F.group_norm(h, run.K * op.args["groups"], w, b, op.args["eps"])
+
+    def _activation(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        if op.args["in_place"] and run.tape is None and run.training:
+            # its input (a norm's output) is not needed by autograd: in place saves a copy
+            return _ReLUInPlace.apply(h) if h.dim() == 4 else torch.relu_(h)
+        a = op.args["module"](h)
+        self._record_act(run.tape, h, a, op.args["family"])
+        return a
+
+    def _dropout_op(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return self._dropout(h, op) if run.training else h
+
+    def _max_pool(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return F.max_pool2d(h, op.args["kernel"], op.args["stride"], op.args["padding"], op.args["dilation"],
+                            ceil_mode=op.args["ceil_mode"])
+
+    def _global_avg_pool(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        return F.adaptive_avg_pool2d(h, 1)
 
     def _batch_norm(self, h: Tensor, op: Op, training: bool) -> Tensor:
         w, b = (self.param(n).reshape(-1) for n in op.params)
@@ -406,6 +489,25 @@ class StackedNet:
         layout = tape.pre[tape.pending][1]
         tape.act[tape.pending] = (u.detach(), a.detach(), layout, family)
         tape.pending = None
+
+
+_FORWARD = {
+    "raw_reshape": StackedNet._raw_reshape,
+    "raw_flatten": StackedNet._raw_flatten,
+    "raw_to_img": StackedNet._raw_to_img_op,
+    "img_to_vec": StackedNet._img_to_vec,
+    "linear": StackedNet._linear,
+    "conv": StackedNet._conv,
+    "batch_norm_img": StackedNet._batch_norm_img,
+    "batch_norm_vec": StackedNet._batch_norm_vec,
+    "layer_norm": StackedNet._layer_norm,
+    "group_norm": StackedNet._group_norm,
+    "activation": StackedNet._activation,
+    "dropout": StackedNet._dropout_op,
+    "max_pool": StackedNet._max_pool,
+    "global_avg_pool": StackedNet._global_avg_pool,
+}
+"""Op kind (``compile_ops``) → the ``StackedNet`` method that runs it on the stacked activation."""
 
 
 class _ReLUInPlace(torch.autograd.Function):
