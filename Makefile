@@ -15,6 +15,8 @@ test: $(VENV)/bin/activate
 	$(PY) -m pytest -q
 
 lint: $(VENV)/bin/activate
+	$(PY) -m pip install -q -e ".[dev]"
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: run test lint

@@ -22,7 +22,8 @@ from tricklab.population.stacked import StackedNet
 from tricklab.population.stacked_optim import STACKED_OPTIMIZERS, StackedOptimizer, clip_, member_grad_norms
 from tricklab.recipe import recipe_from_dict
 from tricklab.store import Store
-from tricklab.study.executors import TrialTask, make_executor
+from tricklab.study.executor_registry import make_executor
+from tricklab.study.executors import TrialTask
 from tricklab.study.population import PopulationExecutor, plan_units
 from tricklab.train.events import Callback
 from tricklab.train.run import _trick_callbacks, build_recipe_model, build_recipe_optimizer, prepare_data

@@ -7,10 +7,6 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
-
 from tricklab.cli.train_cmd import check_run_paths
 
 EPILOG = """examples:
@@ -62,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_panel(r: dict[str, Any], outcome: Any) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
     console = Console()
     acc = "—" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
     head = f"status {r['status']}   test accuracy {acc}   epochs {r['epochs']}   run {r['run_dir']}"

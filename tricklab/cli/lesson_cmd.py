@@ -31,8 +31,8 @@ not_supported when below 0, inconclusive otherwise (a positive effect means the 
 
 
 def add_parser(sub: Any) -> None:
+    from tricklab.lessons.paths import DEFAULT_OUT
     from tricklab.lessons.registry import lesson_names
-    from tricklab.lessons.run import DEFAULT_OUT
 
     p = sub.add_parser("lesson", help="check one of the lesson's claims (or all) with a seeded study and a verdict",
                        description=__doc__, epilog=EPILOG.format(names=", ".join(lesson_names())),
@@ -86,7 +86,7 @@ def _check_out(out: Path) -> Path:
     and ``data`` are directories. Anything else in the way is refused naming ``--out``, never replaced."""
     from tricklab.errors import InputError
     from tricklab.fsutil import require_directory_path, require_file
-    from tricklab.lessons.run import STORE_FILE
+    from tricklab.lessons.paths import STORE_FILE
 
     what = "a directory for the lessons' store, runs and book"
     for directory in (out, out / "runs", out / "data"):   # the runs and the derived datasets (lessons.run)

@@ -11,9 +11,6 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from tricklab.cli.train_cmd import check_run_paths
 
 EPILOG = """examples:
@@ -40,7 +37,7 @@ def add_parser(sub: Any) -> None:
 
 def add_executor_options(p: argparse.ArgumentParser, default: str | None, default_help: str) -> None:
     """``--executor`` and ``--workers``, as ``tricklab study`` and ``tricklab lesson`` take them."""
-    from tricklab.study.executors import EXECUTORS
+    from tricklab.study.executor_registry import EXECUTORS
 
     p.add_argument("--executor", choices=EXECUTORS, default=default,
                    help=f"where trials train (default: {default_help})")
@@ -55,6 +52,7 @@ def check_workers(workers: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tricklab.report import write_study_report
     from tricklab.study import load_study
     from tricklab.study.runner import run_study
 
@@ -62,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     check_run_paths(args.runs_dir, args.store)
     spec = load_study(args.spec)
     outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
-                        runs_root=args.runs_dir, progress=not args.quiet, report=not args.no_report)
+                        runs_root=args.runs_dir, progress=not args.quiet,
+                        report=None if args.no_report else write_study_report)
     payload = outcome.to_json()
     if args.json:
         print(json.dumps(payload))
@@ -90,6 +89,9 @@ def _fmt(x: float | None) -> str:
 
 
 def _print_table(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"study {r['study']} — {r['metric']} (baseline: {r['baseline']})")
     for col in ("arm", "n", "mean", "95% CI", "vs baseline"):

@@ -6,9 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 EPILOG = """examples:
   tricklab train                                   # the built-in default: MNIST-1D, 4-layer CNN, sensible tricks
   tricklab train recipes/default.yaml --set optimizer.lr=0.01 --set model.depth=8
@@ -70,6 +67,9 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 
 def _print_summary(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     from tricklab.tricks.optimizers import describe_momentum_form
 
     console = Console()

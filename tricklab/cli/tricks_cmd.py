@@ -8,9 +8,6 @@ import importlib
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 # kind → module that fills its registry, in the order of the lesson.
 CATALOGUE = {
     "scaling": "tricklab.tricks.scaling",
@@ -50,6 +47,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     data = catalogue()
     if args.kind:
         data["tricks"] = [e for e in data["tricks"] if e["kind"] == args.kind]

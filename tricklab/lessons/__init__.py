@@ -3,13 +3,25 @@
 Each lesson is one section of ``seed/TrainingTricks.de.md``: its claim, a seeded study that tests it, the paired
 comparison that decides it (``supported`` / ``not_supported`` / ``inconclusive`` from the sign of the 95%
 interval), the per-layer mechanism behind it, and an explanation written from the measured numbers.
+
+The public names are read lazily (``tricklab.lazy``): ``tricklab.lessons.registry`` (the names, for
+``tricklab lesson --help``) imports no torch. ``verdict`` is the verdict rule's function; its module is
+``tricklab.lessons.verdicts``.
 """
 
-from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView, Variant
-from tricklab.lessons.outcome import CheckResult, LessonResult, evaluate_check
-from tricklab.lessons.registry import ALL, LESSONS, get_lesson, lesson_names, select
-from tricklab.lessons.run import DEFAULT_OUT, lesson_spec, run_lesson
-from tricklab.lessons.verdict import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS, orient, verdict
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tricklab.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView, Variant
+    from tricklab.lessons.outcome import CheckResult, LessonResult, evaluate_check
+    from tricklab.lessons.paths import DEFAULT_OUT
+    from tricklab.lessons.registry import ALL, LESSONS, get_lesson, lesson_names, select
+    from tricklab.lessons.run import lesson_spec, run_lesson
+    from tricklab.lessons.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS, orient, verdict
 
 __all__ = [
     "ALL",
@@ -35,3 +47,16 @@ __all__ = [
     "select",
     "verdict",
 ]
+
+_WHERE = {
+    "lesson": ("Check", "Lesson", "Measure", "TrialView", "Variant"),
+    "outcome": ("CheckResult", "LessonResult", "evaluate_check"),
+    "paths": ("DEFAULT_OUT",),
+    "registry": ("ALL", "LESSONS", "get_lesson", "lesson_names", "select"),
+    "run": ("lesson_spec", "run_lesson"),
+    "verdicts": ("INCONCLUSIVE", "NOT_SUPPORTED", "SUPPORTED", "VERDICTS", "orient", "verdict"),
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    name: f"tricklab.lessons.{module}:{name}" for module, names in _WHERE.items() for name in names
+})

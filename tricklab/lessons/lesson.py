@@ -23,11 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tricklab.lessons.verdict import Expectation, orientation
+from tricklab.lessons.verdicts import Expectation, orientation
 
 if TYPE_CHECKING:
     from tricklab.lessons.mechanism import InitProfile
-    from tricklab.lessons.outcome import LessonResult
 
 VIEWS = ("init", "training")
 
@@ -67,7 +66,7 @@ class Check:
     Per seed, the treatment value is the mean of ``measure`` over the ``treatment`` arms and the baseline
     value the mean over the ``baseline`` arms (a seed where any of them has no value is left out: pairs stay
     pairs). ``expects`` says which way the claim predicts treatment − baseline to go; the verdict rule
-    (``verdict.orient``) flips lower-is-the-claim differences so that a positive effect means the claim holds.
+    (``verdicts.orient``) flips lower-is-the-claim differences so that a positive effect means the claim holds.
     """
 
     name: str
@@ -112,7 +111,7 @@ class Lesson:
     checks: tuple[Check, ...]
     full: Variant
     quick: Variant
-    explain: Callable[[LessonResult], list[str]]
+    explain: Callable[[Any], list[str]]  # (LessonResult) -> lines; the result (lessons.outcome) imports this module
     views: tuple[str, ...] = ()
     derived_data: str | None = None      # a dataset written into the output directory (``derived_data``)
     target: Mapping[str, Any] | None = None

@@ -14,7 +14,7 @@ from typing import Any
 
 from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile
-from tricklab.lessons.verdict import OrientedEffect, orient
+from tricklab.lessons.verdicts import OrientedEffect, orient
 from tricklab.study.spec import StudySpec
 from tricklab.study.stats import ArmSummary, PairedResult, paired_difference
 

@@ -16,12 +16,12 @@ from tricklab.lessons.derived_data import derived_data
 from tricklab.lessons.lesson import Lesson, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile, init_profiles, training_profile
 from tricklab.lessons.outcome import LessonResult, evaluate_check, measure_values
+from tricklab.lessons.paths import DEFAULT_OUT, STORE_FILE
+from tricklab.report.study_report import write_study_report
 from tricklab.store.sqlite import FINISHED
+from tricklab.study.runner import run_study
 from tricklab.study.spec import StudySpec, study_from_dict
 from tricklab.study.stats import summarize
-
-DEFAULT_OUT = "tricklab-lessons"
-STORE_FILE = "lessons.sqlite"
 
 
 def lesson_spec(lesson: Lesson, quick: bool, out_dir: str | os.PathLike[str]) -> StudySpec:
@@ -37,16 +37,14 @@ def run_lesson(lesson: Lesson, *, quick: bool = False, out_dir: str | os.PathLik
                study_report: bool | None = None) -> LessonResult:
     """Run (or complete) ``lesson`` and judge its claim. ``study_report``: also write the study's own report
     (default: for the full variant)."""
-    from tricklab.study.runner import run_study
-
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = lesson_spec(lesson, quick, out)
     store = out / STORE_FILE
-    write_study_report = (not quick) if study_report is None else study_report
+    with_report = (not quick) if study_report is None else study_report
     outcome = run_study(spec, store=store, executor=executor, workers=workers, runs_root=out / "runs",
-                        progress=progress, report=write_study_report)
+                        progress=progress, report=write_study_report if with_report else None)
 
     init = init_profiles({arm.name: arm.recipe for arm in spec.arms()}, spec.seed_list()) \
         if "init" in lesson.views else {}

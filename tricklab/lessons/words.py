@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from tricklab.lessons.outcome import CheckResult, LessonResult
-from tricklab.lessons.verdict import NOT_SUPPORTED, SUPPORTED
+from tricklab.lessons.verdicts import NOT_SUPPORTED, SUPPORTED
 from tricklab.tricks.monitor import Monitor
 
 

@@ -263,18 +263,3 @@ class RayExecutor(Executor):
         finally:
             if started_here:
                 ray.shutdown()
-
-
-EXECUTORS = ("local", "population", "ray")
-
-
-def make_executor(name: str, *, workers: int | None = None, address: str | None = None) -> Executor:
-    if name == "local":
-        return LocalExecutor(workers)
-    if name == "ray":
-        return RayExecutor(address, workers)
-    if name == "population":
-        from tricklab.study.population import PopulationExecutor  # imports this module: import it on demand
-
-        return PopulationExecutor(workers)
-    raise InputError("--executor", f"unknown executor {name!r}", allowed=", ".join(EXECUTORS))

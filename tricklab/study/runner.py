@@ -20,9 +20,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tricklab.errors import InputError, Interrupted
 from tricklab.fsutil import LockBusy, exclusive_lock
@@ -31,10 +32,14 @@ from tricklab.recipe import recipe_to_dict
 from tricklab.recipe.identity import SHORT, recipe_hash, with_absolute_paths
 from tricklab.store import Store
 from tricklab.store.sqlite import FINISHED, check_store_file
-from tricklab.study.executors import Executor, TrialOutcome, TrialTask, make_executor
+from tricklab.study.executor_registry import make_executor
+from tricklab.study.executors import Executor, TrialOutcome, TrialTask
 from tricklab.study.progress import StudyProgress
 from tricklab.study.spec import StudySpec
 from tricklab.study.stats import StudyStats, compare_arms
+
+ReportWriter = Callable[[Path, str], "os.PathLike[str]"]
+"""``(store, study name) -> path``: writes a study's report from the store (``tricklab.report.write_study_report``)."""
 
 
 @dataclass
@@ -142,8 +147,16 @@ def study_lock_path(store: Path, study: str) -> Path:
 
 def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqlite", executor: str | None = None,
               workers: int | None = None, runs_root: str | os.PathLike[str] | None = None, progress: bool = True,
-              report: bool = True) -> StudyOutcome:
-    """Run (or complete) ``spec`` into ``store``; returns counts, per-arm statistics and the report path."""
+              report: ReportWriter | Literal[False] | None = None) -> StudyOutcome:
+    """Run (or complete) ``spec`` into ``store``; returns counts and per-arm statistics.
+
+    The study layer never imports the report layer (DESIGN.md): a caller that wants the HTML report writes it
+    from the store once this returns, or passes ``report``, a function ``(store, study name) -> path`` such as
+    ``tricklab.report.write_study_report``, called after the trials are stored; its path is ``outcome.report``
+    (the ``report`` of ``tricklab study --json``). ``None`` or ``False``: no report."""
+    if report is True:
+        raise TypeError("run_study(report=True): the study layer does not write reports; pass "
+                        "report=tricklab.report.write_study_report (or write it from the store afterwards)")
     started = time.perf_counter()
     store_path = Path(store)
     root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
@@ -163,9 +176,7 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     outcome = StudyOutcome(spec, str(store_path), final, trained_now=trained_now)
     outcome.stats = study_statistics(spec, final)
     if report:
-        from tricklab.report.study_report import write_study_report
-
-        outcome.report = str(write_study_report(store_path, spec.name))
+        outcome.report = str(report(store_path, spec.name))
     outcome.seconds = time.perf_counter() - started
     return outcome
 

@@ -37,7 +37,7 @@ from tricklab.fsutil import safe_name
 from tricklab.recipe import Recipe
 from tricklab.recipe.io import key_label, read_yaml, validation_error_to_input_error
 from tricklab.study.design import FULL_ARM, MAX_ARMS, MAX_TRIALS, RECIPE_KEYS, Arm, Design, check_name
-from tricklab.study.executors import EXECUTORS
+from tricklab.study.executor_registry import EXECUTORS
 from tricklab.tricks.monitor import Monitor
 
 __all__ = ["DESIGNS", "FULL_ARM", "MAX_ARMS", "MAX_LEVELS", "MAX_TRIALS", "METRICS", "RECIPE_KEYS", "TARGET_METRICS",

@@ -7,21 +7,42 @@ forward/backward → ``on_before_optimizer_step`` (clipping runs here) → step 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from tricklab.train.trainer import Trainer
+
+class TrainerView(Protocol):
+    """What a callback may read of the loop that fires its events (``train.trainer.Trainer`` is one). Declared
+    here, below the Trainer, so that the events do not import the loop that fires them (no cycle). Read-only:
+    a callback changes training through ``TrainState``, never through the trainer."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def eval_batch_size(self) -> int: ...
+    @property
+    def x_train(self) -> torch.Tensor: ...
+    @property
+    def y_train(self) -> torch.Tensor: ...
+    @property
+    def val(self) -> tuple[torch.Tensor, torch.Tensor] | None: ...   # (x_val, y_val)
+    @property
+    def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]: ...
+    @property
+    def callbacks(self) -> Sequence[Callback]: ...
 
 
 @dataclass
 class TrainState:
     """What a callback may read (and, where noted, write) at any event."""
 
-    trainer: Trainer
+    trainer: TrainerView
     model: nn.Module
     optimizer: torch.optim.Optimizer
     epoch: int = 0                      # current epoch, 0-based
@@ -49,7 +70,6 @@ class TrainState:
         another callback. The Trainer's ``GradientClipping`` callback applies the request and keeps it in its
         checkpointed state; a Trainer without one does not clip, and the request stays unapplied."""
         self.clipping = (mode, float(threshold))
-
 
 
 class Callback:
