@@ -12,7 +12,7 @@ run: $(VENV)/bin/activate
 
 test: $(VENV)/bin/activate
 	$(PY) -m pip install -q -e ".[dev,lightning,ray,tensorboard]"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(VENV)/bin/activate
 	$(PY) -m pip install -q -e ".[dev]"
