@@ -6,12 +6,19 @@ recipes that share data, architecture and batch size in one loop: one gather of 
 one backward pass of the stacked model (``tricklab.population.stacked``), per-member clipping and one optimizer
 update (``tricklab.population.stacked_optim``).
 
+The loop is the Trainer's own: ``tricklab.train.loop`` (data order, learning rates, the device-side loss,
+accuracy and divergence sums and their checks, the epoch's metrics, validation, the callbacks' events, leaving)
+drives ``_Population``, its learner for K stacked rows, exactly as it drives the ``Trainer`` for one model. Each
+member has the callbacks a trial's Trainer has (its observer where the doctor sits, early stopping, the plateau
+schedule, its metrics file), and its ``RunResult`` is assembled by ``tricklab.train.run.finish_run``, as a
+trial's is.
+
 What each member keeps as its own, exactly as if it were trained alone by ``tricklab.train.train``:
 
 - its initial weights (``build_recipe_model`` with its seed: the same RNG draws, any init scheme) and its
   dropout masks (a generator that continues the global RNG where its init left it; on CUDA the Trainer's fused
   dropout kernel draws differently, so masks are only equal in distribution there);
-- its data order (``data_order_generator(seed, epoch)``, the Trainer's ``batches_per_epoch`` slicing);
+- its data order (``loop.epoch_order(seed, epoch)``, the loop's ``batches_per_epoch`` slicing);
 - learning rate and schedule (plateau included), weight decay (coupled or decoupled), momentum/betas/eps,
   dropout rate, clipping threshold, batch-norm statistics, early stopping (a stopped member is restored to its
   best weights and leaves the population), its number of epochs;
@@ -25,26 +32,29 @@ A member computes what the Trainer computes: in float64 a population of K = 1 fo
 optimizer rule matches its torch.optim reference per member. In float32 a population of K = 1 stays within
 2.3e-7 of the Trainer's loss over 50 steps (MLP and CNN, dropout masks included, on CPU: one member runs the
 Trainer's contiguous layout). In a stack the kernels round differently — the grouped channels-last convolution
-against ``conv1d``, torch's fused AdamW kernel against its single-tensor loop — and batch norm with Adam-type
-updates amplifies the one-ulp differences chaotically over hundreds of steps, as it does the Trainer's own
-between 1 and 2 torch threads (~4e-3 after 50 steps): such a member is an equally valid sample, not a
-bit-identical copy. ``fused=False`` runs the single-tensor loop. A member whose loss turns non-finite is
-detected at the Trainer's cadence (every ``check_every`` steps and at the end of an epoch), marked diverged and
+against ``conv1d``, batched matrix products against single ones (their sums are associated in another order),
+torch's fused AdamW kernel against its single-tensor loop — and batch norm with Adam-type updates amplifies the
+one-ulp differences chaotically over hundreds of steps, as it does the Trainer's own between 1 and 2 torch
+threads (~4e-3 after 50 steps): such a member is an equally valid sample, not a bit-identical copy.
+``fused=False`` runs the single-tensor loop. Measured on a study of 2 arms × 2 seeds of an MLP and of a CNN
+(MNIST-1D, 4 epochs, 2 torch threads, tests/test_population_parity.py): under ``--executor population`` each
+trial's first-epoch training loss is 0 to 4.5e-7 (relative) from what ``--executor local`` gives it, its last
+epoch's 1e-9 to 6.2e-5, its test loss 2e-7 to 1.9e-4, and its test accuracy equal or one test example of 1000
+(0.1 point) away. A member whose loss turns non-finite is detected at the Trainer's cadence (every ``check_every`` steps and at the end of an epoch), marked diverged and
 dropped; the others are unaffected (no operation mixes members).
 
-Not done here (``population_unsupported`` says which; the population executor trains those recipes on their
-own): user models (``model.python``), weight averaging and ensembles (``averaging``), weight normalisation,
-architectures with their own forward pass (``resnet``, ``inception``). Members write no checkpoints: a
-population interrupted mid-way is retrained from the start.
+Which recipes: ``tricklab.population.support`` lists the recipe keys a population honours, per member or shared
+(an allow-list); a recipe that sets any other key is trained on its own by the population executor (today: user
+models, weight averaging and ensembles, weight normalisation, resnet and inception). Members write no
+checkpoints: a population interrupted mid-way is retrained from the start.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -56,25 +66,25 @@ from tricklab.fsutil import atomic_write_text
 from tricklab.population.probe import MemberProbe, PopulationProbe, layer_kinds
 from tricklab.population.stacked import StackedNet
 from tricklab.population.stacked_optim import StackedOptimizer, clip_, member_grad_norms
-from tricklab.recipe import Recipe, recipe_to_dict, save_recipe
+from tricklab.population.support import population_key, population_unsupported
+from tricklab.recipe import Recipe, save_recipe
+from tricklab.train import loop
 from tricklab.train.callbacks import EarlyStoppingCallback, PlateauSchedule
-from tricklab.train.events import TrainState
+from tricklab.train.events import Callback, TrainState
 from tricklab.train.memory import retain_freed_memory
 from tricklab.train.run import (
     METRICS_FILE,
     RECIPE_FILE,
-    RESULT_FILE,
     RunResult,
-    best_epoch,
     build_recipe_model,
-    core_alarms,
+    finish_run,
     json_safe,
     prepare_data,
+    recipe_schedule,
     select_device,
 )
-from tricklab.train.trainer import batches_per_epoch, data_order_generator, evaluate, training_subset
+from tricklab.train.trainer import training_subset
 from tricklab.tricks.clipping import CLIPPERS
-from tricklab.tricks.schedules import build_schedule
 
 
 class MemberObserver:
@@ -101,60 +111,6 @@ class PopulationMember:
     observer: MemberObserver | None = None
 
 
-def population_unsupported(recipe: Recipe) -> str | None:
-    """Why ``recipe`` cannot be trained in a population (None when it can, as far as the recipe tells;
-    ``StackedNet`` may still refuse an architecture with ``NotStackable``)."""
-    if recipe.model.python:
-        return "user models (model.python) are trained on their own"
-    if recipe.averaging.mode != "none":
-        return f"averaging: {recipe.averaging.mode} is not vectorised"
-    if recipe.model.norm == "weight":
-        return "weight normalisation is not vectorised"
-    if recipe.model.name not in ("mlp", "cnn"):
-        return f"model {recipe.model.name!r} has its own forward pass (only mlp and cnn are stacked)"
-    return None
-
-
-def population_key(recipe: Recipe) -> str:
-    """Recipes with equal keys can share one population: everything but the per-member settings."""
-    d = recipe_to_dict(recipe)
-    for key in ("name", "seed", "epochs", "init", "schedule", "early_stopping"):
-        d.pop(key, None)
-    d["model"].pop("dropout", None)
-    for key in ("lr", "weight_decay", "decay", "momentum", "betas", "eps"):
-        d["optimizer"].pop(key, None)
-    mode = CLIPPERS.canonical(d["clip"]["mode"])
-    d["clip"] = {"mode": "norm" if mode == "none" else mode}   # none = norm with θ = ∞ (factor exactly 1)
-    return json.dumps(d, sort_keys=True)
-
-
-@dataclass
-class _Member:
-    index: int
-    recipe: Recipe
-    run_dir: Path | None
-    observer: MemberObserver
-    model: nn.Module
-    state: TrainState
-    schedule: list[float]
-    stopper: EarlyStoppingCallback | None
-    plateau: PlateauSchedule | None
-    threshold: float                     # clipping θ (∞: no clipping for this member)
-
-
-class _RowView:
-    """What the early-stopping callback sees as "the model" of a member while it trains: its row."""
-
-    def __init__(self, population: _Population, member: _Member) -> None:
-        self.population, self.member = population, member
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return self.population.net.member_state(self.population.row(self.member))
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.population.net.load_member_state(self.population.row(self.member), state)
-
-
 def train_population(
     members: Sequence[PopulationMember],
     *,
@@ -172,42 +128,67 @@ def train_population(
     ``fused``: torch's fused optimizer kernels (faster; see ``StackedOptimizer``). Raises glibc's malloc
     thresholds for the whole process once (``tricklab.train.memory``): freed memory is then kept for reuse.
     """
-    return _Population(members, splits, probe_every, check_every, fused).fit(on_done)
+    population = _Population(members, splits, probe_every, check_every, fused, on_done)
+    loop.fit(population)
+    return [population.results[m.index] for m in population.members]
+
+
+def _check_members(members: Sequence[PopulationMember]) -> None:
+    if not members:
+        raise ValueError("a population needs at least one member")
+    if len({population_key(m.recipe) for m in members}) > 1:
+        raise ValueError("the members differ in what a population shares (data, architecture, batch size, ...)")
+    for m in members:
+        key = population_unsupported(m.recipe)
+        if key is not None:
+            raise ValueError(f"{key} is not trained in a population (tricklab.population.support)")
+
+
+@dataclass
+class _Member:
+    """A member while it trains: its own module (its weights live in the stack until it leaves), its state and
+    callbacks (the loop's row), its schedule and its latest training-subset evaluation (for the observer)."""
+
+    index: int
+    recipe: Recipe
+    run_dir: Path | None
+    observer: MemberObserver
+    model: nn.Module
+    state: TrainState
+    schedule: Callable[[int], float]
+    stopper: EarlyStoppingCallback | None
+    callbacks: list[Callback] = field(default_factory=list)
+    train_eval: dict[str, float] | None = None
 
 
 class _Population:
+    """The loop's learner (``tricklab.train.loop.Learner``) for K members stacked into one model: row r of
+    every stacked tensor is ``self.active[r]``."""
+
     def __init__(self, members: Sequence[PopulationMember], splits: Splits | None, probe_every: int | None,
-                 check_every: int, fused: bool = True) -> None:
-        if not members:
-            raise ValueError("a population needs at least one member")
-        keys = {population_key(m.recipe) for m in members}
-        if len(keys) > 1:
-            raise ValueError("the members differ in what a population shares (data, architecture, batch size, ...)")
-        for m in members:
-            reason = population_unsupported(m.recipe)
-            if reason:
-                raise ValueError(reason)
+                 check_every: int, fused: bool, on_done: Callable[[int, RunResult], None] | None) -> None:
+        _check_members(members)
         self.started = time.perf_counter()
         retain_freed_memory()
         ref = members[0].recipe
         self.device = select_device(ref.device)
         self.splits = splits if splits is not None else prepare_data(ref, self.device)
-        s = self.splits
-        self.n = len(s.x_train)
+        self.x_train, self.y_train = self.splits.x_train, self.splits.y_train
+        self.n = len(self.x_train)
         self.batch_size = min(ref.data.batch_size, self.n)
-        self.steps_per_epoch = batches_per_epoch(self.n, self.batch_size)
+        self.steps_per_epoch = loop.batches_per_epoch(self.n, self.batch_size)
         self.probe_every = probe_every
         self.check_every = max(1, check_every)
-        self.members: list[_Member] = []
+        self.on_done = on_done
+        self.results: dict[int, RunResult] = {}
         models, generators = [], []
-        for i, pm in enumerate(members):
-            rec = pm.recipe
-            model = build_recipe_model(rec, s, rec.seed)
+        for pm in members:
+            models.append(build_recipe_model(pm.recipe, self.splits, pm.recipe.seed))
             generators.append(_continue_rng(self.device))
-            models.append(model)
-            self.members.append(self._member(i, pm, model))
+        self.members = [self._member(i, pm, model) for i, (pm, model) in enumerate(zip(members, models))]
         template = models[max(range(len(models)), key=lambda i: members[i].recipe.model.dropout)]
-        self.net = StackedNet(template, models, s.input_shape, [m.recipe.model.dropout for m in members], generators)
+        self.net = StackedNet(template, models, self.splits.input_shape, [m.recipe.model.dropout for m in members],
+                              generators)
         self.kinds = layer_kinds(template)
         o = [m.recipe.optimizer for m in members]
         self.optimizer = StackedOptimizer(ref.optimizer.name, list(self.net.params.values()),
@@ -216,181 +197,113 @@ class _Population:
                                           decoupled=[x.decay == "decoupled" for x in o],
                                           momentum=[x.momentum for x in o], betas=[tuple(x.betas) for x in o],
                                           eps=[x.eps for x in o], fused=fused)
-        self.clip_mode = CLIPPERS.canonical(ref.clip.mode)
-        if self.clip_mode == "none" and any(CLIPPERS.canonical(m.recipe.clip.mode) == "norm" for m in members):
-            self.clip_mode = "norm"
+        self.clipping = _StackedClipping([m.recipe for m in members], self.device)
         self.active = list(self.members)
-        self.results: dict[int, RunResult] = {}
-        self._finish: Callable[[int, RunResult], None] | None = None
+        self.rows = [m.state for m in self.active]
+        for m in self.members:
+            m.state.model = _RowView(self, m)  # type: ignore[assignment]
+        self.train_started = time.perf_counter()
 
     def _member(self, i: int, pm: PopulationMember, model: nn.Module) -> _Member:
+        """Member i as ``tricklab.train.run`` would set it up alone: schedule, early stopping, plateau, files."""
         rec = pm.recipe
-        o, s = rec.optimizer, rec.schedule
-        spe = self.steps_per_epoch
-        schedule = build_schedule(
-            s.name, lr=o.lr, total_steps=rec.epochs * spe, steps_per_epoch=spe, gamma=s.gamma,
-            warmup_steps=int(round(s.warmup_epochs * spe)), step_size_epochs=s.step_size, final_lr=s.final_lr,
-            pct_start=s.pct_start)
-        stopper = None
-        if rec.early_stopping.patience > 0:
-            stopper = EarlyStoppingCallback(rec.early_stopping.patience, rec.early_stopping.monitor,
-                                            rec.early_stopping.min_delta)
-        plateau = PlateauSchedule(s.factor, s.patience) if s.name == "plateau" else None
         run_dir = Path(pm.run_dir) if pm.run_dir is not None else None
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_recipe(rec, run_dir / RECIPE_FILE)
-        mode = CLIPPERS.canonical(rec.clip.mode)
-        state = TrainState(None, model, None, steps_per_epoch=spe)  # type: ignore[arg-type]
+        schedule = recipe_schedule(rec, self.n)
+        table = [schedule(t) for t in range(rec.epochs * self.steps_per_epoch)]   # a list index per step
+        es = rec.early_stopping
+        stopper = EarlyStoppingCallback(es.patience, es.monitor, es.min_delta) if es.patience > 0 else None
+        state = TrainState(None, model, None, steps_per_epoch=self.steps_per_epoch)  # type: ignore[arg-type]
         observer = pm.observer or MemberObserver()
         observer.on_start(sum(p.numel() for p in model.parameters()), self.n)
-        return _Member(i, rec, run_dir, observer, model, state,
-                       [schedule(t) for t in range(rec.epochs * spe)], stopper, plateau,
-                       rec.clip.threshold if mode != "none" else math.inf)
+        m = _Member(i, rec, run_dir, observer, model, state, table.__getitem__, stopper)
+        # in the order ``tricklab.train.run`` gives a trial's Trainer: the doctor, clipping, early stopping, the
+        # plateau schedule, the metrics file — between taking the member out of the stack and reporting it
+        plateau = PlateauSchedule(rec.schedule.factor, rec.schedule.patience) if rec.schedule.name == "plateau" else None
+        m.callbacks = [_Unstack(self, m), _Observe(m), _ClipReport(self, m), *(c for c in (stopper, plateau) if c),
+                       *([_MetricsFile(run_dir / METRICS_FILE)] if run_dir is not None else []), _Report(self, m)]
+        return m
 
     def row(self, member: _Member) -> int:
         return self.active.index(member)
 
-    # -- the loop ----------------------------------------------------------------------------------------
-    def fit(self, on_done: Callable[[int, RunResult], None] | None) -> list[RunResult]:
-        self._finish = on_done
-        for m in self.members:
-            m.state.model = _RowView(self, m)  # type: ignore[assignment]
-        self.train_started = time.perf_counter()
-        epoch = 0
-        while self.active:
-            self._run_epoch(epoch)
-            epoch += 1
-        return [self.results[m.index] for m in self.members]
+    # -- the learner -------------------------------------------------------------------------------------------
+    def data_seeds(self) -> list[int]:
+        return [m.recipe.seed for m in self.active]
 
-    def _run_epoch(self, epoch: int) -> None:
-        s, net, dev = self.splits, self.net, self.device
-        epoch_start = time.perf_counter()
+    def epochs_of(self, row: int) -> int:
+        return self.active[row].recipe.epochs
+
+    def callbacks_of(self, row: int) -> Sequence[Callback]:
+        return self.active[row].callbacks
+
+    def begin_epoch(self) -> None:
+        self.clipping.begin_epoch()
         for m in self.active:
-            m.state.epoch_metrics = {}
-        K = len(self.active)
-        orders = torch.stack([torch.randperm(self.n, generator=data_order_generator(m.recipe.seed, epoch))
-                              for m in self.active]).to(dev)
-        loss_sum = torch.zeros(K, dtype=torch.float64, device=dev)
-        correct = torch.zeros(K, dtype=torch.int64, device=dev)
-        first_bad = torch.full((K,), -1, dtype=torch.int64, device=dev)
-        fired = torch.zeros(K, dtype=torch.int64, device=dev)
-        norm_sum = torch.zeros(K, dtype=torch.float64, device=dev)
-        norm_max = torch.zeros(K, dtype=torch.float64, device=dev)
-        threshold = torch.tensor([m.threshold for m in self.active], dtype=torch.float32, device=dev)
-        seen = count = 0
-        bs = self.batch_size
-        for b in range(self.steps_per_epoch):
-            step = self.active[0].state.step
-            idx = orders[:, b * bs:(b + 1) * bs]
-            x, y = s.x_train[idx], s.y_train[idx]
-            lrs = [m.schedule[step] * m.state.lr_scale for m in self.active]
-            probe = None
-            if self.probe_every and step % self.probe_every == 0:
-                probe = PopulationProbe(net, self.kinds)
-            logits = net.forward(x, training=True, tape=probe.begin() if probe else None)
-            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                     reduction="none").view(K, -1).mean(dim=1)
-            net.zero_grad()
-            losses.sum().backward()
-            grads = [p.grad for p in net.params.values()]
-            norms = member_grad_norms(grads)
-            if probe:
-                probe.after_backward()
-            weights = [p.detach() for p in net.params.values()] if self.clip_mode == "agc" else ()
-            clipped = clip_(grads, self.clip_mode, threshold, norms, weights)
-            self.optimizer.step(lrs)
-            with torch.no_grad():
-                losses = losses.detach()
-                loss_sum += losses.double() * idx.shape[1]
-                correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
-                first_bad.copy_(torch.where(~torch.isfinite(losses) & (first_bad < 0), step, first_bad))
-                fired += clipped.to(torch.int64)
-                norm_sum += norms.double()
-                torch.maximum(norm_max, norms.double(), out=norm_max)
-            seen += idx.shape[1]
-            count += 1
-            for m, lr in zip(self.active, lrs):
-                m.state.step += 1
-                m.state.lr = lr
-            if probe:
-                records = probe.after_step(step=step, epochs=[epoch] * K, x=x, losses=losses, grad_norms=norms,
-                                           lrs=lrs)
-                for m, record in zip(self.active, records):
-                    m.observer.on_probe(record)
-            last = b == self.steps_per_epoch - 1
-            if (step + 1) % self.check_every == 0 or last:
-                bad = first_bad.tolist()
-                if any(v >= 0 for v in bad):
-                    acc = (loss_sum, correct, fired, norm_sum, norm_max)
-                    diverged = [m for m, v in zip(self.active, bad) if v >= 0]
-                    for m, v in zip(self.active, bad):
-                        if v >= 0:
-                            m.state.status, m.state.diverged_step = "diverged", v
-                            m.state.stop, m.state.stop_reason = True, f"non-finite loss at step {v}"
-                            self._end_epoch(m, epoch, self.row(m), acc, seen, count, epoch_start, None)
-                    keep = [r for r, v in enumerate(bad) if v < 0]
-                    loss_sum, correct, fired, norm_sum, norm_max, first_bad, threshold = (
-                        t[keep] for t in (*acc, first_bad, threshold))
-                    for m in diverged:
-                        self._finalize(m)
-                    self._compact(keep)
-                    if not self.active:
-                        return
-                    K = len(self.active)
-                    orders = orders[keep]
+            m.train_eval = None
 
-        val = self._evaluate_split(self.splits.x_val, self.splits.y_val)
-        fit = None
-        if val is not None and any(getattr(m.observer, "evaluates_training_split", False) for m in self.active):
-            idx = training_subset(self.n, len(self.splits.x_val), self.device)
-            fit = self._evaluate_split(self.splits.x_train[idx], self.splits.y_train[idx])
-        acc = (loss_sum, correct, fired, norm_sum, norm_max)
-        done = []
-        for r, m in enumerate(self.active):
-            self._end_epoch(m, epoch, r, acc, seen, count, epoch_start, None if val is None else (val[0][r], val[1][r]),
-                            None if fit is None else (fit[0][r], fit[1][r]))
-            m.state.epoch += 1
-            if m.state.stop or m.state.epoch >= m.recipe.epochs:
-                done.append(m)
-        if done:
-            keep = [r for r, m in enumerate(self.active) if m not in done]
-            for m in done:
-                self._finalize(m)
-            self._compact(keep)
+    def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of every member: per-member η, one stacked forward/backward, per-member clipping and
+        update; a probe step measures every member (``population_probe``) and hands each its record."""
+        net, K = self.net, len(self.active)
+        step = self.rows[0].step
+        lrs = [loop.scheduled_lr(m.schedule, m.state) for m in self.active]
+        for state, lr in zip(self.rows, lrs):
+            state.lr = lr
+        probe = PopulationProbe(net, self.kinds) if self.probe_every and step % self.probe_every == 0 else None
+        logits = net.forward(x, training=True, tape=probe.begin() if probe else None)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                 reduction="none").view(K, -1).mean(dim=1)
+        net.zero_grad()
+        losses.sum().backward()
+        grads = [p.grad for p in net.params.values()]
+        norms = member_grad_norms(grads)
+        if probe:
+            probe.after_backward()
+        self.clipping.clip_(grads, norms, net)
+        self.optimizer.step(lrs)
+        losses = losses.detach()
+        if probe:
+            records = probe.after_step(step=step, epochs=[s.epoch for s in self.rows], x=x, losses=losses,
+                                       grad_norms=norms, lrs=lrs)
+            for m, record in zip(self.active, records):
+                m.observer.on_probe(record)
+        return losses, logits.detach()
 
-    def _end_epoch(self, m: _Member, epoch: int, r: int, acc: tuple[Tensor, ...], seen: int, count: int,
-                   epoch_start: float, val: tuple[float, float] | None,
-                   fit: tuple[float, float] | None = None) -> None:
-        """The member's epoch metrics, in the Trainer's order and names, and its epoch-end callbacks (``fit``:
-        the training subset evaluated like validation, for the observer only)."""
-        loss_sum, correct, fired, norm_sum, norm_max = acc
-        st = m.state
-        metrics: dict[str, float] = {"epoch": epoch + 1, "step": st.step, "lr": st.lr,
-                                     "train_loss": loss_sum[r].item() / max(seen, 1),
-                                     "train_accuracy": correct[r].item() / max(seen, 1)}
-        if st.status != "diverged" and val is not None:
-            metrics.update(val_loss=val[0], val_accuracy=val[1])
-        metrics["epoch_seconds"] = time.perf_counter() - epoch_start
-        st.epoch_metrics.update(metrics)
-        observed = {k: v for k, v in st.epoch_metrics.items() if isinstance(v, (int, float))}
-        if fit is not None and st.status != "diverged":
-            observed.update(train_eval_loss=fit[0], train_eval_accuracy=fit[1])
-        m.observer.on_epoch_end(epoch, st.step, observed)
-        if count:
-            st.epoch_metrics["clip_fraction"] = fired[r].item() / count
-            st.epoch_metrics["grad_norm_mean"] = norm_sum[r].item() / count
-            st.epoch_metrics["grad_norm_max"] = norm_max[r].item()
-        for cb in (m.stopper, m.plateau):
-            if cb is not None:
-                cb.on_epoch_end(st)
-        if m.run_dir is not None:
-            atomic_write_text(m.run_dir / METRICS_FILE,
-                              json.dumps(json_safe(st.history + [st.epoch_metrics]), indent=1))
-        st.history.append(dict(st.epoch_metrics))
+    def end_step(self) -> None:
+        """Nothing: a population has no batch callbacks (its probes are handed over in ``train_step``)."""
 
+    def validate(self) -> list[dict[str, float] | None]:
+        """The validation split of every member at once (stacked, eval mode); the training subset too when an
+        observer evaluates it (the doctor's like-for-like overfitting input)."""
+        s = self.splits
+        val = self._evaluate_split(s.x_val, s.y_val)
+        if val is None:
+            return [None] * len(self.active)
+        if any(getattr(m.observer, "evaluates_training_split", False) for m in self.active):
+            idx = training_subset(self.n, len(s.x_val), self.device)
+            for m, metrics in zip(self.active, self._evaluate_split(s.x_train[idx], s.y_train[idx]) or []):
+                m.train_eval = metrics
+        return list(val)
+
+    def end_epoch(self) -> None:
+        """Nothing: members write no checkpoints (an interrupted population is trained again)."""
+
+    def keep(self, rows: list[int]) -> None:
+        if len(rows) == len(self.active):
+            return
+        self.active = [self.active[r] for r in rows]
+        self.rows = [m.state for m in self.active]
+        if rows:
+            self.net.keep(rows)
+            self.optimizer.keep(rows, list(self.net.params.values()))
+            self.clipping.keep(rows)
+
+    # -- evaluation and results --------------------------------------------------------------------------------
     @torch.no_grad()
-    def _evaluate_split(self, x: Tensor, y: Tensor, batch_size: int = 2048) -> tuple[list[float], list[float]] | None:
+    def _evaluate_split(self, x: Tensor, y: Tensor, batch_size: int = 2048) -> list[dict[str, float]] | None:
         """Every member's mean loss and accuracy on (x, y), in eval mode (stacked); None when empty."""
         if not len(x):
             return None
@@ -403,52 +316,132 @@ class _Population:
             losses = F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.repeat(K), reduction="none").view(K, -1)
             loss_sum += losses.mean(dim=1).double() * len(yb)
             correct += (out.argmax(dim=-1) == yb).sum(dim=1)
-        n = len(x)
-        losses_out = [v / n if math.isfinite(v / n) else float("nan") for v in loss_sum.tolist()]
-        return losses_out, [c / n for c in correct.tolist()]
+        return loop.split_metrics(loss_sum, correct, len(x))
 
-    def _compact(self, keep: list[int]) -> None:
-        if len(keep) == len(self.active):
-            return
-        self.active = [self.active[r] for r in keep]
-        if not keep:
-            return
-        self.net.keep(keep)
-        self.optimizer.keep(keep, list(self.net.params.values()))
-
-    def _finalize(self, m: _Member) -> None:
-        """Copy the member out of the stack, restore its best weights, evaluate, write its files, report."""
-        st, rec, s = m.state, m.recipe, self.splits
-        m.model.load_state_dict(self.net.member_state(self.row(m)))
-        st.model = m.model
-        if m.stopper is not None:
-            m.stopper.on_fit_end(st)
-        m.observer.on_end(st.status, st.step, st.diverged_step)
-        test: dict[str, float | None] = {"loss": None, "accuracy": None}
-        val: dict[str, float | None] = {"loss": None, "accuracy": None}
-        if st.status != "diverged":
-            test = dict(evaluate(m.model, s.x_test, s.y_test))
-            if len(s.x_val):
-                val = dict(evaluate(m.model, s.x_val, s.y_val))
-        best = (m.stopper.best_epoch if m.stopper is not None and m.stopper.best_epoch is not None
-                      else best_epoch(st.history, rec.early_stopping.monitor))
-        run_dir = m.run_dir
-        now = time.perf_counter()
-        result = RunResult(
-            status=st.status, test_accuracy=test["accuracy"], test_loss=test["loss"], best_epoch=best,
-            epochs=len(st.history), steps=st.step, wall_seconds=now - self.started,
-            run_dir=str(run_dir) if run_dir is not None else None,
-            run_id=run_dir.name if run_dir is not None else f"{rec.name}-seed{rec.seed}",
-            alarms=core_alarms(rec, s, m.model, [st]), history=st.history,
-            diverged_step=st.diverged_step, stop_reason=st.stop_reason,
-            val_accuracy=val["accuracy"], val_loss=val["loss"], train_seconds=now - self.train_started,
-            num_params=sum(p.numel() for p in m.model.parameters()), data=s.summary(), device=str(self.device),
-            recipe=recipe_to_dict(rec))
-        if run_dir is not None:
-            atomic_write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=1))
+    def report(self, m: _Member) -> None:
+        """The member left and is out of the stack: its result (``finish_run``, as ``train`` assembles one)."""
+        result = finish_run(m.recipe, self.splits, self.device, [m.state], m.model, stopper=m.stopper,
+                            run_dir=m.run_dir, started=self.started,
+                            train_seconds=time.perf_counter() - self.train_started)
         self.results[m.index] = result
-        if self._finish is not None:
-            self._finish(m.index, result)
+        if self.on_done is not None:
+            self.on_done(m.index, result)
+
+
+class _StackedClipping:
+    """Per-member clipping of the stacked gradients (one rule for the population, each member's θ; no clipping
+    is norm clipping at θ = ∞, a factor of exactly 1) and the epoch's statistics ``GradientClipping`` records."""
+
+    def __init__(self, recipes: Sequence[Recipe], device: torch.device) -> None:
+        modes = [CLIPPERS.canonical(r.clip.mode) for r in recipes]
+        shared = {mode for mode in modes if mode != "none"}
+        self.mode = shared.pop() if shared else "none"
+        self.threshold = torch.tensor([r.clip.threshold if mode != "none" else float("inf")
+                                       for r, mode in zip(recipes, modes)], dtype=torch.float32, device=device)
+        self.device = device
+        self.begin_epoch()
+
+    def begin_epoch(self) -> None:
+        K = len(self.threshold)
+        self.fired = torch.zeros(K, dtype=torch.int64, device=self.device)
+        self.norm_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
+        self.norm_max = torch.zeros(K, dtype=torch.float64, device=self.device)
+        self.count = 0
+
+    def clip_(self, grads: list[Tensor | None], norms: Tensor, net: StackedNet) -> None:
+        weights = [p.detach() for p in net.params.values()] if self.mode == "agc" else ()
+        clipped = clip_(grads, self.mode, self.threshold, norms, weights)
+        with torch.no_grad():
+            self.fired += clipped.to(torch.int64)
+            self.norm_sum += norms.double()
+            torch.maximum(self.norm_max, norms.double(), out=self.norm_max)
+        self.count += 1
+
+    def metrics(self, row: int) -> dict[str, float]:
+        """Row's share of clipped steps and its gradient norms (before clipping) this epoch, as
+        ``GradientClipping`` names them."""
+        if not self.count:
+            return {}
+        return {"clip_fraction": self.fired[row].item() / self.count,
+                "grad_norm_mean": self.norm_sum[row].item() / self.count,
+                "grad_norm_max": self.norm_max[row].item()}
+
+    def keep(self, rows: list[int]) -> None:
+        self.threshold, self.fired, self.norm_sum, self.norm_max = (
+            t[rows] for t in (self.threshold, self.fired, self.norm_sum, self.norm_max))
+
+
+# -- a member's callbacks ----------------------------------------------------------------------------------------
+class _RowView:
+    """What the early-stopping callback sees as "the model" of a member while it trains: its row."""
+
+    def __init__(self, population: _Population, member: _Member) -> None:
+        self.population, self.member = population, member
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.population.net.member_state(self.population.row(self.member))
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.population.net.load_member_state(self.population.row(self.member), state)
+
+
+class _Unstack(Callback):
+    """First: when the member leaves, its weights are copied out of the stack into its own module, which the
+    callbacks after it then see as the model (early stopping restores its best weights there)."""
+
+    def __init__(self, population: _Population, member: _Member) -> None:
+        self.population, self.member = population, member
+
+    def on_fit_end(self, state: TrainState) -> None:
+        self.member.model.load_state_dict(self.population.net.member_state(self.population.row(self.member)))
+        state.model = self.member.model
+
+
+class _Observe(Callback):
+    """The member's observer, where a trial's doctor sits among the Trainer's callbacks (before the tricks)."""
+
+    def __init__(self, member: _Member) -> None:
+        self.member = member
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        observed = {k: v for k, v in state.epoch_metrics.items() if isinstance(v, (int, float))}
+        train_eval = self.member.train_eval
+        if train_eval is not None and state.status != "diverged":
+            observed.update(train_eval_loss=train_eval["loss"], train_eval_accuracy=train_eval["accuracy"])
+        self.member.observer.on_epoch_end(state.epoch, state.step, observed)
+
+    def on_fit_end(self, state: TrainState) -> None:
+        self.member.observer.on_end(state.status, state.step, state.diverged_step)
+
+
+class _ClipReport(Callback):
+    """The member's clipping statistics of the epoch (``GradientClipping``'s metrics)."""
+
+    def __init__(self, population: _Population, member: _Member) -> None:
+        self.population, self.member = population, member
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.epoch_metrics.update(self.population.clipping.metrics(self.population.row(self.member)))
+
+
+class _MetricsFile(Callback):
+    """Keeps ``metrics.json`` in the member's run directory up to date after every epoch (atomically)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        atomic_write_text(self.path, json.dumps(json_safe(state.history + [state.epoch_metrics]), indent=1))
+
+
+class _Report(Callback):
+    """Last: when the member leaves (restored, out of the stack), its result is assembled and reported."""
+
+    def __init__(self, population: _Population, member: _Member) -> None:
+        self.population, self.member = population, member
+
+    def on_fit_end(self, state: TrainState) -> None:
+        self.population.report(self.member)
 
 
 def _continue_rng(device: torch.device) -> torch.Generator:

@@ -1,6 +1,6 @@
 """The ``population`` executor: a study's trials that can share a model train together as one stacked model.
 
-``PopulationExecutor.run`` groups the tasks by ``tricklab.population.engine.population_key`` (data, architecture,
+``PopulationExecutor.run`` groups the tasks by ``tricklab.population.support.population_key`` (data, architecture,
 batch size, optimizer rule, device — everything a stacked model shares); trials differing only in seed,
 init, learning rate and schedule, weight decay, momentum/betas, dropout, clipping threshold, early stopping or
 epochs land in one group, trials with another architecture in another. Each group is cut into populations of
@@ -13,8 +13,9 @@ sequential trial: the same result keys, metric series and alarms (only the store
 
 Trained one by one, in the worker, with ``run_trial`` (the sequential path, correct first):
 
-- recipes the engine does not vectorise (``population_unsupported``: user models, weight averaging and
-  ensembles, weight normalisation, resnet/inception) and architectures ``StackedNet`` refuses;
+- recipes that set a key the engine does not honour (``population_unsupported``, an allow-list: user models,
+  weight averaging and ensembles, weight normalisation, resnet/inception, any key added to the recipe since) and
+  architectures ``StackedNet`` refuses;
 - a trial that shares its group with no other (a population of one is an ordinary trial, with checkpoints);
 - a trial whose run directory holds a checkpoint of an interrupted sequential attempt (it is resumed) or is
   locked by a process still training it (a worker left behind by a killed driver);
@@ -68,7 +69,7 @@ class _Unit:
 
 def plan_units(tasks: Sequence[TrialTask], workers: int, max_members: int = MAX_MEMBERS) -> list[_Unit]:
     """Group ``tasks`` into populations (and single trials for what cannot be stacked), largest first."""
-    from tricklab.population.engine import population_key, population_unsupported
+    from tricklab.population.support import population_key, population_unsupported
     from tricklab.recipe import recipe_from_dict
 
     groups: dict[str, list[TrialTask]] = {}

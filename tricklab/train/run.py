@@ -392,19 +392,34 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         if state.status == "diverged":
             break
 
+    final_model: nn.Module = models[0] if members == 1 else Ensemble(models)
+    return finish_run(rec, splits, device, states, models[0], evaluated=final_model, stopper=stoppers[0],
+                      run_dir=run_path, started=started, train_seconds=train_seconds)
+
+
+def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[TrainState], model: nn.Module, *,
+               stopper: EarlyStoppingCallback | None, run_dir: Path | None, started: float, train_seconds: float,
+               evaluated: nn.Module | None = None) -> RunResult:
+    """The ``RunResult`` of a trained recipe and its ``result.json`` in ``run_dir`` — assembled here alone, for
+    ``train`` and for every member of a population (``tricklab.population``).
+
+    ``states``: the final state of each model trained (an ensemble's members, else one); ``model``: the first
+    (its alarms, its parameter count); ``evaluated``: what the test and validation splits are evaluated with
+    (an ensemble; default ``model``) — nothing is evaluated once a model diverged; ``stopper``: the first model's
+    early stopping (its best epoch, else the history's); ``started``: ``time.perf_counter()`` when the run began.
+    Without ``run_dir`` the run is named ``NAME-seedSEED`` and nothing is written."""
     first = states[0]
     diverged = next((s for s in states if s.status == "diverged"), None)
     status = "diverged" if diverged else ("stopped_early" if any(s.status == "stopped_early" for s in states)
                                           else "completed")
-    final_model: nn.Module = models[0] if members == 1 else Ensemble(models)
     test: dict[str, float | None] = {"loss": None, "accuracy": None}
     val: dict[str, float | None] = {"loss": None, "accuracy": None}
     if diverged is None:
+        final_model = model if evaluated is None else evaluated
         test = dict(evaluate(final_model, splits.x_test, splits.y_test))
         if len(splits.x_val):
             val = dict(evaluate(final_model, splits.x_val, splits.y_val))
-    alarms = core_alarms(rec, splits, models[0], states)
-    stopper = stoppers[0]
+    alarms = core_alarms(rec, splits, model, states)
     best = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
                   else best_epoch(first.history, rec.early_stopping.monitor))
     result = RunResult(
@@ -413,14 +428,17 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         best_epoch=best,
         epochs=len(first.history), steps=sum(s.step for s in states),
         wall_seconds=time.perf_counter() - started,
-        run_dir=str(run_path), run_id=run_path.name, alarms=alarms, history=first.history,
+        run_dir=str(run_dir) if run_dir is not None else None,
+        run_id=run_dir.name if run_dir is not None else f"{rec.name}-seed{rec.seed}",
+        alarms=alarms, history=first.history,
         diverged_step=diverged.diverged_step if diverged else None,
         stop_reason="; ".join(s.stop_reason for s in states if s.stop_reason),
         val_accuracy=val["accuracy"], val_loss=val["loss"], train_seconds=train_seconds,
-        num_params=sum(p.numel() for p in models[0].parameters()),
+        num_params=sum(p.numel() for p in model.parameters()),
         data=splits.summary(), device=str(device), recipe=recipe_to_dict(rec),
     )
-    atomic_write_text(run_path / RESULT_FILE, json.dumps(result.to_json(), indent=1))
+    if run_dir is not None:
+        atomic_write_text(run_dir / RESULT_FILE, json.dumps(result.to_json(), indent=1))
     return result
 
 

@@ -3,12 +3,12 @@
 Hot path: data lives on the device, batches are index slices of a per-epoch permutation (no per-sample
 Python, no DataLoader), and the loop never reads a device value back to the host on an ordinary step: the
 loss sum, the correct count and the first non-finite step are accumulated as device tensors and read every
-``check_every`` steps and at the end of each epoch.
+``check_every`` steps and at the end of each epoch. The loop and its rules are ``tricklab.train.loop`` (shared
+with the population engine); the Trainer is its learner for one model.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,24 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tricklab.train import loop
 from tricklab.train.checkpoint import load_checkpoint, save_checkpoint, training_state_mismatch
 from tricklab.train.events import Callback, TrainState
+from tricklab.train.loop import batches_per_epoch, scheduled_lr, split_metrics
+from tricklab.train.loop import data_order_generator as data_order_generator  # re-exported (its old home)
 from tricklab.tricks.schedules import apply_lr
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def data_order_generator(seed: int, epoch: int) -> torch.Generator:
-    """The RNG of one epoch's batch order: a function of (seed, epoch) alone, so a resumed run sees the same
-    order as an uninterrupted one without saving generator state."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63 - 1))
-
-
-def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Optimizer steps per epoch for ``n`` examples. A last batch of a single example would break batch norm
-    in training mode, so it is dropped (those examples are drawn again, in other batches, next epoch)."""
-    bs = min(batch_size, n)
-    return n // bs + (1 if n % bs > 1 else 0)
 
 
 @torch.no_grad()
@@ -52,9 +42,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
         loss_sum += loss_fn(out, yb).double() * len(yb)
         correct += (out.argmax(dim=1) == yb).sum()
     model.train(was_training)
-    n = max(len(x), 1)
-    loss = loss_sum.item() / n
-    return {"loss": loss if math.isfinite(loss) else float("nan"), "accuracy": correct.item() / n}
+    return split_metrics(loss_sum, correct, len(x))[0]
 
 
 MAX_TRAINING_SUBSET = 4096
@@ -110,89 +98,73 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.steps_per_epoch = batches_per_epoch(len(self.x_train), self.batch_size)
         self.wall_seconds = 0.0
+        self.rows: list[TrainState] = []   # the loop's rows: this run's state while ``fit`` runs
 
     # -- events -----------------------------------------------------------------------------------------------
     def _fire(self, event: str, state: TrainState, *args: Any) -> None:
-        for cb in self.callbacks:
-            getattr(cb, event)(state, *args)
+        loop.fire(self.callbacks, event, state, *args)
 
     def _set_lr(self, state: TrainState) -> None:
         if self.lr_schedule is None:
             state.lr = self.optimizer.param_groups[0]["lr"]
             return
-        state.lr = self.lr_schedule(state.step) * state.lr_scale
+        state.lr = scheduled_lr(self.lr_schedule, state)
         apply_lr(self.optimizer, state.lr)
 
-    # -- the loop ---------------------------------------------------------------------------------------------
+    # -- the loop (``tricklab.train.loop``, with this Trainer as its learner of one row) ----------------------
     def fit(self, resume: bool = False) -> TrainState:
         """Run the remaining epochs; returns the final ``TrainState`` (status, history, step, ...)."""
         state = TrainState(self, self.model, self.optimizer, steps_per_epoch=self.steps_per_epoch)
         if resume:
             self._restore(state)
         started = time.perf_counter()
-        self._fire("on_fit_begin", state)
-        while state.epoch < self.epochs and not state.stop:
-            self._run_epoch(state)
-            if state.status == "diverged":
-                break
-            state.epoch += 1
-            if self.checkpoint_dir is not None:
-                self._save(state)
-        self._fire("on_fit_end", state)
+        self.rows = [state]
+        loop.fit(self)
         self.wall_seconds = time.perf_counter() - started
         return state
 
-    def _run_epoch(self, state: TrainState) -> None:
-        model, opt = self.model, self.optimizer
-        device = self.x_train.device
-        model.train()
-        state.epoch_metrics = {}
-        self._fire("on_epoch_begin", state)
-        epoch_start = time.perf_counter()
-        order = torch.randperm(len(self.x_train), generator=data_order_generator(self.seed, state.epoch))
-        order = order.to(device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        state.first_bad_step = first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-        seen = 0
-        for b in range(self.steps_per_epoch):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            state.x, state.y = self.x_train[idx], self.y_train[idx]
-            self._set_lr(state)
-            self._fire("on_batch_begin", state)
-            out = model(state.x)
-            loss = self.loss_fn(out, state.y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            state.loss = loss.detach()
-            self._fire("on_before_optimizer_step", state)
-            opt.step()
-            with torch.no_grad():  # few dispatches: at ~3 ms per step each extra op costs ~0.2% (bench/trainer_overhead.py)
-                loss_sum.add_(state.loss, alpha=len(idx))  # = loss.double()·n added in float64 (n·loss is exact)
-                correct += (out.detach().argmax(dim=1) == state.y).sum()
-                first_bad.masked_fill_(~torch.isfinite(state.loss) & (first_bad < 0), state.step)
-            seen += len(idx)
-            state.step += 1
-            self._fire("on_batch_end", state)
-            last = b == self.steps_per_epoch - 1
-            if (state.step % self.check_every == 0 or last) and int(first_bad) >= 0:
-                state.status, state.diverged_step = "diverged", int(first_bad)
-                state.stop, state.stop_reason = True, f"non-finite loss at step {state.diverged_step}"
-                break
-            if state.stop:
-                break
-        state.x = state.y = None
-        metrics = {"epoch": state.epoch + 1, "step": state.step, "lr": state.lr,
-                   "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1)}
-        if state.status != "diverged" and self.val is not None and len(self.val[0]):
-            val = evaluate(state.eval_model or model, *self.val, batch_size=self.eval_batch_size,
-                           loss_fn=self.loss_fn)
-            metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-            self._fire("on_evaluate", state, "val", val)
-        metrics["epoch_seconds"] = time.perf_counter() - epoch_start
-        state.epoch_metrics.update(metrics)
-        self._fire("on_epoch_end", state)
-        state.history.append(dict(state.epoch_metrics))
+    def data_seeds(self) -> int:
+        return self.seed
+
+    def epochs_of(self, row: int) -> int:
+        return self.epochs
+
+    def callbacks_of(self, row: int) -> Sequence[Callback]:
+        return self.callbacks
+
+    def begin_epoch(self) -> None:
+        self.model.train()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.rows[0]
+        state.x, state.y = x, y
+        self._set_lr(state)
+        self._fire("on_batch_begin", state)
+        out = self.model(x)
+        loss = self.loss_fn(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.loss = loss.detach()
+        self._fire("on_before_optimizer_step", state)
+        self.optimizer.step()
+        return state.loss, out
+
+    def end_step(self) -> None:
+        self._fire("on_batch_end", self.rows[0])
+
+    def validate(self) -> list[dict[str, float] | None]:
+        if self.val is None or not len(self.val[0]):
+            return [None]
+        state = self.rows[0]
+        return [evaluate(state.eval_model or self.model, *self.val, batch_size=self.eval_batch_size,
+                         loss_fn=self.loss_fn)]
+
+    def end_epoch(self) -> None:
+        if self.checkpoint_dir is not None:
+            self._save(self.rows[0])
+
+    def keep(self, rows: list[int]) -> None:
+        self.rows = [self.rows[r] for r in rows]
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _save(self, state: TrainState) -> None:
