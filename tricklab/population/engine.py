@@ -51,7 +51,6 @@ checkpoints: a population interrupted mid-way is retrained from the start.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,26 +61,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tricklab.data import Splits
-from tricklab.fsutil import atomic_write_text
 from tricklab.population.probe import MemberProbe, PopulationProbe, layer_kinds
 from tricklab.population.stacked import StackedNet
 from tricklab.population.stacked_optim import StackedOptimizer, clip_, member_grad_norms
 from tricklab.population.support import population_key, population_unsupported
 from tricklab.recipe import Recipe, save_recipe
 from tricklab.train import loop
-from tricklab.train.callbacks import EarlyStoppingCallback, PlateauSchedule
+from tricklab.train.callbacks import EarlyStoppingCallback
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.memory import retain_freed_memory
 from tricklab.train.run import (
     METRICS_FILE,
     RECIPE_FILE,
+    MetricsFile,
     RunResult,
     build_recipe_model,
     finish_run,
-    json_safe,
     prepare_data,
     recipe_schedule,
     select_device,
+    stopping_callbacks,
 )
 from tricklab.train.trainer import training_subset
 from tricklab.tricks.clipping import CLIPPERS
@@ -213,17 +212,15 @@ class _Population:
             save_recipe(rec, run_dir / RECIPE_FILE)
         schedule = recipe_schedule(rec, self.n)
         table = [schedule(t) for t in range(rec.epochs * self.steps_per_epoch)]   # a list index per step
-        es = rec.early_stopping
-        stopper = EarlyStoppingCallback(es.patience, es.monitor, es.min_delta) if es.patience > 0 else None
+        stopper, plateau = stopping_callbacks(rec)
         state = TrainState(None, model, None, steps_per_epoch=self.steps_per_epoch)  # type: ignore[arg-type]
         observer = pm.observer or MemberObserver()
         observer.on_start(sum(p.numel() for p in model.parameters()), self.n)
         m = _Member(i, rec, run_dir, observer, model, state, table.__getitem__, stopper)
         # in the order ``tricklab.train.run`` gives a trial's Trainer: the doctor, clipping, early stopping, the
         # plateau schedule, the metrics file — between taking the member out of the stack and reporting it
-        plateau = PlateauSchedule(rec.schedule.factor, rec.schedule.patience) if rec.schedule.name == "plateau" else None
         m.callbacks = [_Unstack(self, m), _Observe(m), _ClipReport(self, m), *(c for c in (stopper, plateau) if c),
-                       *([_MetricsFile(run_dir / METRICS_FILE)] if run_dir is not None else []), _Report(self, m)]
+                       *([MetricsFile(run_dir / METRICS_FILE)] if run_dir is not None else []), _Report(self, m)]
         return m
 
     def row(self, member: _Member) -> int:
@@ -422,16 +419,6 @@ class _ClipReport(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         state.epoch_metrics.update(self.population.clipping.metrics(self.population.row(self.member)))
-
-
-class _MetricsFile(Callback):
-    """Keeps ``metrics.json`` in the member's run directory up to date after every epoch (atomically)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        atomic_write_text(self.path, json.dumps(json_safe(state.history + [state.epoch_metrics]), indent=1))
 
 
 class _Report(Callback):

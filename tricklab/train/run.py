@@ -170,22 +170,29 @@ def check_buildable(recipe: Recipe, splits: Splits) -> None:
     recipe_schedule(recipe, len(splits.x_train))
 
 
+def stopping_callbacks(recipe: Recipe) -> tuple[EarlyStoppingCallback | None, PlateauSchedule | None]:
+    """The recipe's early stopping and plateau schedule (None where it has none): for a trial's Trainer and for a
+    population member alike."""
+    es, s = recipe.early_stopping, recipe.schedule
+    stopper = EarlyStoppingCallback(es.patience, es.monitor, es.min_delta) if es.patience > 0 else None
+    plateau = PlateauSchedule(s.factor, s.patience) if s.name == "plateau" else None
+    return stopper, plateau
+
+
 def _trick_callbacks(recipe: Recipe) -> tuple[list[Callback], EarlyStoppingCallback | None]:
     cbs: list[Callback] = [GradientClipping(recipe.clip.mode, recipe.clip.threshold)]
-    stopper = None
-    if recipe.early_stopping.patience > 0:
-        stopper = EarlyStoppingCallback(recipe.early_stopping.patience, recipe.early_stopping.monitor,
-                                        recipe.early_stopping.min_delta)
+    stopper, plateau = stopping_callbacks(recipe)
+    if stopper is not None:
         cbs.append(stopper)
     if recipe.averaging.mode in ("ema", "swa"):
         start = int(recipe.averaging.swa_start * recipe.epochs)
         cbs.append(WeightAveraging(recipe.averaging.mode, decay=recipe.averaging.decay, swa_start_epoch=start))
-    if recipe.schedule.name == "plateau":
-        cbs.append(PlateauSchedule(recipe.schedule.factor, recipe.schedule.patience))
+    if plateau is not None:
+        cbs.append(plateau)
     return cbs, stopper
 
 
-class _MetricsFile(Callback):
+class MetricsFile(Callback):
     """Keeps ``metrics.json`` in the run directory up to date after every epoch (atomically)."""
 
     def __init__(self, path: Path) -> None:
@@ -377,7 +384,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         tricks, stopper = _trick_callbacks(rec)
         label = rec.name if members == 1 else f"{rec.name} [{member + 1}/{members}]"
         # extra callbacks (the doctor) first: they see the gradients before clipping
-        cbs = extra + tricks + [_MetricsFile(run_path / (METRICS_FILE if members == 1 else f"metrics-{member}.json"))]
+        cbs = extra + tricks + [MetricsFile(run_path / (METRICS_FILE if members == 1 else f"metrics-{member}.json"))]
         if progress:
             cbs.append(ProgressReporter(label))
         ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
