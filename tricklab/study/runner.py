@@ -162,11 +162,12 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
     executor_name = executor or spec.executor
     runner = make_executor(executor_name, workers=workers, address=spec.address)
-    check_before_work(trial_tasks(spec, root, spec.trials()))   # before the store or a run directory exists
+    every = trial_tasks(spec, root, spec.trials())   # each trial's recipe resolved and hashed once
+    check_before_work(every)   # before the store or a run directory exists
     try:
         check_store_file(store_path)   # a foreign or impossible store: refused before the lock file is made
         with exclusive_lock(study_lock_path(store_path, spec.name), wait=False), Store(store_path) as db:
-            final, trained_now = _run_trials(spec, db, root, runner, progress)
+            final, trained_now = _run_trials(spec, db, every, runner, progress)
     except LockBusy as busy:
         raise InputError("study", f"study {spec.name!r} in {store_path} is being run by another process "
                                   f"({busy.holder or 'unknown'}); let it finish, then run the same command again to "
@@ -181,10 +182,10 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     return outcome
 
 
-def _run_trials(spec: StudySpec, db: Store, root: Path, runner: Executor, progress: bool
+def _run_trials(spec: StudySpec, db: Store, every: list[TrialTask], runner: Executor, progress: bool
                 ) -> tuple[list[dict[str, Any]], int]:
-    """Train the study's missing trials into ``db`` (the caller holds the study's lock); returns the final trial
-    rows and how many trials were trained now."""
+    """Train the study's missing trials (of ``every`` task) into ``db`` (the caller holds the study's lock);
+    returns the final trial rows and how many trials were trained now."""
     trials = spec.trials()
     db.check()  # a damaged store is refused before any compute is spent on it
     db.ensure_study(spec.name, spec.spec_hash(), spec.self_contained(), trials, version=__version__,
@@ -193,7 +194,8 @@ def _run_trials(spec: StudySpec, db: Store, root: Path, runner: Executor, progre
     todo = [(arm, seed) for arm, seed in trials
             if state[(arm, seed)]["status"] not in FINISHED
             and not (state[(arm, seed)]["status"] == "failed" and state[(arm, seed)]["attempts"] > spec.max_retries)]
-    tasks = trial_tasks(spec, root, todo)
+    wanted = set(todo)
+    tasks = [t for t in every if (t.arm, t.seed) in wanted]
     by_trial = {(t.arm, t.seed): t for t in tasks}
     view = StudyProgress(len(trials), len(trials) - len(todo), enabled=progress)
 
