@@ -22,10 +22,10 @@ import yaml
 from tests.conftest import ROOT
 
 SPEC = {"name": "sig", "seeds": 2, "factors": {"model.dropout": [0.0, 0.2]},
-        "base": {"data": {"name": "synthetic", "size": 1200, "batch_size": 32},
-                 "model": {"name": "mlp", "depth": 2, "width": 32}, "epochs": 15}}
-"""Four trials of a few seconds each: the signal comes while the first two train (after their first probe), and
-continuing trains what is left."""
+        "base": {"data": {"name": "synthetic", "size": 2000, "batch_size": 32},
+                 "model": {"name": "mlp", "depth": 2, "width": 64}, "epochs": 40}}
+"""Four trials long enough that the signal (a second after the first probe) comes while they train — under the
+population executor too, which trains all four at once — and continuing trains what is left."""
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
