@@ -322,3 +322,11 @@ class Recipe(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     averaging: AveragingConfig = Field(default_factory=AveragingConfig)
 
+    @model_validator(mode="after")
+    def _user_init_left_alone(self) -> Recipe:
+        """A user's model (``model.python``) keeps the initialisation its own code gives it unless the recipe
+        names a scheme: the default He scheme would silently overwrite the user's init."""
+        if self.model.python and "scheme" not in self.init.model_fields_set:
+            self.init = InitConfig(scheme="default")
+        return self
+
