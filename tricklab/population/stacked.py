@@ -419,6 +419,12 @@ class StackedNet:
         return self._batch_norm(h, op, run.training)
 
     def _batch_norm_vec(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
+        momentum = op.args["momentum"]
+        if run.B > 1 and run.training and momentum is not None and h.is_contiguous():
+            w, b = (self.param(n) for n in op.params)
+            mean, var, count = (self.buffers[n] for n in op.buffers)
+            count.add_(1)
+            return _FeatureBatchNorm.apply(h, w, b, mean, var, momentum, op.args["eps"])
         C = h.shape[1]
         return self._batch_norm(h.reshape(1, run.K * C, run.B), op, run.training).view(run.K, C, run.B)
 
@@ -508,6 +514,44 @@ _FORWARD = {
     "global_avg_pool": StackedNet._global_avg_pool,
 }
 """Op kind (``compile_ops``) → the ``StackedNet`` method that runs it on the stacked activation."""
+
+
+class _FeatureBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of feature-major (K, F, B) activations: statistics over B per member and feature.
+
+    The same arithmetic as ``F.batch_norm`` on the (1, K·F, B) view — ŷ = (x − μ)/√(σ² + ε)·γ + β with the
+    biased batch variance, running statistics updated with the unbiased one (Ioffe & Szegedy 2015, Alg. 1) —
+    computed in two passes over contiguous rows (mean, then the centred sum of squares): measured 0.35 ms
+    against 0.65 ms for torch's kernel on 16 × 256 features × 64 examples (2-core x86_64, torch 2.13, 1 thread),
+    whose training-mode CPU path walks each channel's strided elements. The output is a tensor of its own, not a
+    view, so the in-place ReLU that follows costs no copy (on a view, autograd rebuilds the base: three extra
+    passes). The backward is torch's own (``native_batch_norm_backward``) from the saved mean and 1/σ."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                momentum: float, eps: float) -> Tensor:
+        n = x.shape[2]
+        mean = x.mean(2, keepdim=True)                                    # (K, F, 1)
+        y = x - mean
+        var = torch.linalg.vector_norm(y, dim=2, keepdim=True).square_().div_(n)
+        invstd = (var + eps).rsqrt_()
+        y.mul_(invstd * weight.unsqueeze(2)).add_(bias.unsqueeze(2))
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mean.squeeze(2), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(var.squeeze(2), alpha=momentum * n / max(n - 1, 1))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        K, F_, B = x.shape
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad.reshape(1, K * F_, B), x.view(1, K * F_, B), weight.reshape(-1), None, None, mean.reshape(-1),
+            invstd.reshape(-1), True, ctx.eps, list(ctx.needs_input_grad[:3]))
+        return (gx.view(K, F_, B) if gx is not None else None, gw.view(K, F_) if gw is not None else None,
+                gb.view(K, F_) if gb is not None else None, None, None, None, None)
 
 
 class _ReLUInPlace(torch.autograd.Function):

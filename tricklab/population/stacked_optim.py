@@ -80,6 +80,7 @@ class StackedOptimizer:
         self.steps = 0
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self._columns: dict[tuple[str, int], Tensor] = {}
+        self._rows: dict[int, tuple[Tensor, tuple[Tensor, ...]]] = {}
 
     def keep(self, rows: Sequence[int], params: Sequence[Tensor]) -> None:
         """Keep members ``rows`` (the stacked net has already been compacted to ``params``)."""
@@ -88,6 +89,15 @@ class StackedOptimizer:
         self.hyper = {k: [v[r] for r in rows] for k, v in self.hyper.items()}
         self.state = [{k: v.index_select(0, index) for k, v in s.items()} for s in self.state]
         self._columns = {}
+        self._rows = {}
+
+    def _rows_of(self, t: Tensor) -> tuple[Tensor, ...]:
+        """``t.unbind(0)``, kept for the parameters and optimizer state, which live as long as the members do:
+        1,152 row views per step of an 18-tensor AdamW population of 16 cost ~1.3 ms to rebuild (of ~30)."""
+        hit = self._rows.get(id(t))
+        if hit is None or hit[0] is not t:
+            hit = self._rows[id(t)] = (t, t.unbind(0))
+        return hit[1]
 
     def _col(self, key: str, like: Tensor) -> Tensor:
         """Hyperparameter ``key`` as a column broadcasting over ``like`` (cached per number of dimensions)."""
@@ -193,8 +203,8 @@ class StackedOptimizer:
         for rows in classes.values():
             k = rows[0]
 
-            def part(t: Tensor, rows: list[int] = rows) -> list[Tensor]:
-                every = t.unbind(0)
+            def part(t: Tensor, rows: list[int] = rows, kept: bool = True) -> list[Tensor]:
+                every = self._rows_of(t) if kept else t.unbind(0)
                 return list(every) if len(rows) == K else [every[r] for r in rows]
 
             for decayed in (True, False):
@@ -202,7 +212,7 @@ class StackedOptimizer:
                 if not group:
                     continue
                 ps = [r for p, _, _ in group for r in part(p)]
-                gs = [r for p, _, _ in group for r in part(p.grad)]
+                gs = [r for p, _, _ in group for r in part(p.grad, kept=False)]   # a new tensor every step
 
                 def buf(key: str, group: list = group) -> list[Tensor]:
                     return [r for _, _, s in group for r in part(s[key])]
