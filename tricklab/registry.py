@@ -6,7 +6,8 @@ so a name exists in exactly one place. Standard library only: every layer may im
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,8 @@ class Registry:
         try:
             return self._entries[self.canonical(name)]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.allowed())}") from None
+            raise KeyError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.allowed())}; "
+                           f"allowed: {', '.join(self.allowed())}") from None
 
     def names(self) -> list[str]:
         """Canonical names in registration order."""
@@ -100,3 +102,21 @@ class Registry:
 
 
 ALL_REGISTRIES: dict[str, Registry] = {}
+
+
+def closest(word: object, choices: Iterable[str]) -> str | None:
+    """The choice nearest to a misspelt ``word`` (``optimzer`` → ``optimizer``, ``adamw_`` → ``adamw``), or None
+    when none is close: difflib's similarity ratio at least 0.6, case ignored, ties to the first choice given."""
+    if not isinstance(word, str) or not word or len(word) > 200:
+        return None
+    options = [c for c in choices if isinstance(c, str)]
+    by_lower = {c.lower(): c for c in reversed(options)}   # reversed: the first spelling of a name wins
+    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[match[0]] if match else None
+
+
+def did_you_mean(word: object, choices: Iterable[str], *, prefix: str = "") -> str:
+    """``" — did you mean 'lr'?"`` for the choice nearest to ``word`` (``prefix`` is put before it, so a dotted key
+    reads whole: ``optimizer.lr``), or ``""`` when none is close. Ready to append to a message."""
+    match = closest(word, choices)
+    return f" — did you mean {prefix + match!r}?" if match is not None else ""

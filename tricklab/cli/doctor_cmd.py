@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from tricklab.cli import plain
 from tricklab.cli.train_cmd import check_run_paths
 
 EPILOG = """examples:
@@ -14,15 +15,16 @@ EPILOG = """examples:
   tricklab doctor --set model.name=mlp --set model.depth=20 --set model.activation=sigmoid --set init.scheme=normal
   tricklab doctor --set optimizer.name=sgd --set optimizer.lr=50 --repair --json
 
-With --json the last line of stdout is one JSON object: the fields of `tricklab train --json` plus
-`diagnosis` (alarm kinds found), `repairs` (list of {step, action, reason}), and `before`/`after` metrics when
-the run was repaired. Alarms carry {kind, layer, step, message}; `advice` maps each kind to the tricks to try."""
+With --json the last line of stdout is one JSON object: the fields of tricklab train --json plus
+diagnosis (alarm kinds found), repairs (list of {step, action, reason}), and before/after metrics when
+the run was repaired. Alarms carry {kind, layer, step, message}; advice maps each kind to the tricks to try."""
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("doctor", help="train under the doctor: diagnose (and --repair) a run that does not train",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default)")
+                       description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default); KEY=VALUE "
+                                             "arguments after it are overrides, as with --set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field by its dotted path (repeatable)")
     p.add_argument("--repair", action="store_true", help="repair in the run: roll back and apply the next trick")

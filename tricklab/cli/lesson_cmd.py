@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tricklab.cli import plain
 from tricklab.cli.study_cmd import add_executor_options, check_workers
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -35,7 +36,7 @@ def add_parser(sub: Any) -> None:
     from tricklab.lessons.registry import lesson_names
 
     p = sub.add_parser("lesson", help="check one of the lesson's claims (or all) with a seeded study and a verdict",
-                       description=__doc__, epilog=EPILOG.format(names=", ".join(lesson_names())),
+                       description=plain(__doc__), epilog=EPILOG.format(names=", ".join(lesson_names())),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME|all", help="a lesson name, or all")
     p.add_argument("--quick", action="store_true",

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tricklab.cli import plain
+
 EPILOG = """examples:
   tricklab report runs/mnist1d-cnn-20261127-101500-a1b2c3              # writes report.html into the run directory
   tricklab report runs/mnist1d-cnn-20261127-101500-a1b2c3 --out cnn.html
@@ -32,7 +34,7 @@ Only a run's own files are read: a file in the run directory that is a link lead
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="write an HTML report of a run directory or of a study in a store",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="PATH", help="a run directory (runs/NAME-DATE-ID) or a store file (tricklab.sqlite)")
     p.add_argument("--study", metavar="NAME", help="the study to report when the store holds several")
     p.add_argument("--out", metavar="FILE.html",

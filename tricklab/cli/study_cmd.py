@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from tricklab.cli import plain
 from tricklab.cli.train_cmd import check_run_paths
 
 EPILOG = """examples:
@@ -24,7 +24,7 @@ With --json the last line of stdout is {"trials_total", "trials_completed", "tri
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("study", help="run a seeded ablation study (resumable) and compare its arms",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="the study spec (YAML)")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH", help="SQLite store (default: tricklab.sqlite)")
     add_executor_options(p, None, "the spec's executor, else local")
@@ -63,25 +63,29 @@ def run(args: argparse.Namespace) -> int:
                         runs_root=args.runs_dir, progress=not args.quiet,
                         report=None if args.no_report else write_study_report)
     payload = outcome.to_json()
+    if not args.json:
+        _print_table(payload)
+    _all_failed(outcome.trials, args.store)   # with --json, the error object is then the only JSON printed
     if args.json:
         print(json.dumps(payload))
-    else:
-        _print_table(payload)
-    return _all_failed(outcome.trials)
+    return 0
 
 
-def _all_failed(trials: list[dict[str, Any]]) -> int:
-    """Exit 1 when every trial failed (nothing was measured), with one line per kind of failure; else 0."""
+def _all_failed(trials: list[dict[str, Any]], store: str) -> int:
+    """0, unless every trial failed (nothing was measured): then a ``TricklabError`` (exit 1) with one line per
+    kind of failure."""
+    from tricklab.errors import TricklabError
+
     if not trials or any(t["status"] != "failed" for t in trials):
         return 0
     kinds: dict[str, int] = {}
     for t in trials:
         first = (t["error"] or "unknown error").strip().splitlines()[0][:300]
         kinds[first] = kinds.get(first, 0) + 1
-    sys.stderr.write(f"error: every trial failed ({len(trials)}); nothing was measured\n")
-    for first, n in kinds.items():
-        sys.stderr.write(f"  {n} × {first}\n")
-    return 1
+    lines = "".join(f"\n  {n} × {first}" for first, n in kinds.items())
+    raise TricklabError(f"every trial failed ({len(trials)}); nothing was measured. Fix the cause below (each "
+                        f"trial's full error is in {store}) and run the same command again: failed trials are "
+                        f"retried up to the spec's max_retries{lines}")
 
 
 def _fmt(x: float | None) -> str:

@@ -6,10 +6,13 @@ import argparse
 import json
 from typing import Any
 
+from tricklab.cli import plain
+
 EPILOG = """examples:
   tricklab train                                   # the built-in default: MNIST-1D, 4-layer CNN, sensible tricks
   tricklab train recipes/default.yaml --set optimizer.lr=0.01 --set model.depth=8
   tricklab train --set model.name=mlp --set init.scheme=normal --json
+  tricklab train optimizer.lr=0.01 epochs=30                 # KEY=VALUE without --set works the same
   tricklab train --resume runs/mnist1d-cnn-20261127-101500-a1b2c3   # continue a killed run exactly
 
 With --json the last line of stdout is one JSON object: status, test_accuracy, test_loss, best_epoch, epochs,
@@ -17,9 +20,10 @@ steps, wall_seconds, run_dir, alarms, ... A diverged run (NaN/Inf loss) exits 0 
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="train one recipe (default: MNIST-1D CNN)", description=__doc__,
+    p = sub.add_parser("train", help="train one recipe (default: MNIST-1D CNN)", description=plain(__doc__),
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default)")
+    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default); KEY=VALUE "
+                                             "arguments after it are overrides, as with --set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field by its dotted path, e.g. --set optimizer.lr=0.1 (repeatable)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")

@@ -8,6 +8,8 @@ import importlib
 import json
 from typing import Any
 
+from tricklab.cli import plain
+
 # kind → module that fills its registry, in the order of the lesson.
 CATALOGUE = {
     "scaling": "tricklab.tricks.scaling",
@@ -38,7 +40,7 @@ def catalogue() -> dict[str, Any]:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("tricks", help="list every trick: name, kind, formula, reference, the lesson's wording",
-                       description=__doc__)
+                       description=plain(__doc__))
     p.add_argument("--json", action="store_true",
                    help='print one JSON object {"tricks": [{name, kind, formula, reference, lesson, note, aliases}], '
                         '"floating_point": {...}} on the last line')

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from tricklab.errors import InputError, brief
 from tricklab.fsutil import atomic_write_text, require_file
 from tricklab.recipe.schema import Recipe
+from tricklab.registry import closest, did_you_mean
 
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z_0-9]*): (.*)$", re.S)
 
@@ -46,7 +47,8 @@ def validation_error_to_input_error(err: ValidationError, *, source: str = "reci
         if m:  # a validator that names the sub-field itself ("path: ...")
             loc, msg = loc + (m.group(1),), m.group(2)
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed keys here: {', '.join(_allowed_keys(model, loc[:-1]))}"
+            allowed = _allowed_keys(model, loc[:-1])
+            msg = f"unknown key{_suggest(model, loc, allowed)}; allowed keys here: {', '.join(allowed)}"
         elif e["type"] != "missing" and not isinstance(e.get("input"), dict):
             msg += f" (got {brief(e.get('input'))})"
         problems.append((".".join(loc) or source, msg))
@@ -54,6 +56,16 @@ def validation_error_to_input_error(err: ValidationError, *, source: str = "reci
     others = "".join(f"; also {f}: {m}" for f, m in problems[1:])
     where = "" if source == "recipe" else f" [in {source}]"
     return InputError(field, first + others + where)
+
+
+def _suggest(model: type[BaseModel], loc: tuple[str, ...], allowed: list[str]) -> str:
+    """" — did you mean 'optimizer.lr'?" for an unknown key at ``loc`` (empty when nothing is close)."""
+    if not loc:
+        return ""
+    guesses = _corrected(list(loc)) if model is Recipe else []
+    if guesses:
+        return f" — did you mean {' or '.join(repr(g) for g in guesses)}?"
+    return did_you_mean(loc[-1], allowed, prefix="".join(f"{k}." for k in loc[:-1]))
 
 
 def recipe_from_dict(data: Any, *, source: str = "recipe") -> Recipe:
@@ -205,9 +217,7 @@ def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, 
 
     out = copy.deepcopy(data) if data else {}
     for keys, value in parse_overrides(pairs):
-        allowed = _allowed_keys(Recipe, tuple(keys[:-1]))
-        if keys[-1] not in allowed:
-            raise InputError(f"--set {'.'.join(keys)}", "unknown key", allowed=allowed or list(Recipe.model_fields))
+        _check_override_key(keys)
         node = out
         for k in keys[:-1]:
             if not isinstance(node.get(k), dict):
@@ -215,6 +225,82 @@ def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, 
             node = node[k]
         node[keys[-1]] = value
     return out
+
+
+def _check_override_key(keys: list[str]) -> None:
+    """Refuse a ``--set`` key that is not a recipe setting, naming the first unknown part, the nearest correct
+    key (``optimzer.lr`` → ``optimizer.lr``) and the keys allowed where it went wrong."""
+    model: type[BaseModel] = Recipe
+    for depth, key in enumerate(keys):
+        fields = model.model_fields
+        annotation = getattr(fields.get(key), "annotation", None)
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        last = depth == len(keys) - 1
+        if key in fields and (is_section or last):
+            if last and is_section:
+                raise InputError(f"--set {'.'.join(keys)}", f"{'.'.join(keys)} is a section, not a setting; set "
+                                                            "one of its keys", allowed=_dotted(keys, fields[key]))
+            if is_section:
+                model = annotation  # type: ignore[assignment]
+                continue
+            return
+        where = "section" if not last else "key"
+        if key in fields:  # a setting used as a section: optimizer.lr.x
+            raise InputError(f"--set {'.'.join(keys)}", f"{'.'.join(keys[:depth + 1])} is a setting, not a section; "
+                                                        f"write --set {'.'.join(keys[:depth + 1])}=VALUE")
+        guesses = _corrected(keys)
+        hint = f" — did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else ""
+        raise InputError(f"--set {'.'.join(keys)}", f"unknown {where} {brief(key)}{hint}",
+                         allowed=[".".join([*keys[:depth], k]) for k in fields])
+
+
+def _dotted(keys: list[str], field: Any) -> list[str]:
+    section = field.annotation
+    return [".".join([*keys, k]) for k in section.model_fields]
+
+
+SYNONYMS = {"learning_rate": "lr", "wd": "weight_decay", "max_epochs": "epochs", "num_epochs": "epochs",
+            "n_epochs": "epochs", "bs": "batch_size", "optimiser": "optimizer", "scheduler": "schedule",
+            "lr_scheduler": "schedule", "dataset": "data", "initialization": "init", "initialisation": "init",
+            "clipping": "clip", "gradient_clip_val": "threshold", "weight_init": "init"}
+"""Other libraries' words for recipe keys (Keras' ``learning_rate``, Lightning's ``max_epochs``), for "did you
+mean" where spelling alone would not find the key."""
+
+
+def _corrected(keys: list[str]) -> list[str]:
+    """The recipe keys a mistyped ``keys`` most likely meant: every unknown part replaced by the nearest known one
+    (``optimzer.lr`` → ``optimizer.lr``), or a bare setting put in its section (``lr`` → ``optimizer.lr``,
+    ``patience`` → ``schedule.patience`` or ``early_stopping.patience``). Empty when nothing is close."""
+    whole = _spelled(Recipe, keys)
+    if whole:
+        return [whole]
+    if len(keys) == 1:   # a setting without its section, as Hydra and Keras users write it
+        sections = [(name, f.annotation) for name, f in Recipe.model_fields.items()
+                    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)]
+        key = SYNONYMS.get(keys[0], keys[0])
+        exact = [f"{name}.{key}" for name, section in sections if key in section.model_fields]
+        if exact:     # lr → optimizer.lr; a spelling near some other section's key is no rival
+            return exact[:3]
+        near = [(name, _spelled(section, keys)) for name, section in sections]
+        return [f"{name}.{leaf}" for name, leaf in near if leaf][:3]
+    return []
+
+
+def _spelled(model: Any, keys: list[str]) -> str | None:
+    """``keys`` below ``model`` with each part known, a synonym, or replaced by the nearest known key; None when a
+    part has no match or the path does not end at a setting."""
+    out = []
+    for key in keys:
+        if model is None:
+            return None
+        fields = model.model_fields
+        match = key if key in fields else SYNONYMS.get(key) if SYNONYMS.get(key) in fields else closest(key, fields)
+        if match is None:
+            return None
+        out.append(match)
+        annotation = fields[match].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return ".".join(out) if model is None else None
 
 
 def load_recipe(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Recipe:

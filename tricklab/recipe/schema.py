@@ -35,7 +35,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tricklab.errors import brief
-from tricklab.registry import Registry
+from tricklab.registry import Registry, did_you_mean
 
 
 def _registry(kind: str) -> Registry:
@@ -64,7 +64,8 @@ def _registry(kind: str) -> Registry:
 def _check_name(kind: str, value: str) -> str:
     registry = _registry(kind)
     if value not in registry:
-        raise ValueError(f"unknown {kind} {brief(value)}; allowed: {', '.join(registry.allowed())}")
+        raise ValueError(f"unknown {kind} {brief(value)}{did_you_mean(value, registry.allowed())}; "
+                         f"allowed: {', '.join(registry.allowed())}")
     return registry.canonical(value)
 
 
