@@ -21,7 +21,8 @@ member with a non-finite norm untouched as ``tricks.clipping`` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -114,58 +115,29 @@ class StackedOptimizer:
         if self.fused and self.name in FUSED:
             self._fused_step(lr)
             return
-        h = self.hyper
-        lr64 = torch.tensor(lr, dtype=torch.float64)
-        decoupled = any(h["lam_decoupled"])
-        factor64 = 1 - lr64 * torch.tensor(h["lam_decoupled"], dtype=torch.float64)
-        if self.name in ("adam", "adamw"):
-            b1, b2 = (torch.tensor(h[k], dtype=torch.float64) for k in ("beta1", "beta2"))
-            bc2_sqrt64 = (1 - b2 ** self.steps) ** 0.5
-            neg_step64 = -(lr64 / (1 - b1 ** self.steps))
-        inv_norm64 = None
-        if self.name == "normalized":
-            grads = [self._grad(p, decayed) for p, decayed in zip(self.params, self.decayed)]
-            inv_norm64 = 1.0 / member_grad_norms(grads).double().clamp(min=1e-12)
+        scalars = self._scalars(lr)
+        rule = _RULES[self.name]
         for p, decayed, state in zip(self.params, self.decayed, self.state):
             if p.grad is None:
                 continue
+            if decayed and scalars.decoupled:
+                p.mul_(_col64(scalars.decay_factor, p))
+            rule(self, p, self._grad(p, decayed), state, scalars)
 
-            def col(values: Tensor, p: Tensor = p) -> Tensor:
-                return values.to(p.device, p.dtype).reshape((-1,) + (1,) * (p.dim() - 1))
-
-            neg_lr = col(-lr64)
-            if decayed and decoupled:
-                p.mul_(col(factor64))
-            g = self._grad(p, decayed)
-            if self.name == "sgd":
-                p.add_(g * neg_lr)
-            elif self.name == "momentum":
-                v = _buffer(state, "velocity", p)
-                v.mul_(self._col("momentum", p)).add_(g * neg_lr)
-                p.add_(v)
-            elif self.name == "nesterov":
-                b = _buffer(state, "momentum_buffer", p)
-                b.mul_(self._col("momentum", p)).add_(g)
-                p.add_(torch.addcmul(g, b, self._col("momentum", p)) * neg_lr)
-            elif self.name == "normalized":
-                assert inv_norm64 is not None
-                p.add_(g * col(inv_norm64) * neg_lr)
-            elif self.name == "adagrad":
-                s = _buffer(state, "sum", p)
-                s.addcmul_(g, g)
-                p.addcdiv_(g * neg_lr, s.sqrt().add_(self._col("eps", p)))
-            elif self.name == "rmsprop":
-                s = _buffer(state, "square_avg", p)
-                s.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
-                p.addcdiv_(g * neg_lr, s.sqrt().add_(self._col("eps", p)))
-            else:  # adam, adamw
-                m = _buffer(state, "exp_avg", p)
-                v = _buffer(state, "exp_avg_sq", p)
-                one = torch.ones(1, dtype=torch.float64)
-                m.lerp_(g, col(one - b1))
-                v.mul_(col(b2)).addcmul_(g * col(one - b2), g)
-                denom = (v.sqrt() / col(bc2_sqrt64)).add_(self._col("eps", p))
-                p.addcdiv_(m * col(neg_step64), denom)
+    def _scalars(self, lr: list[float]) -> _StepScalars:
+        """This step's per-member scalars, computed once in float64 (as torch.optim computes them in Python)."""
+        h = self.hyper
+        lr64 = torch.tensor(lr, dtype=torch.float64)
+        b1, b2 = (torch.tensor(h[k], dtype=torch.float64) for k in ("beta1", "beta2"))
+        inv_norm = None
+        if self.name == "normalized":
+            grads = [self._grad(p, decayed) for p, decayed in zip(self.params, self.decayed)]
+            inv_norm = 1.0 / member_grad_norms(grads).double().clamp(min=1e-12)
+        return _StepScalars(
+            neg_lr=-lr64, decoupled=any(h["lam_decoupled"]),
+            decay_factor=1 - lr64 * torch.tensor(h["lam_decoupled"], dtype=torch.float64),
+            beta1=b1, beta2=b2, bias_correction2_sqrt=(1 - b2 ** self.steps) ** 0.5,
+            neg_step=-(lr64 / (1 - b1 ** self.steps)), inv_norm=inv_norm)
 
     def _grad(self, p: Tensor, decayed: bool) -> Tensor:
         assert p.grad is not None
@@ -181,63 +153,133 @@ class StackedOptimizer:
         all). Each row is its own tensor in that list, so the kernel vectorises it exactly as it does the
         member's parameters alone: bit-identical to a call per member (a call over the whole stacked tensor
         splits vectors across rows and rounds some elements differently)."""
-        h = self.hyper
         live = [(p, d, s) for p, d, s in zip(self.params, self.decayed, self.state) if p.grad is not None]
         if not live:
             return
-        step_t = torch.tensor(float(self.steps), dtype=torch.float32, device=live[0][0].device)
         for p, _, state in live:
-            if self.name in ("adam", "adamw"):
-                _buffer(state, "exp_avg", p)
-                _buffer(state, "exp_avg_sq", p)
-            elif self.name == "adagrad":
-                _buffer(state, "sum", p)
-            elif self.name == "nesterov":
-                _buffer(state, "momentum_buffer", p)
-        K = live[0][0].shape[0]
+            for key in STATE_KEYS[self.name]:
+                _buffer(state, key, p)
+        step_t = torch.tensor(float(self.steps), dtype=torch.float32, device=live[0][0].device)
+        for rows in self._scalar_classes(lr):
+            for decayed in (True, False):
+                group = [(p, s) for p, d, s in live if d == decayed]
+                if group:
+                    self._fused_call(group, rows, lr[rows[0]], decayed, step_t)
+
+    def _scalar_classes(self, lr: list[float]) -> list[list[int]]:
+        """The members grouped by equal scalars (one fused call each)."""
+        h = self.hyper
         classes: dict[tuple[float, ...], list[int]] = {}
-        for k in range(K):
+        for k in range(len(lr)):
             key = (lr[k], h["lam_decoupled"][k], h["lam_l2"][k], h["beta1"][k], h["beta2"][k], h["eps"][k],
                    h["momentum"][k])
             classes.setdefault(key, []).append(k)
-        for rows in classes.values():
-            k = rows[0]
+        return list(classes.values())
 
-            def part(t: Tensor, rows: list[int] = rows, kept: bool = True) -> list[Tensor]:
-                every = self._rows_of(t) if kept else t.unbind(0)
-                return list(every) if len(rows) == K else [every[r] for r in rows]
+    def _fused_call(self, group: list[tuple[Tensor, dict[str, Tensor]]], rows: list[int], lr: float,
+                    decayed: bool, step_t: Tensor) -> None:
+        """One fused kernel call over members ``rows`` of the parameters in ``group`` (one decay group)."""
+        h, k, K = self.hyper, rows[0], group[0][0].shape[0]
 
-            for decayed in (True, False):
-                group = [x for x in live if x[1] == decayed]
-                if not group:
-                    continue
-                ps = [r for p, _, _ in group for r in part(p)]
-                gs = [r for p, _, _ in group for r in part(p.grad, kept=False)]   # a new tensor every step
+        def part(t: Tensor, kept: bool = True) -> list[Tensor]:
+            every = self._rows_of(t) if kept else t.unbind(0)
+            return list(every) if len(rows) == K else [every[r] for r in rows]
 
-                def buf(key: str, group: list = group) -> list[Tensor]:
-                    return [r for _, _, s in group for r in part(s[key])]
+        ps = [r for p, _ in group for r in part(p)]
+        gs = [r for p, _ in group for r in part(p.grad, kept=False)]   # a new tensor every step
+        bufs = {key: [r for _, s in group for r in part(s[key])] for key in STATE_KEYS[self.name]}
+        decoupled = decayed and h["lam_decoupled"][k] != 0
+        if self.name in ("adam", "adamw"):
+            fused = torch._fused_adamw_ if decoupled else torch._fused_adam_
+            wd = (h["lam_decoupled"][k] if decoupled else h["lam_l2"][k]) if decayed else 0.0
+            fused(ps, gs, bufs["exp_avg"], bufs["exp_avg_sq"], [], [step_t] * len(ps), lr=lr, beta1=h["beta1"][k],
+                  beta2=h["beta2"][k], weight_decay=wd, eps=h["eps"][k], amsgrad=False, maximize=False)
+            return
+        if decoupled:
+            torch._foreach_mul_(ps, 1 - lr * h["lam_decoupled"][k])
+        wd = h["lam_l2"][k] if decayed else 0.0
+        if self.name == "adagrad":
+            torch._fused_adagrad_(ps, gs, bufs["sum"], [step_t] * len(ps), lr=lr, lr_decay=0.0, weight_decay=wd,
+                                  eps=h["eps"][k], maximize=False)
+        else:  # sgd, nesterov
+            nesterov = self.name == "nesterov"
+            torch._fused_sgd_(ps, gs, bufs.get("momentum_buffer", []), weight_decay=wd,
+                              momentum=h["momentum"][k] if nesterov else 0.0, lr=lr, dampening=0.0,
+                              nesterov=nesterov, maximize=False, is_first_step=nesterov and self.steps == 1)
 
-                if self.name in ("adam", "adamw"):
-                    dec = decayed and h["lam_decoupled"][k] != 0
-                    fused = torch._fused_adamw_ if dec else torch._fused_adam_
-                    wd = (h["lam_decoupled"][k] if dec else h["lam_l2"][k]) if decayed else 0.0
-                    fused(ps, gs, buf("exp_avg"), buf("exp_avg_sq"), [], [step_t] * len(ps), lr=lr[k],
-                          beta1=h["beta1"][k], beta2=h["beta2"][k], weight_decay=wd, eps=h["eps"][k],
-                          amsgrad=False, maximize=False)
-                    continue
-                if decayed and h["lam_decoupled"][k] != 0:
-                    torch._foreach_mul_(ps, 1 - lr[k] * h["lam_decoupled"][k])
-                wd = h["lam_l2"][k] if decayed else 0.0
-                if self.name == "adagrad":
-                    torch._fused_adagrad_(ps, gs, buf("sum"), [step_t] * len(ps), lr=lr[k], lr_decay=0.0,
-                                          weight_decay=wd, eps=h["eps"][k], maximize=False)
-                elif self.name == "nesterov":
-                    torch._fused_sgd_(ps, gs, buf("momentum_buffer"), weight_decay=wd, momentum=h["momentum"][k],
-                                      lr=lr[k], dampening=0.0, nesterov=True, maximize=False,
-                                      is_first_step=self.steps == 1)
-                else:  # sgd
-                    torch._fused_sgd_(ps, gs, [], weight_decay=wd, momentum=0.0, lr=lr[k], dampening=0.0,
-                                      nesterov=False, maximize=False, is_first_step=False)
+
+@dataclass
+class _StepScalars:
+    """One step's per-member scalars as float64 (K,) tensors (``_col64`` makes a column of one)."""
+
+    neg_lr: Tensor
+    decoupled: bool              # any member with decoupled weight decay
+    decay_factor: Tensor         # 1 − ηλ
+    beta1: Tensor
+    beta2: Tensor
+    bias_correction2_sqrt: Tensor
+    neg_step: Tensor             # −η/(1 − β₁ᵗ)
+    inv_norm: Tensor | None      # 1/max(‖g‖, 1e-12) per member (``normalized`` only)
+
+
+def _col64(values: Tensor, p: Tensor) -> Tensor:
+    """Float64 per-member values as a column in ``p``'s dtype and device."""
+    return values.to(p.device, p.dtype).reshape((-1,) + (1,) * (p.dim() - 1))
+
+
+# -- the update rules, in torch.optim's single-tensor order (one function per rule) ----------------------------
+def _sgd(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    p.add_(g * _col64(s.neg_lr, p))
+
+
+def _momentum(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    v = _buffer(state, "velocity", p)
+    v.mul_(opt._col("momentum", p)).add_(g * _col64(s.neg_lr, p))
+    p.add_(v)
+
+
+def _nesterov(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    b = _buffer(state, "momentum_buffer", p)
+    b.mul_(opt._col("momentum", p)).add_(g)
+    p.add_(torch.addcmul(g, b, opt._col("momentum", p)) * _col64(s.neg_lr, p))
+
+
+def _normalized(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    assert s.inv_norm is not None
+    p.add_(g * _col64(s.inv_norm, p) * _col64(s.neg_lr, p))
+
+
+def _adagrad(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    total = _buffer(state, "sum", p)
+    total.addcmul_(g, g)
+    p.addcdiv_(g * _col64(s.neg_lr, p), total.sqrt().add_(opt._col("eps", p)))
+
+
+def _rmsprop(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    avg = _buffer(state, "square_avg", p)
+    avg.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1 - RMSPROP_ALPHA)
+    p.addcdiv_(g * _col64(s.neg_lr, p), avg.sqrt().add_(opt._col("eps", p)))
+
+
+def _adam(opt: StackedOptimizer, p: Tensor, g: Tensor, state: dict[str, Tensor], s: _StepScalars) -> None:
+    m = _buffer(state, "exp_avg", p)
+    v = _buffer(state, "exp_avg_sq", p)
+    one = torch.ones(1, dtype=torch.float64)
+    m.lerp_(g, _col64(one - s.beta1, p))
+    v.mul_(_col64(s.beta2, p)).addcmul_(g * _col64(one - s.beta2, p), g)
+    denom = (v.sqrt() / _col64(s.bias_correction2_sqrt, p)).add_(opt._col("eps", p))
+    p.addcdiv_(m * _col64(s.neg_step, p), denom)
+
+
+_RULES = {"sgd": _sgd, "momentum": _momentum, "nesterov": _nesterov, "normalized": _normalized,
+          "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "adamw": _adam}
+"""Optimizer name → its update of one stacked parameter (weight decay already applied: decoupled by the caller,
+L2 inside ``_grad``)."""
+
+STATE_KEYS = {"sgd": (), "momentum": ("velocity",), "nesterov": ("momentum_buffer",), "normalized": (),
+              "adagrad": ("sum",), "rmsprop": ("square_avg",), "adam": ("exp_avg", "exp_avg_sq"),
+              "adamw": ("exp_avg", "exp_avg_sq")}
+"""The optimizer state each rule keeps per parameter."""
 
 
 def member_grad_norms(grads: Sequence[Tensor | None]) -> Tensor:
@@ -267,42 +309,69 @@ def clip_(grads: Sequence[Tensor | None], mode: str, threshold: Tensor, norm: Te
     (``member_grad_norms``); ``weights``: for ``agc``, the stacked parameters matching ``grads`` (a unit is a
     row of a member's weight, dim 1 of the stacked tensor; a 1-D parameter of a member is one unit).
     """
-    finite = torch.isfinite(norm)
+    if mode not in _CLIPS:
+        raise ValueError(f"no stacked form of clipping mode {mode!r}")
+    return _CLIPS[mode](grads, threshold, norm, weights, torch.isfinite(norm))
+
+
+def _clip_none(grads: Sequence[Tensor | None], threshold: Tensor, norm: Tensor, weights: Sequence[Tensor],
+               finite: Tensor) -> Tensor:
+    return torch.zeros_like(finite)
+
+
+def _clip_norm(grads: Sequence[Tensor | None], threshold: Tensor, norm: Tensor, weights: Sequence[Tensor],
+               finite: Tensor) -> Tensor:
+    """g ← g·min(1, θ/(‖g‖ + ε)) per member (``tricks.clipping.clip_by_global_norm``)."""
+    factor = torch.clamp(threshold / (norm + NORM_EPS), max=1.0)
+    _scale(grads, torch.where(finite, factor, torch.ones_like(factor)))
+    return factor < 1.0
+
+
+def _clip_unit(grads: Sequence[Tensor | None], threshold: Tensor, norm: Tensor, weights: Sequence[Tensor],
+               finite: Tensor) -> Tensor:
+    """g ← g/‖g‖ for the members whose norm exceeds θ (``tricks.clipping.clip_to_unit_norm``)."""
+    over = finite & (norm > threshold)
+    _scale(grads, torch.where(over, 1.0 / norm, torch.ones_like(norm)))
+    return over
+
+
+def _clip_value(grads: Sequence[Tensor | None], threshold: Tensor, norm: Tensor, weights: Sequence[Tensor],
+                finite: Tensor) -> Tensor:
+    """Each element clamped to [−θ, θ], members with a non-finite norm untouched (``clip_by_value``)."""
     live = [g for g in grads if g is not None]
-    if mode == "none":
-        return torch.zeros_like(finite)
-    if mode == "norm":
-        factor = torch.clamp(threshold / (norm + NORM_EPS), max=1.0)
-        factor = torch.where(finite, factor, torch.ones_like(factor))
-        for g in live:
+    bound = torch.where(finite, threshold, torch.full_like(threshold, float("inf")))
+    largest = torch.stack([g.reshape(g.shape[0], -1).abs().amax(dim=1) for g in live]).amax(dim=0)
+    for g in live:
+        b = _per_member(bound, g)
+        g.clamp_(min=-b, max=b)
+    return finite & (largest > threshold)
+
+
+def _clip_agc(grads: Sequence[Tensor | None], threshold: Tensor, norm: Tensor, weights: Sequence[Tensor],
+              finite: Tensor) -> Tensor:
+    """‖g_u‖ ≤ θ·max(‖w_u‖, ε) per unit (``tricks.clipping.adaptive_clip``; Brock et al. 2021)."""
+    fired = torch.zeros_like(finite)
+    for w, g in zip(weights, grads):
+        if g is None:
+            continue
+        K = w.shape[0]
+        dims = tuple(range(2, w.dim())) if w.dim() > 2 else tuple(range(1, w.dim()))
+        keep = (K, w.shape[1]) + (1,) * (w.dim() - 2) if w.dim() > 2 else (K,) + (1,) * (w.dim() - 1)
+        w_norm = torch.linalg.vector_norm(w, 2.0, dim=dims).clamp(min=AGC_EPS).reshape(keep)
+        g_norm = torch.linalg.vector_norm(g, 2.0, dim=dims).reshape(keep)
+        max_norm = _per_member(threshold, w) * w_norm
+        trigger = (g_norm > max_norm) & _per_member(finite, w).bool()
+        g.mul_(torch.where(trigger, max_norm / g_norm, torch.ones_like(g_norm)))
+        fired = fired | trigger.reshape(K, -1).any(dim=1)
+    return fired
+
+
+def _scale(grads: Sequence[Tensor | None], factor: Tensor) -> None:
+    for g in grads:
+        if g is not None:
             g.mul_(_per_member(factor, g))
-        return factor < 1.0
-    if mode == "unit":
-        over = finite & (norm > threshold)
-        factor = torch.where(over, 1.0 / norm, torch.ones_like(norm))
-        for g in live:
-            g.mul_(_per_member(factor, g))
-        return over
-    if mode == "value":
-        bound = torch.where(finite, threshold, torch.full_like(threshold, float("inf")))
-        largest = torch.stack([g.reshape(g.shape[0], -1).abs().amax(dim=1) for g in live]).amax(dim=0)
-        for g in live:
-            b = _per_member(bound, g)
-            g.clamp_(min=-b, max=b)
-        return finite & (largest > threshold)
-    if mode == "agc":
-        fired = torch.zeros_like(finite)
-        for w, g in zip(weights, grads):
-            if g is None:
-                continue
-            K = w.shape[0]
-            dims = tuple(range(2, w.dim())) if w.dim() > 2 else tuple(range(1, w.dim()))
-            keep = (K, w.shape[1]) + (1,) * (w.dim() - 2) if w.dim() > 2 else (K,) + (1,) * (w.dim() - 1)
-            w_norm = torch.linalg.vector_norm(w, 2.0, dim=dims).clamp(min=AGC_EPS).reshape(keep)
-            g_norm = torch.linalg.vector_norm(g, 2.0, dim=dims).reshape(keep)
-            max_norm = _per_member(threshold, w) * w_norm
-            trigger = (g_norm > max_norm) & _per_member(finite, w).bool()
-            g.mul_(torch.where(trigger, max_norm / g_norm, torch.ones_like(g_norm)))
-            fired = fired | trigger.reshape(K, -1).any(dim=1)
-        return fired
-    raise ValueError(f"no stacked form of clipping mode {mode!r}")
+
+
+_CLIPS: dict[str, Callable[..., Tensor]] = {"none": _clip_none, "norm": _clip_norm, "unit": _clip_unit,
+                                            "value": _clip_value, "agc": _clip_agc}
+"""Clipping mode → its per-member form (each returns which members' gradients it changed)."""
