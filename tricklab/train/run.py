@@ -208,8 +208,29 @@ def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> P
     that names are not paths (``--runs-dir`` says where runs go)."""
     safe_name(recipe.name, "name")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in recipe.name)[:60] or "run"
-    return Path(runs_root) / f"{safe}-{stamp}-{secrets.token_hex(3)}"
+    return Path(runs_root) / f"{_slug(recipe.name)}-{stamp}-{secrets.token_hex(3)}"
+
+
+def _slug(text: str) -> str:
+    """``text`` as a plain part of a file name: letters, digits, ``-``, ``_`` and ``.`` kept, others ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60].strip(".") or "run"
+
+
+def run_name(recipe: Recipe) -> str:
+    """What a run is, as its name: ``<data>-<model>`` (``digits-mlp``; a local file by its stem, ``iris-mlp``; a
+    user's model by its factory, ``mnist1d-make_net``). Used when the recipe does not name the run itself."""
+    d, m = recipe.data, recipe.model
+    data = Path(d.path).stem if d.path and d.name in ("csv", "npz") else d.name
+    if d.variant:
+        data = f"{data}-{d.variant}"
+    model = m.python.rpartition(":")[2] if m.python else m.name
+    return safe_name(f"{_slug(data)}-{_slug(model)}", "name")
+
+
+def named(recipe: Recipe, explicit: bool) -> Recipe:
+    """``recipe`` with its name, or (not ``explicit``ly named) with ``run_name``'s: the name it is recorded under
+    in ``recipe.yaml``, the store and the run directory."""
+    return recipe if explicit else recipe.model_copy(update={"name": run_name(recipe)})
 
 
 def best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:
@@ -257,13 +278,17 @@ def train(
     else:
         if isinstance(recipe, Recipe):
             rec = recipe.model_copy(deep=True)
+            explicit = "name" in rec.model_fields_set or any(o.partition("=")[0].strip() == "name"
+                                                             for o in overrides or [])
             if overrides:
                 rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), list(overrides)))
-        elif isinstance(recipe, dict):
-            rec = recipe_from_dict(apply_overrides(recipe, list(overrides or [])))
         else:
-            rec = load_recipe(recipe, list(overrides or []))
-        rec = recipe_from_dict(with_absolute_paths(recipe_to_dict(rec)))
+            if isinstance(recipe, dict):
+                rec = recipe_from_dict(apply_overrides(recipe, list(overrides or [])))
+            else:
+                rec = load_recipe(recipe, list(overrides or []))
+            explicit = "name" in rec.model_fields_set   # the keys of the file or mapping and the overrides
+        rec = recipe_from_dict(with_absolute_paths(recipe_to_dict(named(rec, explicit))))
         run_path = Path(run_dir) if run_dir is not None else new_run_dir(rec, runs_root)
     from tricklab.train.preflight import preflight  # memory and batch norm, before any data or weight exists
 
