@@ -218,3 +218,25 @@ def test_no_host_synchronisation_on_gpu(mode: str) -> None:
     torch.testing.assert_close(stats.norm_before.cpu(), expected.norm_before, rtol=1e-5, atol=0)
     for c, g in zip(cpu[:3], gpu[:3]):
         torch.testing.assert_close(g.grad.cpu(), c.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_clip_tally_records_one_model_and_each_row_of_a_stack_alike():
+    """The Trainer's record (shape ()) and the population's (shape (K,)) agree with a plain Python tally."""
+    from tricklab.tricks.clipping import ClipTally
+
+    steps = [([True, False, True], [3.0, 0.5, 9.0]), ([False, False, True], [0.25, 0.75, 12.0]),
+             ([True, False, False], [5.0, 0.5, 1.0])]
+    stack, singles = ClipTally((3,)), [ClipTally() for _ in range(3)]
+    assert stack.metrics(0) == {} and singles[0].metrics() == {}
+    for fired, norms in steps:
+        stack.add(torch.tensor(fired), torch.tensor(norms, dtype=torch.float32))
+        for k, single in enumerate(singles):
+            single.add(torch.tensor(fired[k]), torch.tensor(norms[k], dtype=torch.float32))
+    for k in range(3):
+        expected = {"clip_fraction": sum(f[k] for f, _ in steps) / 3,
+                    "grad_norm_mean": sum(n[k] for _, n in steps) / 3,
+                    "grad_norm_max": max(n[k] for _, n in steps)}
+        assert stack.metrics(k) == pytest.approx(expected, rel=1e-12)
+        assert singles[k].metrics() == stack.metrics(k)
+    stack.keep([2, 0])
+    assert stack.metrics(0) == singles[2].metrics() and stack.metrics(1) == singles[0].metrics()

@@ -83,7 +83,7 @@ from tricklab.train.run import (
     stopping_callbacks,
 )
 from tricklab.train.trainer import training_subset
-from tricklab.tricks.clipping import CLIPPERS
+from tricklab.tricks.clipping import CLIPPERS, ClipTally
 
 
 class MemberObserver:
@@ -327,7 +327,7 @@ class _Population:
 
 class _StackedClipping:
     """Per-member clipping of the stacked gradients (one rule for the population, each member's θ; no clipping
-    is norm clipping at θ = ∞, a factor of exactly 1) and the epoch's statistics ``GradientClipping`` records."""
+    is norm clipping at θ = ∞, a factor of exactly 1) and the epoch's clipping record (``ClipTally``)."""
 
     def __init__(self, recipes: Sequence[Recipe], device: torch.device) -> None:
         modes = [CLIPPERS.canonical(r.clip.mode) for r in recipes]
@@ -339,33 +339,20 @@ class _StackedClipping:
         self.begin_epoch()
 
     def begin_epoch(self) -> None:
-        K = len(self.threshold)
-        self.fired = torch.zeros(K, dtype=torch.int64, device=self.device)
-        self.norm_sum = torch.zeros(K, dtype=torch.float64, device=self.device)
-        self.norm_max = torch.zeros(K, dtype=torch.float64, device=self.device)
-        self.count = 0
+        self.tally = ClipTally((len(self.threshold),), self.device)
 
     def clip_(self, grads: list[Tensor | None], norms: Tensor, net: StackedNet) -> None:
         weights = [p.detach() for p in net.params.values()] if self.mode == "agc" else ()
-        clipped = clip_(grads, self.mode, self.threshold, norms, weights)
-        with torch.no_grad():
-            self.fired += clipped.to(torch.int64)
-            self.norm_sum += norms.double()
-            torch.maximum(self.norm_max, norms.double(), out=self.norm_max)
-        self.count += 1
+        self.tally.add(clip_(grads, self.mode, self.threshold, norms, weights), norms)
 
     def metrics(self, row: int) -> dict[str, float]:
-        """Row's share of clipped steps and its gradient norms (before clipping) this epoch, as
-        ``GradientClipping`` names them."""
-        if not self.count:
-            return {}
-        return {"clip_fraction": self.fired[row].item() / self.count,
-                "grad_norm_mean": self.norm_sum[row].item() / self.count,
-                "grad_norm_max": self.norm_max[row].item()}
+        """Row's share of clipped steps and its gradient norms (before clipping) this epoch, as the Trainer's
+        ``GradientClipping`` records them (both through ``tricks.clipping.ClipTally``)."""
+        return self.tally.metrics(row)
 
     def keep(self, rows: list[int]) -> None:
-        self.threshold, self.fired, self.norm_sum, self.norm_max = (
-            t[rows] for t in (self.threshold, self.fired, self.norm_sum, self.norm_max))
+        self.threshold = self.threshold[rows]
+        self.tally.keep(rows)
 
 
 # -- a member's callbacks ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 
 from tricklab.train.events import Callback, TrainState
 from tricklab.tricks.averaging import EMA, SWA, recompute_bn_stats
-from tricklab.tricks.clipping import clip_gradients_
+from tricklab.tricks.clipping import ClipTally, clip_gradients_
 from tricklab.tricks.early_stopping import EarlyStopping
 from tricklab.tricks.monitor import Monitor
 from tricklab.tricks.schedules import Plateau
@@ -30,38 +30,22 @@ class GradientClipping(Callback):
         self.mode = mode
         self.threshold = threshold
         self._params: list[torch.nn.Parameter] = []
-        self._fired: torch.Tensor | None = None
-        self._norm_sum: torch.Tensor | None = None
-        self._norm_max: torch.Tensor | None = None
-        self._count = 0
+        self._tally = ClipTally()
 
     def on_fit_begin(self, state: TrainState) -> None:
         self._params = [p for p in state.model.parameters() if p.requires_grad]
 
     def on_epoch_begin(self, state: TrainState) -> None:
-        device = next(iter(self._params)).device if self._params else "cpu"
-        self._fired = torch.zeros((), device=device, dtype=torch.int64)
-        self._norm_sum = torch.zeros((), device=device, dtype=torch.float64)
-        self._norm_max = torch.zeros((), device=device, dtype=torch.float64)
-        self._count = 0
+        self._tally = ClipTally(device=next(iter(self._params)).device if self._params else "cpu")
 
     def on_before_optimizer_step(self, state: TrainState) -> None:
         if state.clipping is not None:
             (self.mode, self.threshold), state.clipping = state.clipping, None
         stats = clip_gradients_(self._params, self.mode, self.threshold)
-        assert self._fired is not None and self._norm_sum is not None and self._norm_max is not None
-        self._fired += stats.fired.to(torch.int64)
-        norm = stats.norm_before.double()
-        self._norm_sum += norm
-        torch.maximum(self._norm_max, norm, out=self._norm_max)
-        self._count += 1
+        self._tally.add(stats.fired, stats.norm_before)
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if not self._count or self._fired is None or self._norm_sum is None or self._norm_max is None:
-            return
-        state.epoch_metrics["clip_fraction"] = self._fired.item() / self._count
-        state.epoch_metrics["grad_norm_mean"] = self._norm_sum.item() / self._count
-        state.epoch_metrics["grad_norm_max"] = self._norm_max.item()
+        state.epoch_metrics.update(self._tally.metrics())
 
     def state_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "threshold": self.threshold}

@@ -214,3 +214,39 @@ def clip_gradients_(params: Iterable[Tensor] | Tensor, mode: str, threshold: flo
         norm = global_grad_norm(grads)
         fired = CLIPPERS.get(name).obj(with_grad, grads, norm, float(threshold))
     return ClipStats(norm, fired)
+
+
+class ClipTally:
+    """An epoch's clipping record — the share of steps that clipped and the gradient norm before clipping (mean
+    and largest) — for one model (``shape=()``) or for each of a stack of K models (``shape=(K,)``), kept on the
+    device without a host sync until ``metrics`` reads it. The Trainer's ``GradientClipping`` callback and the
+    population engine both record through it, so the three metrics mean the same thing in every run."""
+
+    def __init__(self, shape: tuple[int, ...] = (), device: torch.device | str = "cpu") -> None:
+        self.fired = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.norm_sum = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.norm_max = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, fired: Tensor, norm_before: Tensor) -> None:
+        """One step: whether clipping fired and the norm before it (each of ``shape``)."""
+        self.fired += fired.to(torch.int64)
+        norm = norm_before.double()
+        self.norm_sum += norm
+        torch.maximum(self.norm_max, norm, out=self.norm_max)
+        self.count += 1
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep the models ``rows`` of a stack (the others left it)."""
+        self.fired, self.norm_sum, self.norm_max = (t[rows] for t in (self.fired, self.norm_sum, self.norm_max))
+
+    def metrics(self, row: int | None = None) -> dict[str, float]:
+        """``clip_fraction``, ``grad_norm_mean``, ``grad_norm_max`` of the model (of stack row ``row``); empty
+        before the first step."""
+        if not self.count:
+            return {}
+        pick = (lambda t: t) if row is None else (lambda t: t[row])
+        return {"clip_fraction": pick(self.fired).item() / self.count,
+                "grad_norm_mean": pick(self.norm_sum).item() / self.count,
+                "grad_norm_max": pick(self.norm_max).item()}
