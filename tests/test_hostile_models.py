@@ -6,7 +6,7 @@ User models (``model.python``) are written into the test's directory as modules 
 including ``sys.exit()`` in the factory or in ``forward`` — is exit 2 naming ``model.python``, the factory and the
 user's own line. Checkpoints come from one tiny real run and are then edited: a tensor of another shape, a missing
 or an unexpected one, optimizer state that does not fit. Both files unfit: exit 2 naming the file and the tensor;
-only the latest: the previous one is used and the unfit file kept as ``checkpoint.pt.damaged``.
+only the latest: the previous one is used and the unfit file kept as ``checkpoint.safetensors.damaged``.
 
 Each hostile case runs through the harness of ``tests/hostile.py``.
 """
@@ -29,7 +29,7 @@ from tests.hostile import Case, check
 from tests.test_faults import _same_run
 from tricklab.cli.main import main
 from tricklab.train import train
-from tricklab.train.checkpoint import LATEST, PREVIOUS
+from tricklab.train.checkpoint import LATEST, PREVIOUS, encode, read_checkpoint_file
 
 TINY = ["data.name=synthetic", "model.name=mlp", "model.depth=1", "model.width=16", "epochs=2",
         "schedule.name=constant"]
@@ -104,9 +104,9 @@ USER_MODELS = [
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
 def _edit(path: Path, change: Callable[[dict], None]) -> None:
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = read_checkpoint_file(path)
     change(ckpt)
-    torch.save(ckpt, path)
+    path.write_bytes(encode(ckpt))
 
 
 def wider_first_layer(ckpt: dict) -> None:
@@ -182,7 +182,7 @@ def test_checkpoints_that_do_not_fit_the_model_exit_2_naming_file_and_tensor(cas
 @pytest.mark.parametrize("edit", [wider_first_layer, one_parameter_group])
 def test_an_unfit_latest_checkpoint_falls_back_to_the_previous_one(edit, tiny_run, tmp_path, capsys):
     """RELIABILITY.md row 9 for a file that loads but does not fit: a warning naming it, resumed from
-    ``checkpoint.prev.pt`` (epoch 1, so epoch 2 is trained again), the unfit file kept as ``.damaged``, and the
+    ``checkpoint.prev.safetensors`` (epoch 1, so epoch 2 is trained again), the unfit file kept as ``.damaged``, and the
     result of the uninterrupted run."""
     source, expected = tiny_run
     run = tmp_path / "run"
@@ -196,7 +196,7 @@ def test_an_unfit_latest_checkpoint_falls_back_to_the_previous_one(edit, tiny_ru
     out = last_json(capsys.readouterr().out)
     _same_run(out, expected)
     assert (run / f"{LATEST}.damaged").is_file()
-    assert torch.load(run / PREVIOUS, weights_only=True)["epoch"] == 1  # the good copy was not pushed out
+    assert read_checkpoint_file(run / PREVIOUS)["epoch"] == 1  # the good copy was not pushed out
 
 
 def test_the_message_names_the_tensor_and_both_shapes(tiny_run, tmp_path, capsys):

@@ -47,7 +47,7 @@ def trained_run(tmp_path_factory) -> Path:
 def run_dir(trained_run, tmp_path) -> Path:
     """A private copy of the trained run (tests add and break files in it)."""
     target = tmp_path / trained_run.name
-    shutil.copytree(trained_run, target, ignore=shutil.ignore_patterns("checkpoint*.pt"))
+    shutil.copytree(trained_run, target, ignore=shutil.ignore_patterns("checkpoint*.safetensors"))
     return target
 
 

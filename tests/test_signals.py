@@ -135,7 +135,7 @@ def test_an_interrupted_train_names_its_run_directory_and_the_resume_command(tmp
             "--set", "model.depth=2", "--set", "model.width=64", "--set", "epochs=200", "--set", "data.batch_size=32",
             "--store", "t.sqlite", "--quiet"]
     proc = _start(argv, tmp_path)
-    _wait_for(proc, lambda: any((tmp_path / "runs").rglob("checkpoint.pt")))
+    _wait_for(proc, lambda: any((tmp_path / "runs").rglob("checkpoint.safetensors")))
     line = _checks(*_interrupt(proc, how))
     run_dir = next((tmp_path / "runs").iterdir())
     assert f"tricklab train --resume {run_dir.relative_to(tmp_path)}" in line or str(run_dir) in line, line

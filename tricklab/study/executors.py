@@ -82,10 +82,10 @@ def run_trial(task: TrialTask) -> TrialOutcome:
 
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a recipe and a checkpoint: an attempt that can be continued."""
-    from tricklab.train.checkpoint import LATEST, PREVIOUS
+    from tricklab.train.checkpoint import CHECKPOINT_FILES
     from tricklab.train.run import RECIPE_FILE
 
-    return (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in (LATEST, PREVIOUS))
+    return (run_dir / RECIPE_FILE).is_file() and any((run_dir / n).is_file() for n in CHECKPOINT_FILES)
 
 
 def claim_run_dir(task: TrialTask) -> bool:

@@ -189,7 +189,7 @@ class Trainer:
         if self.checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint_dir")
         # a checkpoint whose tensors do not fit this model (another width, say) is passed over like a damaged one
-        ckpt = load_checkpoint(self.checkpoint_dir, map_location=self.x_train.device,
+        ckpt = load_checkpoint(self.checkpoint_dir,
                                fits=lambda c: training_state_mismatch(c, self.model, self.optimizer))
         if ckpt is None:
             return  # killed before the first epoch ended: start from the beginning
