@@ -42,7 +42,7 @@ def _torch_lrs(scheduler_factory, lr: float, steps: int) -> list[float]:
 
 def test_exponential_multiplies_by_gamma_after_every_epoch() -> None:
     lr0, spe = 0.1, 7
-    schedule = exponential(lr0, steps_per_epoch=spe)  # the lesson's γ = 0.98
+    schedule = exponential(lr0, step_size=spe)  # the lesson's γ = 0.98, once per epoch
     for epoch in range(12):
         assert schedule(epoch * spe) == pytest.approx(lr0 * 0.98**epoch, rel=1e-14)
         assert schedule(epoch * spe + spe - 1) == schedule(epoch * spe)  # constant within the epoch

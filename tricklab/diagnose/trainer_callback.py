@@ -256,7 +256,7 @@ class DoctorCallback(Callback):
             self._rollback(state, self._best)
             state.stop, state.status = True, "stopped_early"
             state.stop_reason = (f"doctor: early stopping — no better validation loss for {self._patience} epochs; "
-                                 f"weights of epoch {self._best_epoch + 1} restored")
+                                 f"weights of epoch {self._best_epoch} restored")
 
     def _lr_factor(self, action: Action, state: TrainState, resume: int) -> float:
         """An adapted change of the learning rate: the update of SGD, momentum and Adam is proportional to the

@@ -71,7 +71,7 @@ class EarlyStoppingCallback(Callback):
         if self.stopper.update(value, state.eval_model or state.model) and not state.stop:
             state.stop, state.status = True, "stopped_early"
             state.stop_reason = f"{self.monitor} did not improve for {self.stopper.patience} epochs"
-            self.stopped_epoch = state.epoch + 1
+            self.stopped_epoch = state.epoch
 
     def on_fit_end(self, state: TrainState) -> None:
         if state.status != "diverged" and self.stopper.best_state is not None:
@@ -91,7 +91,8 @@ class EarlyStoppingCallback(Callback):
 
 
 class WeightAveraging(Callback):
-    """EMA (updated every step) or SWA (updated every epoch from ``swa_start``); the averaged model is the one
+    """EMA (updated every step) or SWA (updated at the end of every epoch after the first ``swa_start_epoch``
+    epochs, i.e. from epoch ``swa_start_epoch + 1`` on; epochs count from 1); the averaged model is the one
     evaluated. Batch-norm statistics of the averaged model are recomputed on the training data at the end."""
 
     def __init__(self, mode: str, *, decay: float = 0.999, swa_start_epoch: int = 0) -> None:
@@ -116,7 +117,7 @@ class WeightAveraging(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         # SWA's average joins after the evaluation of the epoch in which it starts; its batch-norm statistics
         # are recomputed each time it changes (the average of weights has no matching running statistics).
-        if self.mode == "swa" and self.averager is not None and state.epoch >= self.swa_start_epoch:
+        if self.mode == "swa" and self.averager is not None and state.epoch > self.swa_start_epoch:
             self.averager.update(state.model)
             self._recompute_bn(state)
             state.eval_model = self.averager.averaged_model

@@ -45,7 +45,8 @@ class TrainState:
     trainer: TrainerView
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    epoch: int = 0                      # current epoch, 0-based
+    epoch: int = 0                      # the current epoch, numbered from 1 as in the history and the CLI;
+    # 0 before the first (on_fit_begin), and between epochs the number of epochs done
     step: int = 0                       # optimizer steps taken so far (global)
     steps_per_epoch: int = 0
     x: torch.Tensor | None = None       # current batch (batch events only)

@@ -179,8 +179,6 @@ def fit(learner: Learner) -> None:
     _leave(learner, _finished(learner))   # a resumed run may have nothing left to do
     while learner.rows:
         run_epoch(learner)
-        for state in learner.rows:        # the diverged rows have left already
-            state.epoch += 1
         if learner.rows:
             learner.end_epoch()
         _leave(learner, _finished(learner))
@@ -191,6 +189,7 @@ def run_epoch(learner: Learner) -> None:
     check that finds them."""
     learner.begin_epoch()
     for r, state in enumerate(learner.rows):
+        state.epoch += 1                  # epochs are numbered from 1 (TrainState.epoch), as in the history
         state.epoch_metrics = {}
         fire(learner.callbacks_of(r), "on_epoch_begin", state)
     started = time.perf_counter()
@@ -202,7 +201,7 @@ def run_epoch(learner: Learner) -> None:
 def _train_steps(learner: Learner, started: float) -> EpochTotals:
     """The epoch's optimizer steps, until its last batch or until every row has stopped."""
     rows = learner.rows
-    order = _order(learner, rows[0].epoch)
+    order = _order(learner, rows[0].epoch - 1)   # the data order's epoch index counts from 0
     totals = EpochTotals(len(rows), learner.x_train.device)
     totals.attach(rows)
     bs, last = learner.batch_size, learner.steps_per_epoch - 1
@@ -257,7 +256,7 @@ def _end_epoch(learner: Learner, rows: Sequence[int], totals: EpochTotals, start
     for r in rows:
         state, callbacks = learner.rows[r], learner.callbacks_of(r)
         state.x = state.y = None
-        metrics = {"epoch": state.epoch + 1, "step": state.step, "lr": state.lr,
+        metrics = {"epoch": state.epoch, "step": state.step, "lr": state.lr,
                    "train_loss": train[r][0], "train_accuracy": train[r][1]}
         val = validation[r] if validation is not None else None
         if val is not None and state.status != "diverged":

@@ -35,17 +35,18 @@ class ProgressReporter(Callback):
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self._describe(state), total=total, completed=state.step, info="")
+            self._task = self._progress.add_task(self._describe(state, state.epoch + 1), total=total,
+                                                 completed=state.step, info="")
 
-    def _describe(self, state: TrainState) -> str:
-        return f"{self.label} epoch {state.epoch + 1}/{state.trainer.epochs}".strip()
+    def _describe(self, state: TrainState, epoch: int) -> str:
+        return f"{self.label} epoch {epoch}/{state.trainer.epochs}".strip()
 
     def on_batch_end(self, state: TrainState) -> None:
         if self._progress is None or self._task is None:
             return
         if state.step % self.every == 0 and state.loss is not None:
             self._loss = float(state.loss)
-            self._progress.update(self._task, completed=state.step, description=self._describe(state),
+            self._progress.update(self._task, completed=state.step, description=self._describe(state, state.epoch),
                                   info=f"loss {self._loss:.4f}  lr {state.lr:.2e}")
 
     def on_epoch_end(self, state: TrainState) -> None:

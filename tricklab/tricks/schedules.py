@@ -1,7 +1,9 @@
 """Learning-rate schedules as pure functions of the step, and the one adapter that writes them into an optimiser.
 
 A schedule is a factory: hyperparameters in, ``Callable[[int], float]`` out (step → learning rate, step 0 is
-the first optimiser step), as in optax. Schedules compose (``warmup(cosine(...), ...)``) and hold no state, so
+the first optimiser step), as in optax. Every length a factory takes counts optimiser steps (``step_size``,
+``total_steps``, ``warmup_steps``); ``epochs_to_steps`` converts a number of epochs, and ``build_schedule`` builds
+a recipe's schedule from its epochs. Schedules compose (``warmup(cosine(...), ...)``) and hold no state, so
 resuming a run needs only the step. The one exception is ``plateau``: it reacts to a validation metric, so it
 is a small stateful class (``Plateau``) whose multiplier scales whatever the step schedule gives.
 
@@ -31,15 +33,26 @@ def constant(lr: float) -> Schedule:
     return lambda t: lr
 
 
-def exponential(lr: float, *, steps_per_epoch: int, gamma: float = 0.98) -> Schedule:
-    """η(t) = η₀·γ^⌊t / steps_per_epoch⌋: multiply by γ after every epoch.
+def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimiser steps in ``epochs`` epochs of ``steps_per_epoch`` steps (rounded to the nearest step): how a
+    length in epochs becomes a factory's argument, ``cosine(lr, total_steps=epochs_to_steps(15, 71))``."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if not epochs >= 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    return int(round(epochs * steps_per_epoch))
+
+
+def exponential(lr: float, *, step_size: int, gamma: float = 0.98) -> Schedule:
+    """η(t) = η₀·γ^⌊t / step_size⌋: multiply by γ every ``step_size`` optimiser steps — after every epoch with
+    ``step_size=steps_per_epoch``.
 
     The lesson's rule with its γ = 0.98 ("nach jeder Epoche ... mit 0,98 multipliziert"); torch's
     ``ExponentialLR`` stepped once per epoch.
     """
-    if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    return lambda t: lr * gamma ** (t // steps_per_epoch)
+    if step_size < 1:
+        raise ValueError(f"step_size must be >= 1, got {step_size}")
+    return lambda t: lr * gamma ** (t // step_size)
 
 
 def step_decay(lr: float, *, step_size: int, gamma: float = 0.1) -> Schedule:
@@ -210,7 +223,7 @@ SCHEDULES.register(
 )
 SCHEDULES.register(
     "exponential",
-    formula="η(t) = η₀·γ^epoch, epoch = ⌊t / steps_per_epoch⌋, γ = 0.98",
+    formula="η(t) = η₀·γ^⌊t / step_size⌋, γ = 0.98; the recipe's step_size is one epoch of steps",
     reference="torch.optim.lr_scheduler.ExponentialLR (stepped per epoch)",
     lesson="η nach jeder Epoche mit einer Zahl (z. B. 0,98) multiplizieren",
     obj=exponential,
@@ -289,7 +302,7 @@ def build_schedule(
     _need("steps_per_epoch", steps_per_epoch, 1, "steps_per_epoch must be >= 1")
     _need("warmup_steps", warmup_steps, 0, "warmup_steps must be >= 0")
     if canonical == "exponential":
-        schedule = exponential(lr, steps_per_epoch=steps_per_epoch, gamma=gamma)
+        schedule = exponential(lr, step_size=steps_per_epoch, gamma=gamma)
     elif canonical == "step":
         _need("step_size_epochs", step_size_epochs, 1, "step_size_epochs must be >= 1")
         schedule = step_decay(lr, step_size=step_size_epochs * steps_per_epoch, gamma=step_gamma)
