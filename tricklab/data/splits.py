@@ -48,6 +48,32 @@ class Splits:
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name.startswith(("x_", "y_"))}
         return replace(self, **moved)
 
+    # The reading interface a run uses, shared with ``tricklab.data.user.DataSplits`` (a user's datasets).
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.x_val)
+
+    def train_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_train, self.y_train
+
+    def val_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_val, self.y_val
+
+    def test_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_test, self.y_test
+
+    def sample(self, n: int) -> torch.Tensor:
+        """The first ``n`` training inputs (LSUV's sample)."""
+        return self.x_train[:n]
+
     def summary(self) -> dict[str, Any]:
         """Sizes, example shape and classes as plain JSON-able values (for logs, the store and ``--json``)."""
         return {

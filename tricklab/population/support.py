@@ -10,7 +10,8 @@ on a key that is on none, so a key added to the recipe is trained alone until so
   rule, the device. Recipes that differ here go to different populations (``population_key``). Where the engine
   implements only some values of a shared key (``SHARED_VALUES``: the stacked architectures, the norms a stack
   can run), a recipe with another value is trained alone;
-- ``TRAINED_ALONE``: keys the engine does not implement (user models, weight averaging and ensembles). A recipe
+- ``TRAINED_ALONE``: keys the engine does not implement (user models and datasets, weight averaging and
+  ensembles, augmentation, mixup, label smoothing, mixed precision, gradient accumulation). A recipe
   whose value of such a key — or of any key on neither of the first two lists — differs from the default is
   trained on its own (``population_unsupported`` names the key).
 
@@ -34,7 +35,8 @@ PER_MEMBER: tuple[str, ...] = (
 """Keys each member keeps as its own."""
 
 SHARED: tuple[str, ...] = (
-    "device", "data.*", "model.name", "model.depth", "model.width", "model.activation", "model.norm",
+    "device", "data.name", "data.path", "data.scale", "data.val_fraction", "data.test_fraction", "data.batch_size",
+    "data.size", "data.train_subset", "data.split_seed", "data.label_column", "data.variant", "model.name", "model.depth", "model.width", "model.activation", "model.norm",
     "optimizer.name", "clip.mode",
 )
 """Keys a population shares (its members' recipes agree on them; ``population_key``)."""
@@ -45,7 +47,10 @@ SHARED_VALUES: dict[str, frozenset[str]] = {
 }
 """The values the engine implements of a shared key that has others (canonical registry names)."""
 
-TRAINED_ALONE: tuple[str, ...] = ("model.python", "averaging.*")
+TRAINED_ALONE: tuple[str, ...] = (
+    "model.python", "averaging.*", "data.python", "data.augment", "data.augment_shift", "data.augment_noise",
+    "data.mixup", "loss.*", "precision", "accumulate",
+)
 """Keys the engine does not implement: a recipe that sets one (away from its default) is trained alone."""
 
 ALLOWED = PER_MEMBER + SHARED

@@ -155,6 +155,9 @@ class Section(BaseModel):
 
 
 FILE_DATASETS = frozenset({"idx", "cifar10", "csv", "npz"})
+USER_DATA_IGNORES = ("name", "path", "scale", "val_fraction", "test_fraction", "size", "train_subset", "split_seed",
+                     "label_column", "variant")
+"""The data keys of built-in datasets, refused next to ``data.python``."""
 
 
 class DataConfig(Section):
@@ -171,12 +174,39 @@ class DataConfig(Section):
                             description="seed of the train/val(/test) split; fixed across run seeds")
     label_column: str | int = -1
     variant: str | None = Field(None, description="synthetic: spirals|teacher")
+    python: str | None = Field(None, description='a user\'s datasets "pkg.module:factory" (tricklab.data.user); '
+                                                 "replaces name")
+    augment: Literal["none", "shift_noise", "crop_flip"] = Field(
+        "none", description="per batch, on the device: shift_noise (1-D signals), crop_flip (images)")
+    augment_shift: int = Field(4, ge=0, le=1024, description="shift_noise: largest shift; crop_flip: padding")
+    augment_noise: float = Field(0.05, ge=0.0, le=100.0, description="shift_noise: std of the added noise")
+    mixup: float = Field(0.0, ge=0.0, le=100.0, description="mixup's alpha (Beta(α, α) mixing); 0 = off")
 
     @model_validator(mode="after")
     def _path_given(self) -> DataConfig:
-        if self.name in FILE_DATASETS and not self.path:
+        if self.name in FILE_DATASETS and not self.path and not self.python:
             raise ValueError(f"path: dataset {self.name!r} loads from a local path only; set data.path")
         return self
+
+    @model_validator(mode="after")
+    def _python_alone(self) -> DataConfig:
+        """A user's datasets come as the factory makes them: the keys that pick, load, carve or scale a built-in
+        dataset do not apply next to ``python`` (a silently ignored key would be a lie about the run)."""
+        if self.python:
+            defaults = type(self).model_fields
+            clash = [k for k in USER_DATA_IGNORES if getattr(self, k) != defaults[k].default]
+            if clash:
+                raise ValueError(f"{clash[0]}: does not apply to a user's datasets (data.python: the factory returns "
+                                 f"the splits as they are); allowed next to data.python: "
+                                 f"{', '.join(k for k in type(self).model_fields if k not in USER_DATA_IGNORES)}")
+        return self
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v: str | None) -> str | None:
+        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+            raise ValueError(f"expected 'package.module:factory', got {brief(v)}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -289,6 +319,11 @@ class ScheduleConfig(Section):
         return _check_name("schedule", v)
 
 
+class LossConfig(Section):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="ε: the target puts 1 − ε + ε/C on the class, "
+                                                                     "ε/C on the others (tricks.regularisers)")
+
+
 class EarlyStoppingConfig(Section):
     patience: int = Field(0, ge=0, le=MAX_EPOCHS, description="0 = off")
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
@@ -314,12 +349,17 @@ class Recipe(Section):
     seed: int = Field(0, ge=0, le=INT64_MAX)
     epochs: int = Field(15, ge=1, le=MAX_EPOCHS)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16: autocast (CPU, CUDA); fp16: autocast and a dynamic loss scale (CUDA only)")
+    accumulate: int = Field(1, ge=1, le=4096, description="optimizer steps every N batches (gradients summed): "
+                                                          "an N-times larger batch")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     init: InitConfig = Field(default_factory=InitConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     clip: ClipConfig = Field(default_factory=ClipConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     averaging: AveragingConfig = Field(default_factory=AveragingConfig)
 

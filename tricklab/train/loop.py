@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -128,6 +128,7 @@ class Learner(Protocol):
     rows: list[TrainState]
     x_train: Tensor
     y_train: Tensor
+    device: torch.device
     batch_size: int
     steps_per_epoch: int
     check_every: int
@@ -198,16 +199,51 @@ def run_epoch(learner: Learner) -> None:
         _end_epoch(learner, range(len(learner.rows)), totals, started, learner.validate())
 
 
+class TensorBatches:
+    """The fast path: an epoch's batches as index slices of ``learner.x_train``/``y_train`` (on the device) in the
+    epoch's order — (B, …) for one model, (K, B, …) for K stacked rows; ``keep`` follows the rows that remain."""
+
+    def __init__(self, learner: Learner, epoch: int) -> None:
+        self.learner, self.order = learner, _order(learner, epoch)
+        self.steps: int | None = learner.steps_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y, bs = self.learner.x_train, self.learner.y_train, self.learner.batch_size
+        for b in range(self.learner.steps_per_epoch):
+            idx = self.order[..., b * bs:(b + 1) * bs]
+            yield x[idx], y[idx]
+
+    def keep(self, rows: list[int]) -> None:
+        self.order = self.order[rows]
+
+
+class Batches(Protocol):
+    """An epoch's training batches for ``fit``: (x, y) pairs on the learner's device; ``steps`` of them (None:
+    unknown until the iterator ends, an iterable dataset without a length); ``keep`` as ``Learner.keep``."""
+
+    steps: int | None
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def keep(self, rows: list[int]) -> None: ...
+
+
+def epoch_batches(learner: Learner, epoch: int) -> Batches:
+    """The learner's batches of ``epoch`` (counted from 0): its own (``learner.batches(epoch)``: a dataset or a
+    ``DataLoader``) where it has them, else the tensor fast path (``TensorBatches``)."""
+    own = getattr(learner, "batches", None)
+    return own(epoch) if own is not None else TensorBatches(learner, epoch)
+
+
 def _train_steps(learner: Learner, started: float) -> EpochTotals:
     """The epoch's optimizer steps, until its last batch or until every row has stopped."""
     rows = learner.rows
-    order = _order(learner, rows[0].epoch - 1)   # the data order's epoch index counts from 0
-    totals = EpochTotals(len(rows), learner.x_train.device)
+    batches = epoch_batches(learner, rows[0].epoch - 1)   # the data order's epoch index counts from 0
+    totals = EpochTotals(len(rows), learner.device)
     totals.attach(rows)
-    bs, last = learner.batch_size, learner.steps_per_epoch - 1
-    for b in range(learner.steps_per_epoch):
-        idx = order[..., b * bs:(b + 1) * bs]
-        x, y = learner.x_train[idx], learner.y_train[idx]
+    last = batches.steps - 1 if batches.steps is not None else -1
+    checked = False
+    for b, (x, y) in enumerate(batches):
         step = rows[0].step
         losses, logits = learner.train_step(x, y)
         with torch.no_grad():  # few dispatches: at ~3 ms per step each extra op costs ~0.2% (bench/trainer_overhead.py)
@@ -215,13 +251,23 @@ def _train_steps(learner: Learner, started: float) -> EpochTotals:
         for state in rows:
             state.step += 1
         learner.end_step()
-        if (step + 1) % learner.check_every == 0 or b == last:
-            kept = _drop_diverged(learner, totals, started)
-            if kept is not None:
-                rows, order = learner.rows, order[kept]
+        checked = (step + 1) % learner.check_every == 0 or b == last
+        if checked:
+            rows = _check(learner, totals, started, batches)
         if all(state.stop for state in rows):   # also when no row is left
             break
+    else:
+        if not checked and totals.seen:   # a source of unknown length ended: its last batch is checked here
+            _check(learner, totals, started, batches)
     return totals
+
+
+def _check(learner: Learner, totals: EpochTotals, started: float, batches: Batches) -> list[TrainState]:
+    """The check every ``check_every`` steps and at the epoch's last: diverged rows leave (``_drop_diverged``)."""
+    kept = _drop_diverged(learner, totals, started)
+    if kept is not None:
+        batches.keep(kept)
+    return learner.rows
 
 
 def _order(learner: Learner, epoch: int) -> Tensor:

@@ -106,7 +106,7 @@ def preflight(recipe: Recipe) -> None:
     one example per batch; return None otherwise. Reads no data and allocates no weights of the real size (meta
     tensors; a model one unit wide for the batch-norm check)."""
     d, m = recipe.data, recipe.model
-    known = KNOWN_DATA.get(d.name if d.name != "synthetic" else f"synthetic/{d.variant or 'spirals'}")
+    known = None if d.python else KNOWN_DATA.get(d.name if d.name != "synthetic" else f"synthetic/{d.variant or 'spirals'}")
     examples = _examples(recipe, known)
     train_examples = _train_examples(recipe, known, examples)
     batch = min(d.batch_size, train_examples) if train_examples is not None else None

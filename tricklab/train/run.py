@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from tricklab.data import Splits, load_data
+from tricklab.data.user import DataSplits, load_user_data
 from tricklab.errors import InputError, Interrupted
 from tricklab.fsutil import atomic_write_text, exclusive_lock, require_file, safe_name
 from tricklab.models import build_model, load_user_model
@@ -35,7 +36,7 @@ from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, Pl
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.progress import ProgressReporter
 from tricklab.train.rows import metric_rows
-from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate
+from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate_split
 from tricklab.tricks.averaging import Ensemble
 from tricklab.tricks.init import init_model_
 from tricklab.tricks.monitor import Monitor
@@ -107,9 +108,11 @@ def select_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def prepare_data(recipe: Recipe, device: torch.device | str = "cpu") -> Splits:
+def prepare_data(recipe: Recipe, device: torch.device | str = "cpu") -> Splits | DataSplits:
     """Load the recipe's data and scale every split with statistics of the training split only."""
     d = recipe.data
+    if d.python:   # a user's datasets, as the factory makes them (tricklab.data.user): not loaded, carved or scaled
+        return load_user_data(d.python, d.batch_size).to(device)
     splits = load_data(d.name, path=d.path, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
                        split_seed=d.split_seed, size=d.size, train_subset=d.train_subset,
                        label_column=d.label_column, variant=d.variant)
@@ -128,8 +131,8 @@ def build_recipe_model(recipe: Recipe, splits: Splits, seed: int) -> nn.Module:
     else:
         model = build_model(m.name, splits.input_shape, splits.num_classes, depth=m.depth, width=m.width,
                             activation=m.activation, norm=m.norm, dropout=m.dropout)
-    model = model.to(splits.x_train.device)
-    sample = splits.x_train[:512] if recipe.init.scheme == "lsuv" else None
+    model = model.to(splits.device)
+    sample = splits.sample(512) if recipe.init.scheme == "lsuv" else None
     init_model_(model, recipe.init.scheme, data=sample)
     if m.norm == "weight" and not m.python:
         apply_weight_norm(model)
@@ -167,7 +170,7 @@ def check_buildable(recipe: Recipe, splits: Splits) -> None:
     store row exists. The run builds them again from the same seed, so nothing it computes changes."""
     model = build_recipe_model(recipe, splits, recipe.seed)
     build_recipe_optimizer(recipe, model)
-    recipe_schedule(recipe, len(splits.x_train))
+    recipe_schedule(recipe, splits.n_train)
 
 
 def stopping_callbacks(recipe: Recipe) -> tuple[EarlyStoppingCallback | None, PlateauSchedule | None]:
@@ -405,7 +408,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         seed = rec.seed + member
         model = build_recipe_model(rec, splits, seed)
         optimizer = build_recipe_optimizer(rec, model)
-        schedule = recipe_schedule(rec, len(splits.x_train))
+        schedule = recipe_schedule(rec, splits.n_train)
         tricks, stopper = _trick_callbacks(rec)
         label = rec.name if members == 1 else f"{rec.name} [{member + 1}/{members}]"
         # extra callbacks (the doctor) first: they see the gradients before clipping
@@ -413,7 +416,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         if progress:
             cbs.append(ProgressReporter(label))
         ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
-        trainer = Trainer(model, optimizer, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val),
+        trainer = Trainer(model, optimizer, splits.train_data(), splits.val_data(),
                           epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
                           callbacks=cbs, checkpoint_dir=ckpt_dir)
         state = trainer.fit(resume=resume)
@@ -448,9 +451,8 @@ def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[T
     val: dict[str, float | None] = {"loss": None, "accuracy": None}
     if diverged is None:
         final_model = model if evaluated is None else evaluated
-        test = dict(evaluate(final_model, splits.x_test, splits.y_test))
-        if len(splits.x_val):
-            val = dict(evaluate(final_model, splits.x_val, splits.y_val))
+        test = evaluate_split(final_model, splits.test_data()) or test
+        val = evaluate_split(final_model, splits.val_data()) or val
     alarms = core_alarms(rec, splits, model, states)
     best = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
                   else best_epoch(first.history, rec.early_stopping.monitor))
@@ -480,7 +482,7 @@ def core_alarms(rec: Recipe, splits: Splits, model: nn.Module, states: list[Trai
                     "stopped and the last good checkpoint was kept. Try a lower learning rate or gradient clipping.")
               for s in states if s.status == "diverged"]
     num_params = sum(p.numel() for p in model.parameters())
-    warning = capacity_warning(num_params, len(splits.x_train))
+    warning = capacity_warning(num_params, splits.n_train)
     if warning:
         alarms.append(Alarm("too_many_parameters", 0, warning))
     return alarms

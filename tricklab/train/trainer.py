@@ -1,27 +1,32 @@
-"""The Trainer: a plain, fast loop over in-memory tensors with a small fixed set of events.
+"""The Trainer: a plain, fast loop over in-memory tensors — or any ``Dataset``/``DataLoader`` — with a small fixed
+set of events.
 
-Hot path: data lives on the device, batches are index slices of a per-epoch permutation (no per-sample
+Hot path (tensors): data lives on the device, batches are index slices of a per-epoch permutation (no per-sample
 Python, no DataLoader), and the loop never reads a device value back to the host on an ordinary step: the
 loss sum, the correct count and the first non-finite step are accumulated as device tensors and read every
-``check_every`` steps and at the end of each epoch. The loop and its rules are ``tricklab.train.loop`` (shared
+``check_every`` steps and at the end of each epoch. Data that is not a pair of tensors comes in batches from
+``tricklab.data.loader`` (in the same seeded order where the Trainer orders it), moved to the model's device. The
+loop and its rules are ``tricklab.train.loop`` (shared
 with the population engine); the Trainer is its learner for one model.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
+from tricklab.data.loader import DataBatches, EpochBatches, evaluation_batches, is_data
 from tricklab.train import loop
 from tricklab.train.checkpoint import load_checkpoint, save_checkpoint, training_state_mismatch
 from tricklab.train.events import Callback, TrainState
-from tricklab.train.loop import batches_per_epoch, scheduled_lr, split_metrics
+from tricklab.train.loop import batches_per_epoch, epoch_order, scheduled_lr, split_metrics
 from tricklab.train.loop import data_order_generator as data_order_generator  # re-exported (its old home)
 from tricklab.tricks.schedules import apply_lr
 
@@ -29,20 +34,43 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 2048,
-             loss_fn: LossFn = F.cross_entropy) -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` on (x, y), in eval mode; one host sync at the end."""
+def evaluate(model: nn.Module, x: torch.Tensor | Dataset | DataLoader, y: torch.Tensor | None = None, *,
+             batch_size: int = 2048, loss_fn: LossFn = F.cross_entropy) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` on (x, y) — or on every example of a ``Dataset``/``DataLoader`` ``x``
+    (in its own order, on the model's device) — in eval mode; one host sync at the end."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
+    if is_data(x):
+        device = _device_of(model)
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = evaluation_batches(x, batch_size, device)
+    else:
+        assert isinstance(x, torch.Tensor) and y is not None
+        device = x.device
+        batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size))
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    n = 0
+    for xb, yb in batches:
+        out = model(xb)
         loss_sum += loss_fn(out, yb).double() * len(yb)
         correct += (out.argmax(dim=1) == yb).sum()
+        n += len(yb)
     model.train(was_training)
-    return split_metrics(loss_sum, correct, len(x))[0]
+    return split_metrics(loss_sum, correct, n)[0]
+
+
+def evaluate_split(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None,
+                   **kwargs: Any) -> dict[str, float | None] | None:
+    """``evaluate`` on a split as a run holds it — a pair of tensors or a ``Dataset``/``DataLoader`` — or None for
+    a split that is absent or empty."""
+    if data is None or (isinstance(data, tuple) and not len(data[0])):
+        return None
+    return dict(evaluate(model, *data, **kwargs) if isinstance(data, tuple) else evaluate(model, data, **kwargs))
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 MAX_TRAINING_SUBSET = 4096
@@ -60,6 +88,12 @@ def training_subset(n_train: int, n_val: int, device: torch.device | str = "cpu"
 class Trainer:
     """Train ``model`` with ``optimizer`` on (x_train, y_train), evaluating on (x_val, y_val) each epoch.
 
+    ``train`` and ``val`` are pairs of tensors (the fast path: the data lives on the device, batches are index
+    slices) or any ``torch.utils.data.Dataset`` or ``DataLoader`` — map-style or iterable, any collate function,
+    worker processes — whose batches are (inputs, labels) (``tricklab.data.loader``: the order is the same seeded
+    permutation as the tensor path's where the Trainer orders the data). A dataset is batched by ``batch_size``
+    with ``num_workers`` workers; a loader keeps its own batch size and workers.
+
     ``lr_schedule`` maps the global step to a learning rate (see ``tricklab.tricks.schedules``); the value,
     times ``state.lr_scale`` (metric-driven schedules write it) and each group's ``lr_scale``, is written into
     the optimizer before every step. With ``checkpoint_dir`` the full training state is saved atomically at
@@ -70,8 +104,8 @@ class Trainer:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        train: tuple[torch.Tensor, torch.Tensor],
-        val: tuple[torch.Tensor, torch.Tensor] | None = None,
+        train: tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader,
+        val: tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader | None = None,
         *,
         epochs: int,
         batch_size: int,
@@ -82,13 +116,12 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         check_every: int = 25,
         eval_batch_size: int = 2048,
+        num_workers: int = 0,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
-        self.x_train, self.y_train = train
         self.val = val
         self.epochs = epochs
-        self.batch_size = min(batch_size, len(self.x_train))
         self.seed = seed
         self.lr_schedule = lr_schedule
         self.callbacks = list(callbacks)
@@ -96,7 +129,22 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.check_every = max(1, check_every)
         self.eval_batch_size = eval_batch_size
-        self.steps_per_epoch = batches_per_epoch(len(self.x_train), self.batch_size)
+        self.data: DataBatches | None = None
+        if is_data(train):
+            self.device = _device_of(model)
+            self.x_train = self.y_train = None
+            self.data = DataBatches(train, batch_size=batch_size, device=self.device, num_workers=num_workers,
+                                    order=lambda epoch, n: epoch_order(seed, epoch, n),
+                                    seeds=lambda epoch: data_order_generator(seed, epoch), steps=batches_per_epoch)
+            self.batch_size = self.data.batch_size
+            self.steps_per_epoch = self.data.steps_per_epoch or 0
+            self.batches = self._data_batches
+        else:
+            self.x_train, self.y_train = train
+            self.device = self.x_train.device
+            self.batch_size = min(batch_size, len(self.x_train))
+            self.steps_per_epoch = batches_per_epoch(len(self.x_train), self.batch_size)
+            self.batches = None   # the loop's tensor fast path
         self.wall_seconds = 0.0
         self.rows: list[TrainState] = []   # the loop's rows: this run's state while ``fit`` runs
 
@@ -152,12 +200,17 @@ class Trainer:
     def end_step(self) -> None:
         self._fire("on_batch_end", self.rows[0])
 
+    def _data_batches(self, epoch: int) -> EpochBatches:
+        assert self.data is not None
+        return EpochBatches(self.data, epoch)
+
     def validate(self) -> list[dict[str, float] | None]:
+        model = self.rows[0].eval_model or self.model
+        if is_data(self.val):
+            return [evaluate(model, self.val, batch_size=self.eval_batch_size, loss_fn=self.loss_fn)]
         if self.val is None or not len(self.val[0]):
             return [None]
-        state = self.rows[0]
-        return [evaluate(state.eval_model or self.model, *self.val, batch_size=self.eval_batch_size,
-                         loss_fn=self.loss_fn)]
+        return [evaluate(model, *self.val, batch_size=self.eval_batch_size, loss_fn=self.loss_fn)]
 
     def end_epoch(self) -> None:
         if self.checkpoint_dir is not None:
