@@ -56,6 +56,11 @@ def exclusive_lock(path: str | os.PathLike[str], *, wait: bool,
     leaves a stale lock. ``wait=False`` raises ``LockBusy`` at once when another process holds it; ``wait=True``
     calls ``on_wait(holder)`` once and blocks until the lock is free. The holder's pid and host are written into
     the file for those messages. POSIX ``flock``; where it does not exist (Windows) nothing is locked.
+
+    The file is removed when the block ends, so no ``.lock`` stays behind after a clean exit (a killed process
+    leaves its file, unlocked, and the next holder removes it). Removing it while locked is safe: a process that
+    opened the file before it was removed finds, once it holds the lock, that the path no longer names the file it
+    locked, and starts over with the file at the path now.
     """
     try:
         import fcntl
@@ -64,26 +69,42 @@ def exclusive_lock(path: str | os.PathLike[str], *, wait: bool,
         return
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    waited = False
+    while True:
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            if not wait:
-                raise LockBusy(p, holder) from None
-            if on_wait is not None:
-                on_wait(holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        try:
-            yield
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                if not wait:
+                    raise LockBusy(p, holder) from None
+                if on_wait is not None and not waited:
+                    on_wait(holder)
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _names(p, fd):   # the holder before us removed the file we opened: lock the one there now
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            try:
+                yield
+            finally:
+                if _names(p, fd):
+                    p.unlink()   # still locked: a process waiting on this file starts over (above)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            return
         finally:
-            os.ftruncate(fd, 0)  # the lock file stays (removing it would race with a waiting process)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        now, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _read_holder(fd: int) -> str:
