@@ -16,6 +16,7 @@ from tricklab.cli.train_cmd import check_run_paths
 EPILOG = """examples:
   tricklab study examples/dropout.yaml                       # local worker processes, one per core
   tricklab study examples/dropout.yaml --executor ray        # one Ray task per trial (RAY_ADDRESS or a local Ray)
+  tricklab study examples/dropout.yaml --executor ray --ray-address 10.0.0.5:6379   # an existing cluster
   tricklab study examples/dropout.yaml --json                # last line: trials_total, trials_completed, ...
 
 With --json the last line of stdout is {"trials_total", "trials_completed", "trials_failed", "store", "report",
@@ -28,6 +29,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("spec", help="the study spec (YAML)")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH", help="SQLite store (default: tricklab.sqlite)")
     add_executor_options(p, None, "the spec's executor, else local")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="an existing Ray cluster for --executor ray (default: the spec's address, else RAY_ADDRESS, "
+                        "else a Ray started for this study)")
     p.add_argument("--runs-dir", default=None, metavar="DIR", help="trial run directories (default: runs/ beside the store)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     check_run_paths(args.runs_dir, args.store)
     spec = load_study(args.spec)
     outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
-                        runs_root=args.runs_dir, progress=not args.quiet,
+                        runs_root=args.runs_dir, progress=not args.quiet, address=args.ray_address,
                         report=None if args.no_report else write_study_report)
     payload = outcome.to_json()
     if not args.json:

@@ -220,8 +220,15 @@ class LocalExecutor(Executor):
             w.stop()
 
 
+SYSTEM_RETRIES = 3
+"""How often Ray runs a trial again after losing the process or node it ran on (an exception raised by the trial
+itself is a failed trial, never retried here: the study's ``max_retries`` decides on the next run)."""
+
+
 class RayExecutor(Executor):
-    """One Ray task per trial; results stream back to the driver as they finish."""
+    """One Ray task per trial; results stream back to the driver as they finish. ``address``: an existing
+    cluster (``ray start --head`` on one machine, ``ray start --address HEAD:PORT`` on the others); trials need
+    the same tricklab, data path and run directory on every node (a shared file system)."""
 
     name = "ray"
 
@@ -242,7 +249,9 @@ class RayExecutor(Executor):
             else:
                 ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, ignore_reinit_error=True,
                          log_to_driver=False)
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_trial)
+        # A trial lost with its node or worker process (a system failure, not an error of the trial) is run again
+        # elsewhere: it resumes from its last checkpoint (``claim_run_dir``) and is stored once, when it returns.
+        remote = ray.remote(num_cpus=1, max_retries=SYSTEM_RETRIES, retry_exceptions=False)(run_trial)
         refs: dict[Any, TrialTask] = {}
         try:
             for task in tasks:

@@ -147,13 +147,14 @@ def study_lock_path(store: Path, study: str) -> Path:
 
 def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqlite", executor: str | None = None,
               workers: int | None = None, runs_root: str | os.PathLike[str] | None = None, progress: bool = True,
-              report: ReportWriter | Literal[False] | None = None) -> StudyOutcome:
+              report: ReportWriter | Literal[False] | None = None, address: str | None = None) -> StudyOutcome:
     """Run (or complete) ``spec`` into ``store``; returns counts and per-arm statistics.
 
     The study layer never imports the report layer (DESIGN.md): a caller that wants the HTML report writes it
     from the store once this returns, or passes ``report``, a function ``(store, study name) -> path`` such as
     ``tricklab.report.write_study_report``, called after the trials are stored; its path is ``outcome.report``
-    (the ``report`` of ``tricklab study --json``). ``None`` or ``False``: no report."""
+    (the ``report`` of ``tricklab study --json``). ``None`` or ``False``: no report. ``address``: the Ray cluster
+    (``--executor ray``), before the spec's ``address`` and ``RAY_ADDRESS``."""
     if report is True:
         raise TypeError("run_study(report=True): the study layer does not write reports; pass "
                         "report=tricklab.report.write_study_report (or write it from the store afterwards)")
@@ -161,7 +162,7 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     store_path = Path(store)
     root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
     executor_name = executor or spec.executor
-    runner = make_executor(executor_name, workers=workers, address=spec.address)
+    runner = make_executor(executor_name, workers=workers, address=address or spec.address)
     every = trial_tasks(spec, root, spec.trials())   # each trial's recipe resolved and hashed once
     check_before_work(every)   # before the store or a run directory exists
     try:

@@ -1,0 +1,110 @@
+"""Activation capture independent of modules: every activation *function* a forward pass calls, wherever it is.
+
+Most hand-written models call their activations as functions inside ``forward`` (``F.relu(self.fc1(x))``,
+``torch.sigmoid(h)``, ``x.clamp(min=0)``, ``F.gelu``); an ``nn.ReLU`` module calls ``F.relu`` too. Forward
+hooks on activation *modules* see only the second kind. ``ActivationCapture`` is a
+``torch.overrides.TorchFunctionMode`` — PyTorch's own interposition point for every ``torch`` function and
+``Tensor`` method called from Python — pushed on probe steps only (``Probe.begin`` enters it, the end of the
+model's forward pass leaves it), so on other steps nothing is intercepted and the loop runs at full speed.
+
+While it is active each call is run as it would be, then classified by ``call_family``:
+
+- an activation of a known family (``relu``, ``leaky_relu``, ``tanh``, ``sigmoid``, ``gelu``, ``selu``; the
+  families of ``tricklab.tricks.activations``) is handed to the probe with its input and output, which pairs it
+  with the weight layer that ran last (the execution-order attribution described in ``probes``);
+- any other nonlinearity (softmax in attention, max pooling, a recurrent cell's gates computed inside
+  ``torch.gru``/``torch.lstm``, ``F.glu``) is only counted: the linear-model check asks whether *anything*
+  nonlinear runs between two weight layers.
+
+``x.clamp(min=0)``/``torch.clamp_min(x, 0)`` is a ReLU; ``clamp`` with other bounds is not an activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+T = torch.Tensor
+
+ACTIVATION_FUNCTIONS: dict[Any, str] = {
+    F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", T.relu: "relu", T.relu_: "relu", F.relu6: "relu",
+    F.leaky_relu: "leaky_relu", F.prelu: "leaky_relu", F.rrelu: "leaky_relu", torch.prelu: "leaky_relu",
+    torch.tanh: "tanh", T.tanh: "tanh", T.tanh_: "tanh", F.tanh: "tanh", F.hardtanh: "tanh",
+    torch.sigmoid: "sigmoid", T.sigmoid: "sigmoid", T.sigmoid_: "sigmoid", F.sigmoid: "sigmoid",
+    torch.special.expit: "sigmoid", F.hardsigmoid: "sigmoid",
+    F.gelu: "gelu", F.silu: "gelu", F.mish: "gelu", F.hardswish: "gelu",
+    F.elu: "selu", F.selu: "selu", F.celu: "selu", torch.selu: "selu",
+}
+"""Function → activation family (``tricklab.tricks.activations``' families; SiLU and Mish are GELU-like)."""
+
+CLAMPS = frozenset({torch.clamp, T.clamp, T.clamp_, torch.clamp_min, T.clamp_min, T.clamp_min_, torch.clip,
+                    T.clip})
+"""``clamp(x, min=0)`` (no upper bound) is a ReLU written by hand."""
+
+OTHER_NONLINEAR = frozenset({
+    F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, T.softmax, T.log_softmax,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    torch.max_pool1d, torch.max_pool2d, F.glu, torch.gru, torch.lstm, torch.rnn_tanh, torch.rnn_relu,
+    torch.gru_cell, torch.lstm_cell, torch.rnn_tanh_cell, torch.rnn_relu_cell, F.softplus, F.softsign,
+    F.tanhshrink, F.logsigmoid, torch.abs, T.abs, torch.exp, T.exp, F.scaled_dot_product_attention,
+    F.multi_head_attention_forward,
+})
+"""Nonlinear functions that are not a unit's activation: counted for the linear-model check only."""
+
+
+def _clamp_is_relu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    low = kwargs.get("min", args[1] if len(args) > 1 else None)
+    high = kwargs.get("max", args[2] if len(args) > 2 else None)
+    return isinstance(low, (int, float)) and not isinstance(low, bool) and low == 0 and high is None
+
+
+def call_family(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The activation family of one call (``relu`` … ``selu``), ``"other"`` for another nonlinearity, else None."""
+    family = ACTIVATION_FUNCTIONS.get(func)
+    if family is not None:
+        return family
+    if func in CLAMPS:
+        return "relu" if _clamp_is_relu(args, kwargs) else None
+    return "other" if func in OTHER_NONLINEAR else None
+
+
+class ActivationCapture(TorchFunctionMode):
+    """A ``TorchFunctionMode`` that reports each activation call: ``on_call(family, input, output)`` with
+    ``family`` from ``call_family``. Enter it for one forward pass (``start``/``stop``); see the module docstring."""
+
+    def __init__(self, on_call: Callable[[str, torch.Tensor | None, torch.Tensor], None]) -> None:
+        super().__init__()
+        self.on_call = on_call
+        self.active = False
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        try:
+            hashable = func in ACTIVATION_FUNCTIONS or func in CLAMPS or func in OTHER_NONLINEAR
+        except TypeError:     # an unhashable callable: not one of ours
+            hashable = False
+        if hashable:
+            family = call_family(func, args, kwargs)
+            result = out[0] if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) else out
+            if family is not None and isinstance(result, torch.Tensor):
+                first = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
+                self.on_call(family, first if isinstance(first, torch.Tensor) else None, result)
+        return out
+
+    def start(self) -> None:
+        """Push the mode (no-op when it is active already)."""
+        if not self.active:
+            self.__enter__()
+            self.active = True
+
+    def stop(self) -> None:
+        """Pop the mode (no-op when it is not active)."""
+        if self.active:
+            self.active = False
+            self.__exit__(None, None, None)
