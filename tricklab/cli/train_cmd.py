@@ -14,6 +14,7 @@ EPILOG = """examples:
   tricklab train --set model.name=mlp --set init.scheme=normal --json
   tricklab train optimizer.lr=0.01 epochs=30                 # KEY=VALUE without --set works the same
   tricklab train --resume runs/mnist1d-cnn-20261127-101500-a1b2c3   # continue a killed run exactly
+  tricklab train --resume runs/mnist1d-cnn-20261127-101500-a1b2c3 epochs=30   # extend a run to 30 epochs
 
 With --json the last line of stdout is one JSON object: status, test_accuracy, test_loss, best_epoch, epochs,
 steps, wall_seconds, run_dir, alarms, ... A diverged run (NaN/Inf loss) exits 0 with status "diverged"."""
@@ -27,7 +28,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field by its dotted path, e.g. --set optimizer.lr=0.1 (repeatable)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint; with "
+                                                        "--set epochs=N, extend a run (finished or not) to N epochs")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run directories are made (default: runs)")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH",
                    help="SQLite store to record the run in (default: tricklab.sqlite; 'none' to skip)")

@@ -28,7 +28,15 @@ from tricklab.errors import InputError, Interrupted
 from tricklab.fsutil import atomic_write_text, exclusive_lock, require_file, safe_name
 from tricklab.models import build_model, load_user_model
 from tricklab.provenance import __version__, git_revision
-from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from tricklab.recipe import (
+    Recipe,
+    apply_overrides,
+    load_recipe,
+    parse_overrides,
+    recipe_from_dict,
+    recipe_to_dict,
+    save_recipe,
+)
 from tricklab.recipe.identity import data_fingerprint, recipe_differences, recipe_hash, with_absolute_paths
 from tricklab.store import Store
 from tricklab.store.records import Alarm
@@ -37,11 +45,14 @@ from tricklab.train.events import Callback, TrainState
 from tricklab.train.progress import ProgressReporter
 from tricklab.train.rows import metric_rows
 from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate_split
+from tricklab.tricks.augment import build_augment
+from tricklab.tricks.augment import input_kind as augment_input_dims
 from tricklab.tricks.averaging import Ensemble
 from tricklab.tricks.init import init_model_
 from tricklab.tricks.monitor import Monitor
 from tricklab.tricks.norm import apply_weight_norm
 from tricklab.tricks.optimizers import build_optimizer
+from tricklab.tricks.precision import refusal as precision_refusal
 from tricklab.tricks.regularization import add_decoupled_weight_decay, capacity_warning, param_groups
 from tricklab.tricks.scaling import fit_scaler
 from tricklab.tricks.schedules import build_schedule
@@ -156,7 +167,7 @@ def build_recipe_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Opti
 
 def recipe_schedule(recipe: Recipe, n_train: int) -> Any:
     """The recipe's learning-rate schedule for ``n_train`` training examples (steps from epochs)."""
-    steps_per_epoch = batches_per_epoch(n_train, recipe.data.batch_size)
+    steps_per_epoch = batches_per_epoch(n_train, recipe.data.batch_size * recipe.accumulate)  # one step: N batches
     o, s = recipe.optimizer, recipe.schedule
     return build_schedule(
         s.name, lr=o.lr, total_steps=recipe.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
@@ -171,6 +182,25 @@ def check_buildable(recipe: Recipe, splits: Splits) -> None:
     model = build_recipe_model(recipe, splits, recipe.seed)
     build_recipe_optimizer(recipe, model)
     recipe_schedule(recipe, splits.n_train)
+    refused = precision_refusal(recipe.precision, splits.device)
+    if refused:
+        raise InputError("precision", f"{recipe.precision} on {splits.device.type}: {refused}", allowed="fp32, bf16")
+    dims = augment_input_dims(recipe.data.augment)
+    if dims and len(splits.input_shape) != dims:
+        raise InputError("data.augment", f"{recipe.data.augment} transforms examples of {dims} dimensions "
+                                         f"({'channels, length' if dims == 2 else 'channels, height, width'}), but this "
+                                         f"data's examples have shape {tuple(splits.input_shape)}",
+                         allowed="none, " + ("crop_flip" if len(splits.input_shape) == 3 else "shift_noise")
+                         if len(splits.input_shape) in (2, 3) else "none")
+
+
+def step_tricks(recipe: Recipe) -> dict[str, Any]:
+    """The Trainer's arguments for the recipe's tricks of the step itself: precision, gradient accumulation,
+    augmentation, mixup and label smoothing."""
+    d = recipe.data
+    return {"precision": recipe.precision, "accumulate": recipe.accumulate, "mixup": d.mixup,
+            "augment": build_augment(d.augment, shift=d.augment_shift, noise=d.augment_noise),
+            "label_smoothing": recipe.loss.label_smoothing}
 
 
 def stopping_callbacks(recipe: Recipe) -> tuple[EarlyStoppingCallback | None, PlateauSchedule | None]:
@@ -261,7 +291,9 @@ def train(
 
     ``recipe``: a ``Recipe``, a mapping, a YAML path, or None for the built-in default; ``overrides``:
     dotted ``key=value`` strings. ``resume``: a run directory of an interrupted run — its saved recipe and
-    latest checkpoint are used and the run continues exactly where the last complete epoch ended.
+    latest checkpoint are used and the run continues exactly where the last complete epoch ended. With
+    ``resume``, the only override allowed is ``epochs=N`` with N above the saved epochs: it extends the run
+    (finished or not) to N epochs, the schedule planned anew for N and N recorded (``extension``).
     ``store``: a ``Store`` or a path (the run and its metric series are recorded there). ``callbacks`` run
     before the trick callbacks (so they see gradients before clipping).
     """
@@ -269,16 +301,17 @@ def train(
         run_path = Path(resume)
         if not (run_path / RECIPE_FILE).is_file():
             raise InputError("--resume", f"{run_path} is not a run directory (no {RECIPE_FILE} in it)")
-        if overrides:
-            raise InputError("--set", "a resumed run keeps its saved recipe; --set cannot be combined with --resume")
         rec = load_recipe(run_path / RECIPE_FILE)
-        problems = identity_problems(run_path, recipe_to_dict(rec))
+        extended = extension(rec, overrides, run_path)
+        rec = extended or rec
+        problems = identity_problems(run_path, recipe_to_dict(rec), extend=extended is not None)
         if problems:
             raise InputError("--resume", f"{run_path} cannot be resumed: {'; '.join(problems)}. Its checkpoint was "
                                          "trained with the recipe and data in identity.json",
                              allowed="restore recipe.yaml and the data file, or start a new run with the changed "
                                      "recipe")
     else:
+        extended = None
         if isinstance(recipe, Recipe):
             rec = recipe.model_copy(deep=True)
             explicit = "name" in rec.model_fields_set or any(o.partition("=")[0].strip() == "name"
@@ -312,10 +345,10 @@ def train(
         lock = exclusive_lock(run_path / LOCK_FILE, wait=True,
                               on_wait=lambda holder: _say_waiting(run_path, holder, resume is not None))
         with lock:
-            if resume is None:
+            if resume is None or extended is not None:   # an extension records its new number of epochs
                 save_recipe(rec, run_path / RECIPE_FILE)
                 write_identity(run_path, recipe_to_dict(rec))
-            else:
+            if resume is not None:
                 _remove_stale_temporaries(run_path)
             if db is not None:
                 db.add_run(run_id, rec.name, recipe_to_dict(rec), run_dir=str(run_path), version=__version__,
@@ -336,6 +369,42 @@ def train(
     return result
 
 
+def extension(saved: Recipe, overrides: Sequence[str] | None, run_path: Path) -> Recipe | None:
+    """The recipe of ``run_path`` extended to more epochs by ``overrides`` (``["epochs=30"]``), or None when they
+    ask for nothing new. Any other override is refused (the checkpoint was trained with the saved recipe), as are
+    fewer epochs and a run that stopped early or diverged (it would end again at once)."""
+    pairs = parse_overrides(list(overrides or []))
+    if not pairs:
+        return None
+    others = sorted({".".join(keys) for keys, _ in pairs} - {"epochs"})
+    if others:
+        raise InputError(f"--set {others[0]}", "a resumed run keeps its saved recipe: its checkpoint was trained "
+                                               "with it; only epochs may be raised, to extend the run",
+                         allowed=f"--set epochs=N with N > {saved.epochs}, or a new run with the changed recipe")
+    wanted = recipe_from_dict({**recipe_to_dict(saved), "epochs": pairs[-1][1]}, source="--set epochs")
+    if wanted.epochs < saved.epochs:
+        raise InputError("--set epochs", f"{run_path} was planned for {saved.epochs} epochs; a run cannot be "
+                                         f"shortened to {wanted.epochs}",
+                         allowed=f"N > {saved.epochs} to extend it, or --resume alone to continue it")
+    if wanted.epochs == saved.epochs:
+        return None
+    status = _finished_status(run_path)
+    if status in ("stopped_early", "diverged"):
+        words = "stopped early" if status == "stopped_early" else "diverged"
+        raise InputError("--resume", f"{run_path} {words}; more epochs would end it again at once",
+                         allowed="a new run (with a changed recipe) instead of an extension")
+    return wanted
+
+
+def _finished_status(run_path: Path) -> str | None:
+    """The status in ``run_path``'s ``result.json`` (None when it has none, or it cannot be read)."""
+    try:
+        path = require_file(run_path / RESULT_FILE, "--resume") if os.path.lexists(run_path / RESULT_FILE) else None
+        return None if path is None else json.loads(path.read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def write_identity(run_path: Path, recipe: dict[str, Any]) -> None:
     """Record in ``run_path`` which recipe (and which data file, by content) its checkpoints belong to."""
     identity = {"recipe_hash": recipe_hash(recipe), "recipe": recipe,
@@ -343,10 +412,11 @@ def write_identity(run_path: Path, recipe: dict[str, Any]) -> None:
     atomic_write_text(run_path / IDENTITY_FILE, json.dumps(identity, indent=1))
 
 
-def identity_problems(run_path: Path, recipe: dict[str, Any]) -> list[str]:
+def identity_problems(run_path: Path, recipe: dict[str, Any], *, extend: bool = False) -> list[str]:
     """Why ``run_path`` may not be resumed as a run of ``recipe``: the recipe its checkpoints were trained with
     (``identity.json``; ``recipe.yaml`` in directories older than it) differs — each differing key named — or
-    its data file changed. Empty when it may."""
+    its data file changed. Empty when it may. ``extend``: an explicit extension, where ``epochs`` may be larger
+    than the saved value (and nothing else may differ)."""
     try:
         path = require_file(run_path / IDENTITY_FILE, "--resume") if os.path.lexists(run_path / IDENTITY_FILE) \
             else run_path / IDENTITY_FILE   # a FIFO in its place is refused by type, never opened
@@ -361,6 +431,9 @@ def identity_problems(run_path: Path, recipe: dict[str, Any]) -> list[str]:
             return [f"its {RECIPE_FILE} is unreadable ({err})"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         return [f"its {IDENTITY_FILE} is unreadable ({type(err).__name__})"]
+    if extend and isinstance(saved, dict) and isinstance(saved.get("epochs"), int) \
+            and recipe.get("epochs", 0) > saved["epochs"]:
+        saved = {**saved, "epochs": recipe["epochs"]}
     problems = recipe_differences(saved, recipe)
     if problems:
         shown = problems[:8] + ([f"... ({len(problems) - 8} more)"] if len(problems) > 8 else [])
@@ -418,7 +491,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
         trainer = Trainer(model, optimizer, splits.train_data(), splits.val_data(),
                           epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
-                          callbacks=cbs, checkpoint_dir=ckpt_dir)
+                          callbacks=cbs, checkpoint_dir=ckpt_dir, **step_tricks(rec))
         state = trainer.fit(resume=resume)
         train_seconds += trainer.wall_seconds
         models.append(state.eval_model or model)
