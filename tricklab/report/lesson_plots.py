@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from tricklab.report.plots import (
     _arm_colors,
@@ -95,8 +96,10 @@ def layer_profiles(panels: Sequence[ProfilePanel], ncols: int = 2) -> str | None
                 _plain_ticks(ax)
             ax.set_title(plain(panel.title))
             ax.set_xlabel("weight layer (forward order)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # layers are whole numbers
             ax.set_ylabel(plain(panel.ylabel))
-            ax.legend(fontsize=7, ncols=2 if len(panel.lines) > 6 else 1)
+            ax.legend(fontsize=7, ncols=2 if len(panel.lines) > 6 else 1, loc="upper left",   # outside the data
+                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
         for ax in flat[len(panels):]:
             ax.set_visible(False)
         return to_base64_png(fig)
