@@ -89,14 +89,16 @@ class _IndexBatches(torch.utils.data.Sampler[list[int]]):
 class DataBatches:
     """The training batches of ``data`` (a ``Dataset`` or ``DataLoader``), epoch after epoch.
 
-    ``batch_size`` applies to a dataset (a loader keeps its own); ``order`` and ``seeds`` make the order a function
+    ``batch_size`` applies to a dataset (a loader keeps its own), times ``accumulate`` (the examples of one
+    optimizer step, split into micro-batches by the Trainer); ``order`` and ``seeds`` make the order a function
     of the run's seed (see the module's docstring); ``steps(n, batch_size)`` is how many batches an epoch of ``n``
     examples has (the Trainer's ``batches_per_epoch``); ``num_workers``, ``collate_fn`` and ``pin_memory`` build the
     loader of a plain dataset. ``steps_per_epoch`` is None for a source of unknown length."""
 
     def __init__(self, data: Dataset | DataLoader, *, batch_size: int, order: Order, seeds: Seeds,
                  steps: Callable[[int, int], int], device: torch.device, num_workers: int = 0,
-                 collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False) -> None:
+                 collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False,
+                 accumulate: int = 1) -> None:
         self.device, self.order, self.seeds = device, order, seeds
         self.loader: DataLoader | None = data if isinstance(data, DataLoader) else None
         dataset = data.dataset if isinstance(data, DataLoader) else data
@@ -106,16 +108,16 @@ class DataBatches:
         self.shuffle = True      # the order is ``order``'s permutation (False: a loader that does not shuffle)
         if self.loader is None:
             if isinstance(dataset, IterableDataset):
-                self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                self.loader = DataLoader(dataset, batch_size=batch_size * accumulate, num_workers=num_workers,
                                          collate_fn=collate_fn, pin_memory=pin_memory)
             else:
                 self.reordered = True
-                self.batch_size = batch_size
+                self.batch_size = batch_size * accumulate
                 self.loader_args = {"num_workers": num_workers, "collate_fn": collate_fn, "pin_memory": pin_memory}
         elif reorderable(self.loader):
             self.reordered = True
             self.shuffle = isinstance(self.loader.sampler, RandomSampler)
-            self.batch_size = self.loader.batch_size or 0
+            self.batch_size = (self.loader.batch_size or 0) * accumulate
             ld = self.loader
             self.loader_args = {"num_workers": ld.num_workers, "collate_fn": ld.collate_fn,
                                 "pin_memory": ld.pin_memory, "timeout": ld.timeout,
@@ -130,6 +132,10 @@ class DataBatches:
             self.batch_size = min(self.batch_size, max(self.n, 1))
         else:
             assert self.loader is not None
+            if accumulate > 1 and data is self.loader:
+                raise ValueError("accumulate > 1 batches accumulate × the loader's batch size, but a DataLoader with a "
+                                 "sampler of its own (or over an iterable dataset) cannot be rebatched: pass its "
+                                 "dataset, or give the loader the larger batch and accumulate=1")
             self.steps_per_epoch = known_length(self.loader)
             self.batch_size = self.loader.batch_size or 0
 

@@ -45,11 +45,14 @@ from tricklab.train.events import Callback, TrainState
 from tricklab.train.progress import ProgressReporter
 from tricklab.train.rows import metric_rows
 from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate_split
+from tricklab.tricks.augment import build_augment
+from tricklab.tricks.augment import input_kind as augment_input_dims
 from tricklab.tricks.averaging import Ensemble
 from tricklab.tricks.init import init_model_
 from tricklab.tricks.monitor import Monitor
 from tricklab.tricks.norm import apply_weight_norm
 from tricklab.tricks.optimizers import build_optimizer
+from tricklab.tricks.precision import refusal as precision_refusal
 from tricklab.tricks.regularization import add_decoupled_weight_decay, capacity_warning, param_groups
 from tricklab.tricks.scaling import fit_scaler
 from tricklab.tricks.schedules import build_schedule
@@ -164,7 +167,7 @@ def build_recipe_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Opti
 
 def recipe_schedule(recipe: Recipe, n_train: int) -> Any:
     """The recipe's learning-rate schedule for ``n_train`` training examples (steps from epochs)."""
-    steps_per_epoch = batches_per_epoch(n_train, recipe.data.batch_size)
+    steps_per_epoch = batches_per_epoch(n_train, recipe.data.batch_size * recipe.accumulate)  # one step: N batches
     o, s = recipe.optimizer, recipe.schedule
     return build_schedule(
         s.name, lr=o.lr, total_steps=recipe.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
@@ -179,6 +182,25 @@ def check_buildable(recipe: Recipe, splits: Splits) -> None:
     model = build_recipe_model(recipe, splits, recipe.seed)
     build_recipe_optimizer(recipe, model)
     recipe_schedule(recipe, splits.n_train)
+    refused = precision_refusal(recipe.precision, splits.device)
+    if refused:
+        raise InputError("precision", f"{recipe.precision} on {splits.device.type}: {refused}", allowed="fp32, bf16")
+    dims = augment_input_dims(recipe.data.augment)
+    if dims and len(splits.input_shape) != dims:
+        raise InputError("data.augment", f"{recipe.data.augment} transforms examples of {dims} dimensions "
+                                         f"({'channels, length' if dims == 2 else 'channels, height, width'}), but this "
+                                         f"data's examples have shape {tuple(splits.input_shape)}",
+                         allowed="none, " + ("crop_flip" if len(splits.input_shape) == 3 else "shift_noise")
+                         if len(splits.input_shape) in (2, 3) else "none")
+
+
+def step_tricks(recipe: Recipe) -> dict[str, Any]:
+    """The Trainer's arguments for the recipe's tricks of the step itself: precision, gradient accumulation,
+    augmentation, mixup and label smoothing."""
+    d = recipe.data
+    return {"precision": recipe.precision, "accumulate": recipe.accumulate, "mixup": d.mixup,
+            "augment": build_augment(d.augment, shift=d.augment_shift, noise=d.augment_noise),
+            "label_smoothing": recipe.loss.label_smoothing}
 
 
 def stopping_callbacks(recipe: Recipe) -> tuple[EarlyStoppingCallback | None, PlateauSchedule | None]:
@@ -469,7 +491,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
         trainer = Trainer(model, optimizer, splits.train_data(), splits.val_data(),
                           epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
-                          callbacks=cbs, checkpoint_dir=ckpt_dir)
+                          callbacks=cbs, checkpoint_dir=ckpt_dir, **step_tricks(rec))
         state = trainer.fit(resume=resume)
         train_seconds += trainer.wall_seconds
         models.append(state.eval_model or model)

@@ -28,7 +28,12 @@ from tricklab.train.checkpoint import load_checkpoint, save_checkpoint, training
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.loop import batches_per_epoch, epoch_order, scheduled_lr, split_metrics
 from tricklab.train.loop import data_order_generator as data_order_generator  # re-exported (its old home)
+from tricklab.tricks.accumulation import micro_batches
+from tricklab.tricks.augment import Augment, batch_generator
+from tricklab.tricks.precision import autocast, loss_scaler
+from tricklab.tricks.precision import refusal as precision_refusal
 from tricklab.tricks.schedules import apply_lr
+from tricklab.tricks.soft_targets import lambda_rng, mixed_loss, mixup, smoothed_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -94,6 +99,12 @@ class Trainer:
     permutation as the tensor path's where the Trainer orders the data). A dataset is batched by ``batch_size``
     with ``num_workers`` workers; a loader keeps its own batch size and workers.
 
+    Tricks of the step itself (each in ``tricklab.tricks``): ``precision`` "bf16" or "fp16" (autocast; fp16 with a
+    dynamic loss scale, CUDA only: ``tricks.precision``), ``accumulate`` = N (each optimizer step takes N·batch_size
+    examples as N micro-batches: ``tricks.accumulation``), ``augment`` (``tricks.augment``), ``mixup`` = α and
+    ``label_smoothing`` = ε (``tricks.soft_targets``: training loss only; validation reports ``loss_fn``). Without
+    any of them the step is the plain one.
+
     ``lr_schedule`` maps the global step to a learning rate (see ``tricklab.tricks.schedules``); the value,
     times ``state.lr_scale`` (metric-driven schedules write it) and each group's ``lr_scale``, is written into
     the optimizer before every step. With ``checkpoint_dir`` the full training state is saved atomically at
@@ -117,6 +128,11 @@ class Trainer:
         check_every: int = 25,
         eval_batch_size: int = 2048,
         num_workers: int = 0,
+        precision: str = "fp32",
+        accumulate: int = 1,
+        augment: Augment | None = None,
+        mixup: float = 0.0,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -134,6 +150,7 @@ class Trainer:
             self.device = _device_of(model)
             self.x_train = self.y_train = None
             self.data = DataBatches(train, batch_size=batch_size, device=self.device, num_workers=num_workers,
+                                    accumulate=accumulate,
                                     order=lambda epoch, n: epoch_order(seed, epoch, n),
                                     seeds=lambda epoch: data_order_generator(seed, epoch), steps=batches_per_epoch)
             self.batch_size = self.data.batch_size
@@ -142,9 +159,22 @@ class Trainer:
         else:
             self.x_train, self.y_train = train
             self.device = self.x_train.device
-            self.batch_size = min(batch_size, len(self.x_train))
+            self.batch_size = min(batch_size * accumulate, len(self.x_train))
             self.steps_per_epoch = batches_per_epoch(len(self.x_train), self.batch_size)
             self.batches = None   # the loop's tensor fast path
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        if label_smoothing and loss_fn is not F.cross_entropy:
+            raise ValueError("label_smoothing smooths the cross-entropy's targets; this Trainer has another loss_fn")
+        problem = precision_refusal(precision, self.device)
+        if problem:
+            raise ValueError(problem)
+        self.precision, self.accumulate, self.augment, self.mixup = precision, accumulate, augment, mixup
+        self.train_loss: LossFn = smoothed_loss(label_smoothing) if label_smoothing else loss_fn
+        self.scaler = loss_scaler(precision, self.device)
+        # the plain step (no trick in the step itself): today's fast path, op for op
+        self._plain = precision == "fp32" and accumulate == 1 and augment is None and not mixup \
+            and not label_smoothing
         self.wall_seconds = 0.0
         self.rows: list[TrainState] = []   # the loop's rows: this run's state while ``fit`` runs
 
@@ -188,14 +218,50 @@ class Trainer:
         state.x, state.y = x, y
         self._set_lr(state)
         self._fire("on_batch_begin", state)
-        out = self.model(x)
-        loss = self.loss_fn(out, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self._plain:
+            out = self.model(x)
+            loss = self.loss_fn(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            out, loss = self._tricked_forward_backward(x, y, state.step)
         state.loss = loss.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)   # callbacks (clipping, the doctor) see the true gradients
         self._fire("on_before_optimizer_step", state)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)       # skipped when a gradient overflowed; the scale adapts
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         return state.loss, out
+
+    def _tricked_forward_backward(self, x: torch.Tensor, y: torch.Tensor, step: int
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one optimizer step with the step's tricks: augmentation and mixup (random
+        numbers from (seed, step) alone: ``tricks.augment.batch_generator``), ``accumulate`` micro-batches
+        (``tricks.accumulation``), autocast and the loss scale (``tricks.precision``), label smoothing. Returns
+        the logits of the (augmented, mixed) batch and its mean loss."""
+        generator = batch_generator(self.seed, step, x.device) if self.augment is not None or self.mixup else None
+        if self.augment is not None:
+            x = self.augment(x, generator)
+        targets, lam = y.unsqueeze(1), 1.0
+        if self.mixup:
+            x, y_a, y_b, lam = mixup(x, y, self.mixup, generator, lambda_rng(self.seed, step))
+            targets = torch.stack([y_a, y_b], dim=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        outs, total = [], torch.zeros((), device=x.device)
+        for xb, tb, weight in micro_batches(x, targets, self.accumulate):
+            with autocast(self.precision, x.device):
+                out = self.model(xb)
+            logits = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out   # the loss in ≥ fp32
+            loss = self.train_loss(logits, tb[:, 0]) if not self.mixup else \
+                mixed_loss(self.train_loss, logits, tb[:, 0], tb[:, 1], lam)
+            scaled = loss * weight if weight != 1.0 else loss
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            outs.append(logits.detach())
+            total = total + loss.detach() * weight
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)), total
 
     def end_step(self) -> None:
         self._fire("on_batch_end", self.rows[0])
@@ -236,6 +302,7 @@ class Trainer:
             "stop_reason": state.stop_reason,
             "status": state.status,
             "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
         })
 
     def _restore(self, state: TrainState) -> None:
@@ -257,3 +324,5 @@ class Trainer:
         state.stop, state.stop_reason, state.status = ckpt["stop"], ckpt["stop_reason"], ckpt["status"]
         for cb, cb_state in zip(self.callbacks, ckpt["callbacks"]):
             cb.load_state_dict(cb_state)
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
