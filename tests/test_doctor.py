@@ -77,14 +77,18 @@ def test_healthy_since_tells_when_a_repair_held():
     assert not doctor.healthy_since(15)                                             # dead units seen at 20
 
 
-def test_reset_starts_afresh_but_keeps_the_setup_alarm():
+def test_reset_starts_afresh_and_capacity_is_advice_not_a_diagnosis():
     doctor = Doctor(num_params=100_000, num_examples=1000)
-    assert observe_all(doctor, [rec(5 * i, layers=net(dead=0.8)) for i in range(3)]) == [
-        "too_many_parameters", "dead_units"]
+    assert observe_all(doctor, [rec(5 * i, layers=net(dead=0.8)) for i in range(3)]) == ["dead_units"]
+    assert [a.kind for a in doctor.info] == ["too_many_parameters"]      # 100 parameters per example: advice
+    assert "too_many_parameters" not in doctor.diagnosis()
     doctor.reset()
-    assert doctor.diagnosis() == ["too_many_parameters"]
+    assert doctor.diagnosis() == [] and [a.kind for a in doctor.info] == ["too_many_parameters"]
     assert len(doctor.ctx.records) == 0
     assert observe_all(doctor, [rec(100 + 5 * i, layers=net(dead=0.8)) for i in range(3)]) == ["dead_units"]
+    resumed = Doctor()
+    resumed.load_state_dict(json.loads(json.dumps(doctor.state_dict())))
+    assert [a.kind for a in resumed.info] == ["too_many_parameters"]
 
 
 def test_state_dict_resumes_the_same_judgement():

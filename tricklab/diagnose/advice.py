@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 
 from tricklab.diagnose.detectors.base import Finding
+from tricklab.diagnose.detectors.learning_rate import FAMILY_NAMES, TYPICAL_LR
 from tricklab.diagnose.records import Alarm
 from tricklab.tricks.regularization import capacity_warning
 
@@ -210,7 +211,13 @@ def _overfitting(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     else:
         what = (f"the validation loss rose to {fmt(e.get('val_loss'))} (best {fmt(e.get('best_val_loss'))}) "
                 f"while the training loss{measured} fell to {fmt(e.get('train_loss'))}")
-    return f"Overfitting since step {f.step}: {what} at epoch {int(e.get('epoch', 0)) + 1}.", [
+    noise = ""
+    if f.criterion != "gap" and e.get("val_loss_se"):
+        noise = f"; that is {fmt(e.get('rise', 0) / e['val_loss_se'], 2)} standard errors above the best"
+    capacity = (f" The model has {fmt(e.get('params_per_example'), 3)} parameters per training example "
+                f"({int(e.get('num_params', 0)):,} for {int(e.get('num_examples', 0)):,})."
+                if e.get("params_per_example") else "")
+    return f"Overfitting since step {f.step}: {what} at epoch {int(e.get('epoch', 0)) + 1}{noise}.{capacity}", [
         "early_stopping.patience=3: stop when the validation loss stops improving and restore the best weights",
         "optimizer.weight_decay=0.005: a larger penalty on large weights",
         "model.dropout=0.3: dropout (implicit model averaging; the lesson: 10–50 %)",
@@ -243,6 +250,129 @@ def _capacity(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     ]
 
 
+def _exploding_init(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    how = {"loss": (f"the loss at init is {fmt(e.get('loss'))}, {fmt(e.get('loss_over_ln_c'), 2)} × ln C = "
+                    f"{fmt(e.get('ln_classes'))} (a fresh classifier's is ≈ ln C; logit rms {fmt(e.get('logit_rms'))})"),
+           "signal": (f"the signal grows to {fmt(e.get('signal_max'), 2)} × the first layer's input along the forward "
+                      "pass"),
+           "gradient": (f"at step {f.step} the first layer's gradient is {fmt(e.get('grad_ratio'))} × the last's")
+           }.get(f.criterion, "the signal explodes")
+    msg = (f"Exploding initialisation at step {f.step}: {how}. It starts at {where(f.layers)} (layer "
+           f"#{int(e.get('layer_index', 0))}), whose weights multiply the signal's rms by {fmt(e.get('weight_gain'), 2)} "
+           f"(He init: 1.41, LeCun: 1, PyTorch's default: 0.58); the largest gain is {fmt(e.get('max_gain'), 2)}.")
+    return msg, [
+        "init.scheme=he (ReLU family) or init.scheme=lecun (tanh, sigmoid, SELU): re-initialise the layers in place "
+        "with a variance of 2/n_in or 1/n_in (tricklab doctor --repair does it)",
+        f"in your code: replace the scaling of {where(f.layers[:1])}'s weights with nn.init.kaiming_normal_ "
+        "(or remove the custom init and keep PyTorch's default)",
+        NORM,
+        CLIP,
+    ]
+
+
+def _vanishing_init(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    msg = (f"Vanishing initialisation at step {f.step}: the signal shrinks to {fmt(e.get('signal_min'), 2)} × the "
+           f"first layer's input by layer #{int(e.get('signal_layer_index', 0))} of {int(e.get('layers', 0))}; it "
+           f"starts at {where(f.layers)} (layer #{int(e.get('layer_index', 0))}), whose weights multiply the signal's "
+           f"rms by {fmt(e.get('weight_gain'), 2)} (He init: 1.41, LeCun: 1). The gradients at step {f.step}: first "
+           f"layer ‖g‖ = {fmt(e.get('grad_first'))}, last {fmt(e.get('grad_last'))}.")
+    return msg, [
+        "init.scheme=he (ReLU family) or init.scheme=lecun (tanh, sigmoid): re-initialise the layers in place so "
+        "each keeps the signal's scale (tricklab doctor --repair does it)",
+        f"in your code: drop the small-weight init of {where(f.layers[:1])} (nn.init.kaiming_normal_ instead)",
+        NORM,
+        "model.name=resnet / identity shortcuts: a residual path carries the signal past weak layers",
+    ]
+
+
+def _range(e: dict[str, float]) -> str:
+    families = list(TYPICAL_LR)
+    index = int(e.get("family_index", -1))
+    name = FAMILY_NAMES[families[index]] if 0 <= index < len(families) else ""
+    return f"{fmt(e.get('range_low'), 2)} … {fmt(e.get('range_high'), 2)}" + (f" for {name}" if name else "")
+
+
+def _lr_high(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    rate = e.get("lr", lr)
+    sign = {"nonfinite": "the loss became NaN/Inf",
+            "oversized": (f"each step changes the median layer by 10^{fmt(e.get('log10_update_ratio'), 2)} of its "
+                          "weights (healthy ≈ 1e-3)"),
+            "diverging": f"the loss rose to {fmt(e.get('loss'))} from {fmt(e.get('loss_start'))} at the start",
+            "growth": (f"the gradient norm grew to {fmt(e.get('grad_norm'))} from {fmt(e.get('grad_norm_start'))} "
+                       "while the loss got worse"),
+            "wrecked": (f"the first steps were oversized, and since then the net is wrecked: ReLUs dead, weights inflated "
+                        f"or the loss stuck at {fmt(e.get('loss'))} (start {fmt(e.get('loss_start'))})")
+            }.get(f.criterion, "the steps are too large")
+    msg = (f"Learning rate too high since step {f.step}: {fmt(rate)} is {fmt(e.get('times_high'), 2)} × the top of "
+           f"the typical range {_range(e)}, and {sign}.")
+    return msg, [
+        f"{lr_times(rate, 0.1)}: a ten times smaller learning rate (or one inside {_range(e)})",
+        CLIP,
+        "schedule.warmup_epochs=1: a linear warmup avoids the largest steps at the start",
+    ]
+
+
+def _lr_low(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    rate = e.get("lr", lr)
+    sign = (f"each step changes the median layer by only 10^{fmt(e.get('log10_update_ratio'), 2)} of its weights"
+            if f.criterion == "tiny" else f"the loss has not moved from {fmt(e.get('loss_start'))} "
+                                          f"(now {fmt(e.get('loss'))})")
+    msg = (f"Learning rate too low since step {f.step}: {fmt(rate)} is {fmt(e.get('times_low'), 2)} × below the "
+           f"bottom of the typical range {_range(e)}, and {sign}.")
+    return msg, [
+        f"{lr_times(rate, 100)}: a learning rate inside {_range(e)}",
+        "lr_find (tricklab.tricks.lr_find): the LR range test picks the learning rate from the data",
+        "optimizer.name=adam optimizer.lr=0.003: Adam scales each coordinate's step (the lesson: if unsure, Adam)",
+    ]
+
+
+def _linear(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    msg = (f"The model is linear (seen at step {f.step}): its {int(e.get('weight_layers', 0))} weight layers "
+           f"({where(f.layers)}) run with no nonlinear function between them, so together they are one linear "
+           "map — depth adds nothing and the classes must be linearly separable.")
+    first = f.layers[0] if f.layers else "the first layer"
+    return msg, [
+        f"needs a code change: apply an activation after {first} and every hidden layer, e.g. "
+        "x = F.relu(self.fc1(x)) (model.python code; tricklab cannot edit it)",
+        "model.activation=relu: the built-in models put one after every hidden layer",
+        "init.scheme=he: the init that fits the ReLU you add",
+    ]
+
+
+def _mismatch(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    last = f.layers[0] if f.layers else "the output layer"
+    if f.criterion == "classes":
+        msg = (f"Output/loss mismatch at step {f.step}: the model has {int(e.get('output_dim', 0))} outputs for "
+               f"{int(e.get('classes', 0))} classes; the loss at init is ≈ ln {int(e.get('output_dim', 0))} = "
+               f"{fmt(e.get('ln_output_dim'))}, not ln {int(e.get('classes', 0))} = {fmt(e.get('ln_classes'))} "
+               f"(now {fmt(e.get('loss'))}).")
+        return msg, [
+            f"needs a code change: give {last} {int(e.get('classes', 0))} outputs (nn.Linear(..., num_classes))",
+            "check the labels: targets must be 0 … C − 1",
+            "model.python: build the head from the data's class count instead of a constant",
+        ]
+    what = ("rows that sum to 1 (a softmax)" if f.criterion == "softmax"
+            else "values in [0, 1] (a sigmoid)")
+    loss = ("cross-entropy applies log-softmax itself" if e.get("loss_known")
+            else f"the loss stays at or above {fmt(e.get('loss_floor'))}, cross-entropy's floor on probabilities")
+    msg = (f"Output/loss mismatch since step {f.step}: the model outputs probabilities — {what}, between "
+           f"{fmt(e.get('output_min'))} and {fmt(e.get('output_max'))} — where the loss expects logits; {loss}, so "
+           f"the loss cannot fall below {fmt(e.get('loss_floor'))} and its gradient is squashed (now "
+           f"{fmt(e.get('loss'))}).")
+    return msg, [
+        f"needs a code change: return the logits of {last} (remove the softmax/sigmoid at the end of forward; "
+        "apply it only when you need probabilities)",
+        "or keep the softmax and use torch.log + F.nll_loss — numerically worse than logits + cross_entropy",
+        "F.log_softmax at the end is fine: cross_entropy of log-probabilities equals that of logits",
+    ]
+
+
 WRITERS: dict[str, Callable[[Finding, float | None], tuple[str, list[str]]]] = {
     "vanishing_gradients": _vanishing,
     "exploding_gradients": _exploding,
@@ -256,6 +386,12 @@ WRITERS: dict[str, Callable[[Finding, float | None], tuple[str, list[str]]]] = {
     "overfitting": _overfitting,
     "unscaled_inputs": _unscaled,
     "too_many_parameters": _capacity,
+    "exploding_init": _exploding_init,
+    "vanishing_init": _vanishing_init,
+    "lr_too_high": _lr_high,
+    "lr_too_low": _lr_low,
+    "linear_model": _linear,
+    "output_loss_mismatch": _mismatch,
 }
 
 

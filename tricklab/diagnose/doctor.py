@@ -7,6 +7,7 @@
     doctor.end_epoch(epoch, step, {"train_loss": ..., "train_accuracy": ..., "val_loss": ..., "val_accuracy": ...,
                                    "train_eval_loss": ..., "train_eval_accuracy": ...})  # the last two: optional
     doctor.diagnosis()                        # ["saturation", ...]
+    doctor.info                               # advice that is no diagnosis (too many parameters per example)
 
 Detectors run in a fixed order, causes before symptoms (inputs, units, gradients, then update sizes and the
 loss curve), and a finding whose cause is already raised is not raised itself (``Finding.explained_by``):
@@ -36,10 +37,15 @@ from tricklab.diagnose.detectors import (
     Detector,
     EpochMetrics,
     ExplodingGradients,
+    ExplodingInit,
     Finding,
+    LearningRateTooHigh,
+    LearningRateTooLow,
+    LinearModel,
     LossSpike,
     NonFiniteLoss,
     Oscillation,
+    OutputLossMismatch,
     Overfitting,
     Plateau,
     Saturation,
@@ -48,7 +54,9 @@ from tricklab.diagnose.detectors import (
     UnscaledInputs,
     UpdateRatio,
     VanishingGradients,
+    VanishingInit,
 )
+from tricklab.diagnose.detectors.learning_rate import optimizer_family
 from tricklab.diagnose.detectors.loss import nonfinite_finding
 from tricklab.diagnose.records import Alarm, ProbeRecord
 
@@ -56,6 +64,12 @@ DETECTORS: tuple[type[Detector], ...] = (
     NonFiniteLoss,
     UnscaledInputs,
     TooManyParameters,
+    OutputLossMismatch,
+    LinearModel,
+    ExplodingInit,
+    VanishingInit,
+    LearningRateTooHigh,
+    LearningRateTooLow,
     DeadUnits,
     Saturation,
     VanishingGradients,
@@ -68,12 +82,16 @@ DETECTORS: tuple[type[Detector], ...] = (
 )
 """Every detector, causes before symptoms (the order in which one observation is judged)."""
 
-INSTABILITY = frozenset({"nan_loss", "exploding_gradients", "loss_spike", "oscillation"})
+INSTABILITY = frozenset({"nan_loss", "exploding_gradients", "loss_spike", "oscillation", "lr_too_high"})
 """Kinds that say the steps are too large for the loss surface (so is an update ratio in the ``high`` group):
 while one holds, the run is unstable and its validation numbers say nothing about generalisation."""
 
-STATIC_KINDS = frozenset({"too_many_parameters"})
+STATIC_KINDS = frozenset({"too_many_parameters", "linear_model"})
 """Properties of the setup, not of the run's state: kept over ``reset`` and ignored by ``healthy_since``."""
+
+INFO_KINDS = frozenset({"too_many_parameters"})
+"""Advice, not a diagnosis: kept in ``Doctor.info``, never among ``alarms``/``diagnosis`` (where overfitting is
+observed, the overfitting alarm carries the same numbers as its evidence)."""
 
 MAX_RECORDS = 64
 """Records kept (at the probe's default period of 20 steps: the last 1,280 steps) — enough for every window."""
@@ -104,15 +122,21 @@ class Doctor:
     """Watches a run through its probe records and epoch metrics; see the module docstring.
 
     ``thresholds``: a ``Thresholds`` (defaults documented there); ``num_params``/``num_examples``: for the
-    capacity check (too many parameters per training example); ``max_records``/``max_epochs``: memory bounds.
+    capacity check (too many parameters per training example); ``max_records``/``max_epochs``: memory bounds;
+    ``num_classes``: the targets' class count (the output-width and ln C checks; else the output's width is
+    taken); ``optimizer``: the optimizer in use or its name (``adamw``, ``sgd`` ...; the learning-rate rules
+    compare the rate with its typical range); ``loss``: ``"cross_entropy"`` when the loop is known to use it.
     """
 
     def __init__(self, thresholds: Thresholds | None = None, *, num_params: int | None = None,
                  num_examples: int | None = None, max_records: int = MAX_RECORDS, max_epochs: int = 64,
-                 detectors: Sequence[type[Detector]] = DETECTORS) -> None:
+                 detectors: Sequence[type[Detector]] = DETECTORS, num_classes: int | None = None,
+                 optimizer: Any = None, loss: str | None = None) -> None:
         self.thresholds = thresholds or Thresholds()
         self.max_records, self.max_epochs = max_records, max_epochs
         self._num_params, self._num_examples = num_params, num_examples
+        self._setup = {"num_classes": num_classes, "optimizer": optimizer_family(optimizer),
+                       "loss": loss if loss in ("cross_entropy",) else None}
         self._detector_types = tuple(detectors)
         self.reset(keep_static=False)
 
@@ -147,6 +171,16 @@ class Doctor:
         """One alarm per (kind, group), in the order first raised, evidence as last seen."""
         return [e.alarm for e in self._entries.values()]
 
+    @property
+    def info(self) -> list[Alarm]:
+        """Advice about the setup that is no diagnosis (``INFO_KINDS``: too many parameters per example)."""
+        return list(self._info.values())
+
+    def set_optimizer(self, optimizer: Any) -> None:
+        """The optimizer in use (or its name) — for loops that make it after the doctor."""
+        self._setup["optimizer"] = optimizer_family(optimizer)
+        self.ctx.optimizer = self._setup["optimizer"]
+
     def diagnosis(self) -> list[str]:
         """The alarm kinds found, in the order first raised, each once."""
         kinds: list[str] = []
@@ -169,7 +203,9 @@ class Doctor:
         setup alarms (too many parameters) are kept unless ``keep_static`` is False."""
         kept = {k: e for k, e in getattr(self, "_entries", {}).items() if keep_static and e.alarm.kind in STATIC_KINDS}
         self.ctx = Context(self.thresholds, num_params=self._num_params, num_examples=self._num_examples,
-                           max_records=self.max_records, max_epochs=self.max_epochs)
+                           max_records=self.max_records, max_epochs=self.max_epochs, **self._setup)
+        if not hasattr(self, "_info") or not keep_static:
+            self._info: dict[str, Alarm] = {}
         self.detectors: list[Detector] = [cls(self.thresholds) for cls in self._detector_types]
         self._entries: dict[tuple[str, str], _Entry] = dict(kept)
         self.ctx.raised = {e.alarm.kind for e in kept.values()}
@@ -182,6 +218,7 @@ class Doctor:
             "context": self.ctx.state_dict(),
             "detectors": {type(d).__name__: d.state_dict() for d in self.detectors},
             "alarms": [e.to_dict() for e in self._entries.values()],
+            "info": [a.to_dict() for a in self._info.values()],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -198,6 +235,8 @@ class Doctor:
             entry = _Entry.from_dict(item)
             self._entries[(entry.alarm.kind, entry.group)] = entry
         self.ctx.raised = {e.alarm.kind for e in self._entries.values()}
+        self._info = {a["kind"]: Alarm(**a) for a in state.get("info", [])}
+        self._setup.update(num_classes=self.ctx.num_classes, optimizer=self.ctx.optimizer, loss=self.ctx.loss)
 
     # -- internals ----------------------------------------------------------------------------------------
     def _raise(self, findings: list[Finding], step: int) -> list[Alarm]:
@@ -206,6 +245,10 @@ class Doctor:
         new: list[Alarm] = []
         lr = self.ctx.peak_lr or self.ctx.last_lr  # recipes name the peak lr (one-cycle warms up to it)
         for f in findings:
+            if f.kind in INFO_KINDS:
+                if f.kind not in self._info:
+                    self._info[f.kind] = to_alarm(f, lr)
+                continue
             if f.explainable and any(kind in self.ctx.raised for kind in f.explained_by if kind != f.kind):
                 continue
             key = (f.kind, f.group)

@@ -49,9 +49,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from tricklab.diagnose.functional import ActivationCapture
 from tricklab.diagnose.records import LayerStats, ProbeRecord
 from tricklab.tricks.activations import RECTIFIERS as DEAD_FAMILIES
-from tricklab.tricks.activations import SATURATION, activation_family
+from tricklab.tricks.activations import SATURATION, activation_family  # noqa: F401  (re-exported)
 from tricklab.tricks.init import layer_kind
 
 DEFAULT_EVERY = 20
@@ -158,17 +159,16 @@ class Probe:
         self.model = model
         self.every = every
         self.layers: list[tuple[str, nn.Module, str]] = []      # (name, module, kind) in module order
-        self.activations: list[tuple[nn.Module, str]] = []      # (module, family)
         for name, module in model.named_modules():
             kind = layer_kind(module)
             if kind is not None:
                 self.layers.append((name or type(module).__name__.lower(), module, kind))
-            elif (family := activation_family(module)) is not None:
-                self.activations.append((module, family))
         self.params = list(model.parameters())
         self._weight_hooks = [self._weight_hook(i) for i in range(len(self.layers))]
         self._grad_hooks = [self._weight_grad_hook(i) for i in range(len(self.layers))]
-        self._activation_hooks = [self._activation_hook(family) for _, family in self.activations]
+        self._capture = ActivationCapture(self._on_activation)   # functional and module activations alike
+        self._fan_out = [int(m.weight.shape[0]) if getattr(m, "weight", None) is not None else 0
+                         for _, m, _ in self.layers]
         self._depth: dict[int, int] = {}        # layer index → order of first execution (kept across steps)
         self._handles: list[Any] = []           # hooks of the current armed forward pass
         self._reset()
@@ -179,6 +179,13 @@ class Probe:
         self.step: int | None = None
         self._pending: int | None = None        # last weight layer run without an activation after it yet
         self._pre: dict[int, Moments] = {}
+        self._in_norm: dict[int, tuple[torch.Tensor, int]] = {}   # ‖layer input‖ and its size (input rms)
+        self._output: tuple[int, list[torch.Tensor]] | None = None  # the model output's width and statistics
+        self._calls = 0                         # weight-layer calls in the armed forward pass
+        self._nonlinear_since = False           # a nonlinear function ran since the last weight-layer call
+        self._hidden_nonlinear = 0              # weight-layer calls preceded by one (after the first layer)
+        self._last_call: tuple[str, int | None, torch.Tensor] | None = None   # the last activation call
+        self._output_activation: str | None = None
         self._act: dict[int, tuple[str, Moments, torch.Tensor | None, tuple[torch.Tensor, int] | None]] = {}
         self._input: tuple[Moments, torch.Tensor] | None = None
         self._parametrized: set[int] = set()        # layers whose weight is computed (weight norm ...)
@@ -191,6 +198,7 @@ class Probe:
         self._measured: list[int] = []
 
     def _remove_hooks(self) -> None:
+        self._capture.stop()
         for handle in self._handles:
             handle.remove()
         self._handles = []
@@ -223,9 +231,8 @@ class Probe:
                 self._parametrized.add(i)
                 plist = module.parametrizations["weight"]
                 self._handles.append(plist.register_forward_hook(self._grad_hooks[i]))
-        for (module, _), hook in zip(self.activations, self._activation_hooks):
-            self._handles.append(module.register_forward_hook(hook))
         self._handles.append(self.model.register_forward_hook(self._on_model_output))
+        self._capture.start()
         return True
 
     def after_backward(self, *, snapshot: bool = True) -> None:
@@ -286,20 +293,23 @@ class Probe:
         inputs = self._input
         input_keys = (out.add(inputs[0].mean), out.add(inputs[0].deviation), out.add(inputs[1])) \
             if inputs is not None else (None, None, None)
+        output_dim, output_keys = (self._output[0], [out.add(t) for t in self._output[1]]) \
+            if self._output is not None else (None, [None] * 4)
         rows = []
         for i in self._measured:
             pre = self._pre[i]
             family, act, saturated, dead = self._act.get(i, (None, None, None, None))
-            rows.append((i, family, pre.n, act.n if act else 1, dead[1] if dead else 1, [
+            in_norm = self._in_norm.get(i)
+            rows.append((i, family, pre.n, act.n if act else 1, dead[1] if dead else 1, in_norm[1] if in_norm else 1, [
                 out.add(pre.mean), out.add(pre.deviation),
                 out.add(act.mean if act else None), out.add(act.deviation if act else None),
                 out.add(saturated), out.add(dead[0] if dead else None), out.add(self._layer_grad.get(i)),
-                out.add(self._weight_norm.get(i)), out.add(delta.get(i)),
+                out.add(self._weight_norm.get(i)), out.add(delta.get(i)), out.add(in_norm[0] if in_norm else None),
             ]))
         out.read()
 
         layers = []
-        for i, family, n_pre, n_act, n_units, k in rows:
+        for i, family, n_pre, n_act, n_units, n_in, k in rows:
             name, _, kind = self.layers[i]
             act_dev, dead_units = out.get(k[3], None), out.get(k[5], None)
             weight_norm, change = out.get(k[7]), out.get(k[8], None)
@@ -311,6 +321,8 @@ class Probe:
                 frac_dead=None if dead_units is None else dead_units / n_units,
                 grad_norm=out.get(k[6], 0.0), weight_norm=weight_norm,
                 update_ratio=None if change is None else _ratio(change, weight_norm),
+                input_rms=None if (in_norm := out.get(k[9], None)) is None else in_norm / math.sqrt(n_in),
+                weight_gain=weight_norm / math.sqrt(self._fan_out[i]) if self._fan_out[i] else None,
             ))
         grads = [out.get(k) for k in grad_keys]
         record = ProbeRecord(
@@ -320,6 +332,10 @@ class Probe:
             input_mean=out.get(input_keys[0]),
             input_std=out.get(input_keys[1]) / math.sqrt(inputs[0].n) if inputs is not None else math.nan,
             input_absmax=out.get(input_keys[2]), layers=layers, clip_fired=clip_fired, lr=lr,
+            output_dim=output_dim, output_rms=out.get(output_keys[0]), output_min=out.get(output_keys[1]),
+            output_max=out.get(output_keys[2]), output_rowsum_dev=out.get(output_keys[3]),
+            hidden_nonlinear=self._hidden_nonlinear if self._calls > 1 else None,
+            output_activation=self._output_activation,
         )
         self._reset()
         return record
@@ -346,17 +362,37 @@ class Probe:
             self._input_stats(x)
 
     def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        out = _output_tensor(output)
+        if out is not None and self._last_call is not None and self._last_call[2] is out:
+            # the forward pass ends in an activation (a sigmoid or softmax head): the output's, not a hidden
+            # layer's units — the output/loss check judges it, the unit rules do not
+            family, i, _ = self._last_call
+            self._output_activation = family
+            if i is not None:
+                self._act.pop(i, None)
+        self._last_call = None
+        if out is not None and out.is_floating_point() and out.dim() >= 2 and out.numel():
+            o = _detached(out)
+            self._output = (int(o.shape[-1]), [torch.linalg.vector_norm(o) / math.sqrt(o.numel()), o.amin(),
+                                               o.amax(), (o.sum(-1) - 1).abs_().amax()])
         self._remove_hooks()  # the forward pass is over: later ones (accumulation, evaluation) run hook-free
 
     def _weight_hook(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
             if not isinstance(output, torch.Tensor):
                 return
+            self._calls += 1
+            if self._calls > 1 and self._nonlinear_since:
+                self._hidden_nonlinear += 1
+            self._nonlinear_since = False
             if i in self._pre:                      # a shared layer's second call: not measured, pairs nothing
                 self._pending = None
                 return
             self._depth.setdefault(i, len(self._depth))
             self._pre[i] = Moments(_detached(output))
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if x is not None and x.is_floating_point() and x.numel():
+                self._in_norm[i] = (torch.linalg.vector_norm(_detached(x)), x.numel())
             self._pending = i
 
         return hook
@@ -373,23 +409,37 @@ class Probe:
 
         return hook
 
-    def _activation_hook(self, family: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            i = self._pending
-            if i is None or not isinstance(output, torch.Tensor):
-                return
-            self._pending = None
-            a = _detached(output)
-            saturated = dead = None
-            if family in SATURATION:
-                saturated = fraction_saturated(a, *SATURATION[family])
-            elif family in DEAD_FAMILIES:
-                # The activation's input (an in-place ReLU hands its output here: relu(u) <= 0 ⇔ u <= 0 alike).
-                u = args[0].detach() if args and isinstance(args[0], torch.Tensor) else a
-                dead = count_dead(u, 1 if self.layers[i][2].startswith("conv") else -1)
-            self._act[i] = (family, Moments(a), saturated, dead)
+    def _on_activation(self, family: str, u: torch.Tensor | None, output: torch.Tensor) -> None:
+        """One activation call seen by ``ActivationCapture`` (a module's or a function's): paired with the weight
+        layer that ran last and has no activation yet; any nonlinearity counts for the linear-model check."""
+        self._nonlinear_since = True
+        i = self._pending
+        self._last_call = (family, None if family == "other" else i, output)
+        if family == "other" or i is None:
+            return
+        self._pending = None
+        a = _detached(output)
+        saturated = dead = None
+        if family in SATURATION:
+            saturated = fraction_saturated(a, *SATURATION[family])
+        elif family in DEAD_FAMILIES:
+            # The activation's input (an in-place ReLU hands its output here: relu(u) <= 0 ⇔ u <= 0 alike).
+            src = u.detach() if u is not None and u.shape == a.shape else a
+            dead = count_dead(src, 1 if self.layers[i][2].startswith("conv") else -1)
+        self._act[i] = (family, Moments(a), saturated, dead)
 
-        return hook
+
+def _output_tensor(output: Any) -> torch.Tensor | None:
+    """The model's prediction: the tensor itself, a ``.logits`` attribute (Hugging Face outputs), or the first
+    tensor of a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)):
+        return next((t for t in output if isinstance(t, torch.Tensor)), None)
+    return None
 
 
 def _ratio(change: float, weight_norm: float) -> float:

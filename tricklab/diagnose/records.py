@@ -26,6 +26,10 @@ class LayerStats:
     other families); ``frac_dead``: share of units (channels for convolutions) whose pre-activation is <= 0 for
     every example and position of the probe batch (relu family only, else None).
     ``update_ratio`` = ‖Δw‖/‖w‖ of this step's optimizer update (None when the optimizer step was not seen).
+    ``weight_gain`` = ‖W‖/√n_out = √(n_in · mean(W²)), what the weights alone multiply the signal's rms by:
+    √2 for He, 1 for LeCun, 1/√3 for PyTorch's default, √n_in for N(0, 1) weights (biases left out).
+    ``input_rms``: root mean square of the layer's input, so rms(output)/rms(input) is the layer's own gain
+    whatever the wiring around it (residual sums, branches); None when not measured.
     """
 
     name: str
@@ -41,6 +45,20 @@ class LayerStats:
     grad_norm: float
     weight_norm: float
     update_ratio: float | None
+    input_rms: float | None = None
+    weight_gain: float | None = None   # ‖W‖/√n_out = √(n_in · mean W²): the init's gain on the signal's rms
+
+    @property
+    def output_rms(self) -> float:
+        """√(mean² + std²) of the layer's output."""
+        return float((self.pre_mean ** 2 + self.pre_std ** 2) ** 0.5)
+
+    @property
+    def gain(self) -> float | None:
+        """rms(output)/rms(input): ≈ √2 for He init behind a ReLU, ≈ 1 for LeCun, √n_in for N(0, 1) weights."""
+        if self.input_rms is None or not self.input_rms > 0:
+            return None
+        return self.output_rms / self.input_rms
 
 
 @dataclass
@@ -57,6 +75,19 @@ class ProbeRecord:
     layers: list[LayerStats] = field(default_factory=list)
     clip_fired: bool | None = None
     lr: float | None = None
+    # the model's output (its last dimension = the classes of a classifier): width, rms, min, max, and the
+    # largest |row sum − 1| (≈ 0 when the model already outputs probabilities)
+    output_dim: int | None = None
+    output_rms: float | None = None
+    output_min: float | None = None
+    output_max: float | None = None
+    output_rowsum_dev: float | None = None
+    # weight-layer calls of the forward pass preceded by a nonlinear function since the previous weight-layer
+    # call (0 with two or more layers: the model is linear); None when fewer than two ran
+    hidden_nonlinear: int | None = None
+    # the family of the function whose result the forward pass returns (``sigmoid``, ``tanh``, ``other`` for
+    # softmax ...), None when it returns a weight layer's output (logits)
+    output_activation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,4 +112,10 @@ ALARM_KINDS = (
     "overfitting",
     "unscaled_inputs",
     "too_many_parameters",
+    "exploding_init",
+    "vanishing_init",
+    "lr_too_high",
+    "lr_too_low",
+    "linear_model",
+    "output_loss_mismatch",
 )

@@ -37,6 +37,8 @@ class Action:
     overrides: tuple[str, ...] = ()
     reinit: bool = False
     patience: int | None = None    # switch on early stopping (epochs without a better validation loss)
+    scheme: str | None = None      # re-initialise the existing model in place with this init scheme (in-run)
+    user_only: bool = False        # only for a user's model (``model.python``)
 
     @property
     def rebuild(self) -> bool:
@@ -47,6 +49,10 @@ class Action:
         """False when the action would change nothing (every override already holds) or cannot apply (a user
         model and a ``model.*`` override, or norm clipping already at least as tight)."""
         user_model = bool(recipe.get("model", {}).get("python"))
+        if self.user_only and not user_model:
+            return False
+        if self.reinit and user_model and recipe.get("init", {}).get("scheme", "default") == "default":
+            return False   # a fresh build of a user's model runs its own (broken) init again: no repair
         if self.overrides:
             changes = []
             for override in self.overrides:
@@ -72,6 +78,14 @@ REINIT = Action("re-initialise", "units broken from the start come back with fre
                 reinit=True)
 OVERSIZED = Action("lr×0.1", "the steps before it were oversized (median update ratio above 1e-1 at the peak "
                    "rate): the learning rate is the cause, a smaller one the cure", lr_factor=0.1)
+
+def reinit_in_place(scheme: str, user_only: bool = False) -> Action:
+    """Re-initialise every Linear/Conv weight of the running model with ``scheme`` (biases 0), in place."""
+    why = {"he": "He init (variance 2/n_in) keeps a ReLU net's signal at one scale from layer to layer",
+           "lecun": "LeCun init (variance 1/n_in) keeps tanh/sigmoid units in their linear range"}[scheme]
+    return Action(f"re-initialise in place (init.scheme={scheme})", why, scheme=scheme, user_only=user_only)
+
+
 LEAKY = Action("model.activation=leaky_relu", "a leaky ReLU keeps a gradient for negative inputs",
                overrides=("model.activation=leaky_relu",))
 
@@ -90,8 +104,16 @@ def _policies() -> dict[str, list[Action]]:
         "loss_spike": [LR_DOWN, CLIP, LR_DOWN],
         "vanishing_gradients": [standard, residual],
         "saturation": [lecun, standard],
-        # dead from the start (a bad initial state): fresh weights first; a leaky ReLU if they die again
-        "dead_units": [REINIT, LEAKY, LR_DOWN],
+        # dead from the start (a bad initial state): fresh weights first (a user's model: a named scheme in place,
+        # since its own init made them dead); a leaky ReLU if they die again
+        "dead_units": [REINIT, reinit_in_place("he", user_only=True), LEAKY, LR_DOWN],
+        # a broken initialisation: a named scheme applied to the existing model, in place
+        "exploding_init": [reinit_in_place("he"), reinit_in_place("lecun")],
+        "vanishing_init": [reinit_in_place("he"), reinit_in_place("lecun")],
+        "exploding_init_saturating": [reinit_in_place("lecun"), reinit_in_place("he")],
+        "vanishing_init_saturating": [reinit_in_place("lecun"), reinit_in_place("he")],
+        "lr_too_high": [OVERSIZED, CLIP, LR_DOWN],
+        "lr_too_low": [Action("lr×10", "the learning rate is below the optimizer's typical range", lr_factor=10.0)] * 3,
         # dead after oversized steps (the update ratio was far above 1e-3): the learning rate first
         "dead_units_unstable": [OVERSIZED, LR_DOWN, LEAKY, REINIT],
         # a loss that goes up and down by half its start value: steps too large for the surface
@@ -120,7 +142,8 @@ def _policies() -> dict[str, list[Action]]:
 
 POLICIES: dict[str, list[Action]] = _policies()
 
-PRIORITY = ("nan_loss", "exploding_gradients", "loss_spike", "update_ratio", "dead_units", "vanishing_gradients",
+PRIORITY = ("output_loss_mismatch", "linear_model", "exploding_init", "vanishing_init", "lr_too_high", "nan_loss",
+            "exploding_gradients", "loss_spike", "update_ratio", "lr_too_low", "dead_units", "vanishing_gradients",
             "saturation", "unscaled_inputs", "plateau", "oscillation", "overfitting", "too_many_parameters")
 """When several problems appear at once, the one acted on first: instability before its symptoms (a learning
 rate far too high also kills ReLUs and stalls the loss), the network before the optimisation schedule."""
@@ -157,7 +180,27 @@ def policy_key(kind: str, evidence: dict[str, float], unstable: bool = False) ->
         return "update_ratio_high" if ratio > -3 else "update_ratio_low"
     if kind in SYMPTOMS_OF_OVERSIZED_STEPS and unstable:
         return f"{kind}_unstable"
+    if kind in ("exploding_init", "vanishing_init") and evidence.get("saturating", 0.0) > 0.5:
+        return f"{kind}_saturating"
     return kind
+
+
+CODE_CHANGE_KINDS = frozenset({"linear_model", "output_loss_mismatch"})
+"""Problems only the model's code can fix (tricklab never rewrites a user's model): the repair log says
+"needs a code change" and the alarm's advice names the change."""
+
+NEEDS_CODE_CHANGE = "needs a code change"
+
+
+def needs_code_change(kind: str, evidence: dict[str, float], recipe: dict[str, Any]) -> bool:
+    """True when only a change of the model's code can repair ``kind`` (asked once no action is left): a
+    code-change kind, or a user's model (``model.python``) whose policy has architecture remedies (``model.*``
+    overrides), which are never faked on a user's model."""
+    if kind in CODE_CHANGE_KINDS:
+        return True
+    if not recipe.get("model", {}).get("python"):
+        return False
+    return any(o.startswith("model.") for a in POLICIES.get(policy_key(kind, evidence), []) for o in a.overrides)
 
 
 class Repair(TypedDict):
@@ -205,6 +248,15 @@ class RepairPlan:
                 self.lowered_lr = self.lowered_lr or (action.lr_factor is not None and action.lr_factor < 1)
                 return action
         return None
+
+    def note_code_change(self, step: int, alarm_kind: str, message: str, advice: list[str]) -> Repair | None:
+        """Log, once per kind, that ``alarm_kind`` needs a change of the model's code (no budget spent)."""
+        if any(r["action"] == NEEDS_CODE_CHANGE and r["reason"].startswith(f"{alarm_kind}:") for r in self.log):
+            return None
+        change = next((a for a in advice if a.startswith(NEEDS_CODE_CHANGE)), advice[0] if advice else "")
+        entry = Repair(step=step, action=NEEDS_CODE_CHANGE, reason=f"{alarm_kind}: {message} → {change}")
+        self.log.append(entry)
+        return entry
 
     def record(self, step: int, action: Action, alarm_kind: str, message: str, name: str | None = None) -> Repair:
         """Log one repair; ``name`` is what was really done when it differs from the action's name (an

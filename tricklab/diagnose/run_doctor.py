@@ -13,16 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tricklab.diagnose.doctor import INFO_KINDS
 from tricklab.diagnose.probes import DEFAULT_EVERY
 from tricklab.diagnose.records import Alarm
-from tricklab.diagnose.repair import Repair, RepairPlan
-from tricklab.diagnose.trainer_callback import DoctorCallback
+from tricklab.diagnose.repair import NEEDS_CODE_CHANGE, Repair, RepairPlan
+from tricklab.diagnose.trainer_callback import ALARMS_FILE, DoctorCallback
 from tricklab.fsutil import atomic_write_text
-from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict
+from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
 from tricklab.store import Store
 from tricklab.train import RunResult, train
 from tricklab.train.events import Callback
-from tricklab.train.run import RESULT_FILE, new_run_dir
+from tricklab.train.run import RESULT_FILE, json_safe, metric_rows, new_run_dir
+
+REPAIRED_RECIPE = "recipe.repaired.yaml"
+"""The recipe a repaired run ended with, beside the run's ``recipe.yaml`` (the one it started from)."""
 
 
 @dataclass
@@ -34,6 +38,7 @@ class DoctorResult:
     repairs: list[Repair] = field(default_factory=list)
     before: dict[str, Any] | None = None
     attempts: int = 1
+    info: list[Alarm] = field(default_factory=list)   # advice that is no diagnosis (too many parameters)
 
     @property
     def diagnosis(self) -> list[str]:
@@ -49,6 +54,7 @@ class DoctorResult:
         out["alarms"] = [a.brief() for a in self.alarms]
         out["diagnosis"] = self.diagnosis
         out["advice"] = {a.kind: a.advice for a in self.alarms}
+        out["info"] = [a.brief() for a in self.info]
         out["repairs"] = self.repairs
         out["attempts"] = self.attempts
         if self.repairs:
@@ -59,13 +65,41 @@ class DoctorResult:
 
 
 def merge_alarms(result: RunResult, doctor_alarms: list[Alarm]) -> list[Alarm]:
-    """The doctor's alarms plus the core's own (divergence, capacity) of kinds the doctor did not raise;
-    ``result.alarms`` is set to all of them (its JSON: the ``{kind, layer, step, message}`` list of the CLI
-    contract)."""
+    """The doctor's alarms plus the core's own (divergence) of kinds the doctor did not raise; the core's
+    capacity warning is advice (``INFO_KINDS``), kept out. ``result.alarms`` is set to all of them (its JSON:
+    the ``{kind, layer, step, message}`` list of the CLI contract)."""
     seen = {a.kind for a in doctor_alarms}
-    merged = list(doctor_alarms) + [a for a in result.alarms if a.kind not in seen]
+    merged = list(doctor_alarms) + [a for a in result.alarms if a.kind not in seen and a.kind not in INFO_KINDS]
     result.alarms = merged
     return merged
+
+
+def keep_record(outcome: DoctorResult, recipe: Recipe, changes: dict[str, Any],
+                store: Store | str | os.PathLike[str] | None) -> None:
+    """Write what happened where every reader looks, with the same alarms and repairs in each: the final run's
+    ``result.json`` (the doctor's JSON: alarms, diagnosis, info, repairs), ``alarms.json`` (every alarm in
+    full, for the report), ``recipe.repaired.yaml`` (the recipe the run ended with: rebuilds and in-run
+    changes applied — only when something was repaired) and the store's row and alarms table."""
+    result = outcome.result
+    if not result.run_dir:
+        return
+    run_dir = Path(result.run_dir)
+    data = {**result.to_json(), **outcome.to_json()}
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(json_safe(data), indent=1))
+    atomic_write_text(run_dir / ALARMS_FILE, json.dumps(json_safe([a.to_dict() for a in outcome.alarms]), indent=1))
+    if outcome.repairs and any(r["action"] != NEEDS_CODE_CHANGE for r in outcome.repairs):
+        final = recipe_to_dict(recipe)
+        if changes:
+            final = apply_overrides(final, [f"{k}={v}" for k, v in changes.items()])
+        save_recipe(recipe_from_dict(final), run_dir / REPAIRED_RECIPE)
+    if store is None:
+        return
+    db = store if isinstance(store, Store) else Store(store)
+    try:
+        db.finish_run(result.run_id, result.status, json_safe(data), metric_rows(result.history), outcome.alarms)
+    finally:
+        if db is not store:
+            db.close()
 
 
 def doctor_train(
@@ -95,6 +129,7 @@ def doctor_train(
         run_dir = new_run_dir(rec, runs_root)   # made by train, once the data and model passed their checks
         cb = DoctorCallback(every=every, run_dir=run_dir, repair=plan, recipe=recipe_to_dict(rec), can_restart=True)
         result = train(rec, run_dir=run_dir, store=store, progress=progress, callbacks=[*callbacks, cb])
+        core_info = list(result.alarms)
         alarms += cb.alarms
         before = before or cb.before
         if not (plan is not None and cb.restart):
@@ -102,8 +137,13 @@ def doctor_train(
         rec = recipe_from_dict(apply_overrides(recipe_to_dict(rec), cb.rebuild_overrides))
         _abandon(result, store, f"rebuilt with {', '.join(cb.rebuild_overrides)}")
     alarms = merge_alarms(result, alarms)
-    return DoctorResult(result=result, alarms=alarms, repairs=plan.log if plan else [], before=before,
-                        attempts=attempts)
+    info = list(cb.info) or [a for a in core_info if a.kind in INFO_KINDS][:1]
+    if any(a.kind == "overfitting" for a in alarms):
+        info = []          # its numbers are the overfitting alarm's evidence now
+    outcome = DoctorResult(result=result, alarms=alarms, repairs=plan.log if plan else [], before=before,
+                           attempts=attempts, info=info)
+    keep_record(outcome, rec, cb.changes, store)
+    return outcome
 
 
 def _abandon(result: RunResult, store: Store | str | os.PathLike[str] | None, reason: str) -> None:

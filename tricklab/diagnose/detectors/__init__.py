@@ -3,8 +3,11 @@
 from tricklab.diagnose.detectors.base import Context, Detector, EpochMetrics, Finding, Streak
 from tricklab.diagnose.detectors.generalization import Overfitting, TooManyParameters
 from tricklab.diagnose.detectors.gradients import ExplodingGradients, VanishingGradients
+from tricklab.diagnose.detectors.initialisation import ExplodingInit, VanishingInit
 from tricklab.diagnose.detectors.inputs import UnscaledInputs
+from tricklab.diagnose.detectors.learning_rate import LearningRateTooHigh, LearningRateTooLow
 from tricklab.diagnose.detectors.loss import LossSpike, NonFiniteLoss, Oscillation, Plateau
+from tricklab.diagnose.detectors.output import LinearModel, OutputLossMismatch
 from tricklab.diagnose.detectors.thresholds import Thresholds
 from tricklab.diagnose.detectors.units import DeadUnits, Saturation
 from tricklab.diagnose.detectors.update_ratio import UpdateRatio
@@ -15,10 +18,15 @@ __all__ = [
     "Detector",
     "EpochMetrics",
     "ExplodingGradients",
+    "ExplodingInit",
+    "LearningRateTooHigh",
+    "LearningRateTooLow",
+    "LinearModel",
     "Finding",
     "LossSpike",
     "NonFiniteLoss",
     "Oscillation",
+    "OutputLossMismatch",
     "Overfitting",
     "Plateau",
     "Saturation",
@@ -28,4 +36,5 @@ __all__ = [
     "UnscaledInputs",
     "UpdateRatio",
     "VanishingGradients",
+    "VanishingInit",
 ]

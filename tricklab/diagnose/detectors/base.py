@@ -47,6 +47,9 @@ class EpochMetrics:
     lr: float | None = None
     train_eval_loss: float | None = None      # the training split evaluated as the validation split is
     train_eval_accuracy: float | None = None  # (eval mode, the epoch's final weights); None when not measured
+    val_loss_se: float | None = None          # standard error of the validation loss: std of the per-example
+                                              # losses / √n (None when only the mean is known)
+    val_examples: int | None = None           # size of the validation split (for the accuracy's standard error)
 
     @property
     def fit_loss(self) -> float | None:
@@ -67,7 +70,9 @@ class EpochMetrics:
 
         return cls(epoch=epoch, step=step, train_loss=get("train_loss"), train_accuracy=get("train_accuracy"),
                    val_loss=get("val_loss"), val_accuracy=get("val_accuracy"), lr=get("lr"),
-                   train_eval_loss=get("train_eval_loss"), train_eval_accuracy=get("train_eval_accuracy"))
+                   train_eval_loss=get("train_eval_loss"), train_eval_accuracy=get("train_eval_accuracy"),
+                   val_loss_se=get("val_loss_se"),
+                   val_examples=int(n) if (n := get("val_examples")) is not None and n >= 1 else None)
 
 
 @dataclass
@@ -116,10 +121,14 @@ class Context:
     """The doctor's bounded memory, read by every detector (see the module docstring)."""
 
     def __init__(self, thresholds: Thresholds, *, num_params: int | None = None, num_examples: int | None = None,
-                 max_records: int = 64, max_epochs: int = 64) -> None:
+                 max_records: int = 64, max_epochs: int = 64, num_classes: int | None = None,
+                 optimizer: str | None = None, loss: str | None = None) -> None:
         self.thresholds = thresholds
         self.num_params = num_params
         self.num_examples = num_examples
+        self.num_classes = num_classes          # of a classifier's targets (None: unknown)
+        self.optimizer = optimizer              # ``learning_rate.optimizer_family`` of the optimizer in use
+        self.loss = loss                        # "cross_entropy" when the loop is known to use it, else None
         self.records: deque[ProbeRecord] = deque(maxlen=max(max_records, 2 * thresholds.persist,
                                                             thresholds.plateau_window,
                                                             thresholds.oscillation_window + 1))
@@ -129,6 +138,7 @@ class Context:
         self.unstable_step: int | None = None   # the last step an instability finding held (written by the doctor)
         self.start_loss = math.nan              # the first finite probe loss (see ``add_record``)
         self.start_grad_norm = math.nan         # and global gradient norm
+        self.start_weight_norm = math.nan       # and the median weight layer's ‖W‖
         self.peak_lr: float | None = None
 
     # -- feeding ----------------------------------------------------------------------------------------
@@ -141,6 +151,8 @@ class Context:
             self.start_loss = float(record.loss)
         if finite(record.grad_norm) and not finite(self.start_grad_norm):
             self.start_grad_norm = float(record.grad_norm)
+        if not finite(self.start_weight_norm) and (w := median_weight_norm(record)) is not None:
+            self.start_weight_norm = w
         if finite(record.lr) and (self.peak_lr is None or record.lr > self.peak_lr):  # type: ignore[operator]
             self.peak_lr = float(record.lr)  # type: ignore[arg-type]
 
@@ -200,10 +212,14 @@ class Context:
             "raised": sorted(self.raised),
             "start_loss": self.start_loss,
             "start_grad_norm": self.start_grad_norm,
+            "start_weight_norm": self.start_weight_norm,
             "peak_lr": self.peak_lr,
             "unstable_step": self.unstable_step,
             "num_params": self.num_params,
             "num_examples": self.num_examples,
+            "num_classes": self.num_classes,
+            "optimizer": self.optimizer,
+            "loss": self.loss,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -214,10 +230,22 @@ class Context:
         self.raised = set(state.get("raised", []))
         self.start_loss = float(state.get("start_loss", math.nan))
         self.start_grad_norm = float(state.get("start_grad_norm", math.nan))
+        self.start_weight_norm = float(state.get("start_weight_norm", math.nan))
         self.peak_lr = state.get("peak_lr")
         self.unstable_step = state.get("unstable_step")
         self.num_params = state.get("num_params", self.num_params)
         self.num_examples = state.get("num_examples", self.num_examples)
+        self.num_classes = state.get("num_classes", self.num_classes)
+        self.optimizer = state.get("optimizer", self.optimizer)
+        self.loss = state.get("loss", self.loss)
+
+    @property
+    def classes(self) -> int | None:
+        """The number of classes: given, else the width of the model's output at the last probe (≥ 2)."""
+        if self.num_classes:
+            return self.num_classes
+        dims = [r.output_dim for r in reversed(self.records) if r.output_dim]
+        return dims[0] if dims and dims[0] >= 2 else None
 
 
 class Detector:
@@ -256,6 +284,12 @@ class Detector:
         for name, value in state.items():
             if isinstance(getattr(self, name, None), Streak):
                 setattr(self, name, Streak(**value))
+
+
+def median_weight_norm(record: ProbeRecord) -> float | None:
+    """The median ‖W‖ over the record's weight layers (None without a finite one)."""
+    norms = [float(layer.weight_norm) for layer in record.layers if finite(layer.weight_norm)]
+    return median(norms) if norms else None
 
 
 def weight_layers(record: ProbeRecord) -> list[LayerStats]:

@@ -1,34 +1,33 @@
-"""Overfitting and too many parameters for the data — the lesson's balance of capacity against examples.
+"""Overfitting, judged statistically, and too many parameters for the data (advice, not an alarm).
 
-- Overfitting (AUTOTRAINER, Zhang et al. ICSE 2021, ``loss_issue``): the training accuracy exceeds the
-  validation accuracy by ≥ 0.1 ("test not well"), or the validation loss rises while the training loss falls
-  ("test turns bad"), on ``overfit_epochs`` (2) consecutive epochs. AUTOTRAINER uses an absolute loss change
-  ε = 0.01; we use a relative 1 % so the rule does not depend on the loss's units.
+Overfitting is a claim about held-out data, so it must be more than the noise of a finite validation set:
 
-  Both sides are compared like with like: where the loop measured the training split as it measures the
-  validation split (``train_eval_loss``/``train_eval_accuracy``: eval mode, the epoch's final weights — the
-  Trainer's doctor does), those numbers are used. The running means over an epoch's batches are not a
-  generalisation measure: they come from train mode (dropout on, batch statistics) and from weights that
-  moved during the epoch. With batch norm and a large learning rate the running statistics lag the weights,
-  so the evaluated model is bad on *both* splits (measured on the default CNN with SGD at lr 0.5: training
-  split 25 % and validation 28 % in eval mode, training batches 87 %): a gap against the running means is
-  then an artefact, not overfitting. The running means remain the fallback for loops that report nothing else.
+- **Validation loss rising** (AUTOTRAINER's "test turns bad", Zhang et al. ICSE 2021; Prechelt 1998's
+  generalisation loss): the validation loss is above its best so far by more than ``overfit_z`` (2) standard
+  errors — the SE from the per-example losses, std/√n, which the loop reports as ``val_loss_se`` (a 360-example
+  validation set at loss 0.3 has an SE of ≈ 0.03, so "rose by 1 %" is noise) — on ``overfit_epochs`` (2)
+  consecutive epochs, while the training loss is no worse than at the best epoch (training itself is fine).
+  Without an SE, one is approximated from the split's size and error rate (``loss_noise``); without either,
+  the rise must be half the best loss (the loss of 144 digits rose 19 % on noise alone, accuracy unchanged).
+- **Train/validation gap** (AUTOTRAINER's "test not well"): training accuracy − validation accuracy ≥
+  ``overfit_gap`` (0.1) *and* beyond 2 standard errors of the difference (√(a(1 − a)/n) per side), on
+  ``overfit_epochs`` consecutive epochs whose validation loss is no new best — and only where the training
+  split was measured exactly as the validation split is (``train_eval_*``: eval mode, the epoch's final weights,
+  an average where one is kept). Running means over an epoch's batches come from train mode (dropout on, batch
+  statistics) and from moving weights: with batch norm or an EMA their gap to the evaluated model is an
+  artefact (the default CNN at SGD lr 0.5: batches 87 %, the same weights evaluated 25 % on the training split
+  and 28 % on validation). Loops that report only running means get the loss rule alone.
 
-  And overfitting is judged only where it can exist (Prechelt 1998, "Early Stopping — But When?": the
-  validation error is only meaningful once training is stable; his training-progress measure is large during
-  "unstable phases of training, where training error goes up rather than down"):
-  the run has **learned** — its best validation loss so far is at most ``overfit_learned`` (0.9) × the loss at
-  the start (≈ ln C for a fresh classifier: a model that never beat chance on held-out data has nothing to
-  overfit) — and it is **stable** — no instability finding (NaN/Inf, exploding gradients, a loss spike, an
-  oscillating loss, oversized updates) held during the epochs judged (``Context.unstable_step``), and for the
-  gap rule the epoch's training loss did not rise by more than ``overfit_change`` against the epoch before
-  (the turn rule requires it to fall anyway). The gap rule also counts only epochs whose validation loss is no
-  new best (by ``overfit_change``): a gap measured on a few hundred examples moves by several points from
-  sampling alone (an evenly spaced and a random subset of the default MLP's training split differ by 6 points
-  at 50 %), and while validation still improves every epoch there is nothing to stop early.
-- Too many parameters: more than ``params_per_example`` (10) parameters per training example — the capacity
-  check of ``tricklab.tricks.regularization`` (the lesson: balance parameters against examples). It is a
-  property of the setup, not of the run: raised once, at the first observation, and kept over ``reset``.
+Both only where overfitting can exist (Prechelt 1998: the validation error is meaningful only once training is
+stable): the run has **learned** — its validation accuracy is at least chance + ``overfit_above_chance`` (0.15)
+× (1 − chance), 23.5 % for ten classes (without an accuracy or a class count: its best validation loss ≤
+``overfit_learned`` × the loss at the start) — and it is **stable**: no instability finding (NaN/Inf, exploding
+gradients, a loss spike, oscillation, oversized updates, a learning rate too high) in the epochs judged, and
+the training loss did not rise by more than ``overfit_change`` against the epoch before.
+
+Too many parameters: more than ``params_per_example`` (10) parameters per training example — the capacity
+check of ``tricklab.tricks.regularization``. It is advice about the setup, not a diagnosis of the run: the
+doctor keeps it in ``Doctor.info``; where overfitting is observed, the numbers become that alarm's evidence.
 """
 
 from __future__ import annotations
@@ -70,17 +69,47 @@ def validation_improved(epochs: list[EpochMetrics], change: float) -> bool:
     return bool(earlier) and finite(cur) and cur < min(earlier) * (1 - change)  # type: ignore[operator]
 
 
-def _loss_pair(prev: EpochMetrics, cur: EpochMetrics) -> tuple[float | None, float | None]:
-    """The two epochs' training losses from the same source (evaluated where both have it)."""
-    if finite(prev.train_eval_loss) and finite(cur.train_eval_loss):
-        return prev.train_eval_loss, cur.train_eval_loss
-    return prev.train_loss, cur.train_loss
+def chance_level(ctx: Context) -> float | None:
+    """1/C for a classifier with C classes (None when unknown)."""
+    c = ctx.classes
+    return 1.0 / c if c and c >= 2 else None
+
+
+def has_learned(ctx: Context, metrics: EpochMetrics) -> bool:
+    """Validation accuracy well above chance (see the module docstring); the loss-based ``learned`` without an
+    accuracy or a class count."""
+    chance = chance_level(ctx)
+    if chance is None or not finite(metrics.val_accuracy):
+        return learned(ctx)
+    return metrics.val_accuracy >= chance + ctx.thresholds.overfit_above_chance * (1 - chance)  # type: ignore[operator]
+
+
+def loss_noise(metrics: EpochMetrics) -> float | None:
+    """The validation loss's standard error: as reported (``val_loss_se``), else approximated from the split's size
+    n and the error rate e = 1 − accuracy as loss/√(e·n) — the SE of a loss that is ≈ 0 on the examples classified
+    right and large on the e·n others, which is what a classifier's per-example cross-entropy looks like (ours;
+    max(e, 1/n) keeps it finite). None when neither is known."""
+    if finite(metrics.val_loss_se) and metrics.val_loss_se > 0:  # type: ignore[operator]
+        return float(metrics.val_loss_se)  # type: ignore[arg-type]
+    n, acc, loss = metrics.val_examples, metrics.val_accuracy, metrics.val_loss
+    if not n or not finite(acc) or not finite(loss):
+        return None
+    err = max(1.0 - float(acc), 1.0 / n)  # type: ignore[arg-type]
+    return abs(float(loss)) / (err * n) ** 0.5  # type: ignore[arg-type]
+
+
+def gap_noise(metrics: EpochMetrics) -> float:
+    """Standard error of training − validation accuracy, both measured on ``val_examples`` examples (0 unknown)."""
+    n = metrics.val_examples
+    a, b = metrics.train_eval_accuracy, metrics.val_accuracy
+    if not n or not finite(a) or not finite(b):
+        return 0.0
+    return ((a * (1 - a) + b * (1 - b)) / n) ** 0.5  # type: ignore[operator]
 
 
 class Overfitting(Detector):
-    """Train/validation accuracy gap ≥ ``overfit_gap`` (0.1), or validation loss up while training loss goes
-    down by more than ``overfit_change`` (1 %) each, on ``overfit_epochs`` (2) consecutive epochs — training
-    measured like validation where it was, and only once the run has learned and is stable (module docstring)."""
+    """The validation loss above its best by more than its noise, or an eval-mode accuracy gap beyond its noise,
+    sustained, once the run has learned and is stable (see the module docstring)."""
 
     kind = "overfitting"
 
@@ -89,35 +118,53 @@ class Overfitting(Detector):
         self.turn = Streak()
 
     def end_epoch(self, metrics: EpochMetrics, ctx: Context) -> Finding | None:
-        judged = learned(ctx)
         epochs = list(ctx.epochs)
+        judged = has_learned(ctx, metrics) and stable_since(ctx, 1) \
+            and not training_loss_rose(epochs, self.t.overfit_change)
         gap = None
-        if finite(metrics.fit_accuracy) and finite(metrics.val_accuracy):
-            gap = float(metrics.fit_accuracy) - float(metrics.val_accuracy)  # type: ignore[arg-type]
-        stable = stable_since(ctx, 1) and not training_loss_rose(epochs, self.t.overfit_change)
-        widening = gap is not None and gap >= self.t.overfit_gap and not validation_improved(epochs, self.t.overfit_change)
-        n_gap = self.gap.update(judged and stable and widening, metrics.step)
-        turned = False
-        if judged and stable_since(ctx, 2) and len(epochs) >= 2:   # both epochs compared were stable
-            prev, cur = epochs[-2], epochs[-1]
-            train_prev, train_cur = _loss_pair(prev, cur)
-            if all(finite(v) and v > 0 for v in (train_prev, train_cur, prev.val_loss, cur.val_loss)):
-                c = self.t.overfit_change
-                turned = (train_cur < train_prev * (1 - c)  # type: ignore[operator]
-                          and cur.val_loss > prev.val_loss * (1 + c))  # type: ignore[operator]
-        n_turn = self.turn.update(turned, metrics.step)
+        if finite(metrics.train_eval_accuracy) and finite(metrics.val_accuracy):
+            gap = float(metrics.train_eval_accuracy) - float(metrics.val_accuracy)  # type: ignore[arg-type]
+        noise = gap_noise(metrics)
+        widening = gap is not None and gap >= max(self.t.overfit_gap, self.t.overfit_z * noise) \
+            and not validation_improved(epochs, self.t.overfit_change)
+        n_gap = self.gap.update(judged and widening, metrics.step)
+        rise = self._rise(epochs)
+        n_turn = self.turn.update(judged and rise is not None, metrics.step)
         if n_gap < self.t.overfit_epochs and n_turn < self.t.overfit_epochs:
             return None
         vals = [e.val_loss for e in epochs if finite(e.val_loss)]
         evidence = {"epoch": metrics.epoch, "train_accuracy": metrics.fit_accuracy,
                     "val_accuracy": metrics.val_accuracy, "gap": gap, "train_loss": metrics.fit_loss,
                     "val_loss": metrics.val_loss, "best_val_loss": min(vals) if vals else None,
+                    "val_loss_se": metrics.val_loss_se, "gap_se": noise or None,
                     "train_evaluated": 1.0 if finite(metrics.train_eval_accuracy) else 0.0}
+        p, n = ctx.num_params, ctx.num_examples
+        if p and n and p > self.t.params_per_example * n:   # capacity: the evidence of what is observed
+            evidence.update(num_params=p, num_examples=n, params_per_example=p / n)
         if n_gap >= self.t.overfit_epochs:
             return self.finding(self.gap.start(metrics.step), "gap", (), evidence)
-        prev_val = epochs[-1 - self.t.overfit_epochs].val_loss if len(epochs) > self.t.overfit_epochs else None
-        evidence["val_loss_before"] = prev_val
+        evidence.update(rise=rise)
         return self.finding(self.turn.start(metrics.step), "val_rising", (), evidence)
+
+    def _rise(self, epochs: list[EpochMetrics]) -> float | None:
+        """How far the last validation loss is above the best earlier one, when that exceeds the noise (``overfit_z``
+        standard errors, or 5 % without one) and the training loss is no worse than at the best epoch."""
+        if len(epochs) < 2:
+            return None
+        cur = epochs[-1]
+        earlier = [e for e in epochs[:-1] if finite(e.val_loss)]
+        if not earlier or not finite(cur.val_loss):
+            return None
+        best = min(earlier, key=lambda e: float(e.val_loss))  # type: ignore[arg-type]
+        rise = float(cur.val_loss) - float(best.val_loss)  # type: ignore[arg-type]
+        se = loss_noise(cur)
+        bar = self.t.overfit_z * se if se is not None else 0.5 * abs(float(best.val_loss))  # type: ignore[arg-type]
+        if rise <= bar:
+            return None
+        train_best, train_cur = best.fit_loss, cur.fit_loss
+        if finite(train_best) and finite(train_cur) and train_cur > train_best * (1 + self.t.overfit_change):  # type: ignore[operator]
+            return None
+        return rise
 
 
 class TooManyParameters(Detector):

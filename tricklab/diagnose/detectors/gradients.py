@@ -91,7 +91,7 @@ class VanishingGradients(Detector):
     """
 
     kind = "vanishing_gradients"
-    explained_by = ("dead_units", "unscaled_inputs")
+    explained_by = ("dead_units", "unscaled_inputs", "vanishing_init", "lr_too_low", "output_loss_mismatch")
 
     def reset(self) -> None:
         self.streak = Streak()
@@ -133,7 +133,7 @@ class ExplodingGradients(Detector):
     """
 
     kind = "exploding_gradients"
-    explained_by = ("saturation", "unscaled_inputs")
+    explained_by = ("saturation", "unscaled_inputs", "exploding_init", "lr_too_high")
 
     def reset(self) -> None:
         self.streak = Streak()
@@ -167,12 +167,12 @@ class ExplodingGradients(Detector):
         carrying = [layer for layer in layers if layer.grad_norm >= 0.1 * peak] if peak > 0 else layers[:1]
         if by_growth:
             return self.finding(self.streak.start(record.step), "growth", carrying, evidence,
-                                explained_by=("unscaled_inputs",))
+                                explained_by=("unscaled_inputs", "exploding_init", "lr_too_high"))
         if self.diverging.count >= self.t.persist:
             evidence["loss_factor"] = record.loss / start_loss
             update = [float(layer.update_ratio) for layer in layers if finite(layer.update_ratio)]
             if update:
                 evidence["update_ratio"] = max(update)
             return self.finding(self.diverging.start(record.step), "divergence", layers[-1:], evidence,
-                                explained_by=("unscaled_inputs",))
+                                explained_by=("unscaled_inputs", "exploding_init", "lr_too_high"))
         return self.finding(self.streak.start(record.step), "ratio", carrying, evidence)

@@ -17,7 +17,10 @@ use; a rate outside them is not wrong by itself, which is why a symptom must be 
 ``lr_too_high``: the rate is above the range and the steps are visibly too large on ``persist`` consecutive
 probes — a median update ratio ‖Δw‖/‖w‖ above 10^``update_log10_high`` (Karpathy's 1e-3 × 100), a training loss
 above ``divergence_factor`` × its start value, a gradient norm ``exploding_growth`` × its start while the loss is
-worse — or the loss is NaN/Inf (at once). ``lr_too_low``: the rate is below the range, the median update ratio is
+worse, or — after a first probe whose update was already oversized — dead ReLUs, a loss that stalls, or weights
+inflated to ``lr_weight_inflation`` (3) × their size at the start (what such steps leave behind: behind batch
+norm a layer's output does not depend on ‖W‖, so oversized steps inflate it and the update ratio is small
+again — Hoffer et al. 2018, "Norm matters"; the update ratio of a dead net is small as well) — or the loss is NaN/Inf (at once). ``lr_too_low``: the rate is below the range, the median update ratio is
 below 10^``update_log10_low`` or the loss is not moving (``Context.stalled``), while the loss is still near its
 start value, on ``persist`` consecutive probes. The symptoms' own rules (exploding gradients, update ratio,
 plateau, dead units ...) stand back once the cause is named. Unknown optimizer: no finding.
@@ -28,7 +31,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tricklab.diagnose.detectors.base import Context, Detector, Finding, Streak, finite, median, weight_layers
+from tricklab.diagnose.detectors.base import (
+    Context,
+    Detector,
+    Finding,
+    Streak,
+    finite,
+    median,
+    median_weight_norm,
+    weight_layers,
+)
 from tricklab.diagnose.detectors.update_ratio import log10_ratio
 from tricklab.diagnose.records import ProbeRecord
 
@@ -91,14 +103,17 @@ class LearningRateTooHigh(Detector):
 
     def reset(self) -> None:
         self.streak = Streak()
+        self.kicked = Streak()     # count 1: the run's first probe already took an oversized step
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         bounds = typical_range(ctx)
         lr = record.lr if finite(record.lr) else ctx.peak_lr
+        med = _median_ratio(record)
+        if len(ctx.records) == 1:
+            self.kicked.update(med is not None and med > self.t.update_log10_high, record.step)
         if bounds is None or not finite(lr) or lr <= bounds[1]:  # type: ignore[operator]
             self.streak.update(False, record.step)
             return None
-        med = _median_ratio(record)
         start_loss, start_gn = ctx.start_loss, ctx.start_grad_norm
         nonfinite = not finite(record.loss) or not finite(record.grad_norm)
         oversized = med is not None and med > self.t.update_log10_high
@@ -107,10 +122,18 @@ class LearningRateTooHigh(Detector):
         growing = finite(record.grad_norm) and finite(start_gn) and start_gn > 0 \
             and record.grad_norm > self.t.exploding_growth * start_gn and finite(record.loss) \
             and finite(start_loss) and record.loss > start_loss
-        n = self.streak.update(nonfinite or oversized or diverging or growing, record.step)
+        dead = any(layer.activation == "relu" and finite(layer.frac_dead)
+                   and layer.frac_dead >= self.t.dead_fraction for layer in record.layers)  # type: ignore[operator]
+        # after an oversized first step, what such steps leave behind counts too: dead ReLUs, a loss that stalls
+        w_now = median_weight_norm(record)
+        inflated = w_now is not None and finite(ctx.start_weight_norm) and ctx.start_weight_norm > 0 \
+            and w_now > self.t.lr_weight_inflation * ctx.start_weight_norm
+        wrecked = self.kicked.count > 0 and (dead or inflated or (len(ctx.records) > self.t.persist and ctx.stalled()))
+        n = self.streak.update(nonfinite or oversized or diverging or growing or wrecked, record.step)
         if not nonfinite and n < self.t.persist:
             return None
-        criterion = "nonfinite" if nonfinite else "oversized" if oversized else "diverging" if diverging else "growth"
+        criterion = ("nonfinite" if nonfinite else "oversized" if oversized else "diverging" if diverging
+                     else "growth" if growing else "wrecked")
         return self.finding(self.streak.start(record.step), criterion, (), {
             "lr": lr, "range_low": bounds[0], "range_high": bounds[1], "times_high": lr / bounds[1],  # type: ignore[operator]
             "family_index": list(TYPICAL_LR).index(ctx.optimizer),  # type: ignore[arg-type]

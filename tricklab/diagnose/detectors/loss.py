@@ -17,8 +17,10 @@ is broken from one that is merely noisy, whatever the loss's units.
   improvement (AUTOTRAINER's "unstable loss" looks at the same up-and-down pattern in the accuracy).
 - Plateau: the loss is not moving. Per probe: the median of the second half of the last ``plateau_window``
   (8) probes improved on the first half's by less than 2 %, while the loss is still ≥ 0.9 × the start loss
-  (the run has not got going: slower progress drowns in per-batch noise over 8 probes). Per epoch: the training loss improved by less than 1 % (AUTOTRAINER ε) per epoch over
-  ``plateau_epochs`` (2) epochs while the training accuracy is below 0.99. Neither while the schedule has
+  (the run has not got going: slower progress drowns in per-batch noise over 8 probes). Per epoch: the training
+  loss improved by less than 1 % (AUTOTRAINER ε) per epoch over ``plateau_epochs`` (2) epochs while the run is not
+  at its floor — training accuracy below 0.99 (running or evaluated) and the training loss above
+  ``plateau_floor`` (5 %) of the start loss: a loss ≈ 0 cannot fall further, a memorised set is converged. Neither while the schedule has
   annealed the learning rate below 0.1 × its peak (a flat loss at the end of a one-cycle run is the plan).
 """
 
@@ -49,6 +51,7 @@ class LossSpike(Detector):
     """One probe's loss jumps far above the recent median (see the module docstring); immediate."""
 
     kind = "loss_spike"
+    explained_by = ("lr_too_high", "exploding_init")
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         if not finite(record.loss):
@@ -82,7 +85,7 @@ class Oscillation(Detector):
     """The loss goes up and down by a large amount without net progress (see the module docstring)."""
 
     kind = "oscillation"
-    explained_by = ("unscaled_inputs", "nan_loss")
+    explained_by = ("unscaled_inputs", "nan_loss", "lr_too_high", "exploding_init")
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         w = self.t.oscillation_window
@@ -114,7 +117,8 @@ class Plateau(Detector):
 
     kind = "plateau"
     explained_by = ("vanishing_gradients", "dead_units", "saturation", "update_ratio", "unscaled_inputs",
-                    "nan_loss", "exploding_gradients")
+                    "nan_loss", "exploding_gradients", "exploding_init", "vanishing_init", "lr_too_high",
+                    "lr_too_low", "linear_model", "output_loss_mismatch")
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         w = self.t.plateau_window
@@ -145,6 +149,11 @@ class Plateau(Detector):
             return None
         if finite(metrics.train_accuracy) and metrics.train_accuracy >= self.t.plateau_fit_accuracy:  # type: ignore[operator]
             return None
+        if finite(metrics.fit_accuracy) and metrics.fit_accuracy >= self.t.plateau_fit_accuracy:  # type: ignore[operator]
+            return None
+        floor = self.t.plateau_floor * ctx.start_loss if finite(ctx.start_loss) and ctx.start_loss > 0 else None
+        if floor is not None and any(finite(v) and v <= floor for v in (metrics.train_loss, metrics.fit_loss)):  # type: ignore[operator]
+            return None   # at its floor: a memorised training set is converged, not stuck
         before, now = float(epochs[0].train_loss), float(epochs[-1].train_loss)  # type: ignore[arg-type]
         if before <= 0:
             return None

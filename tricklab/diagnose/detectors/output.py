@@ -6,9 +6,10 @@
   that has learned reaches ≈ 0.1), and its gradient is squashed twice. The probe measures the output's min,
   max and largest |row sum − 1|: every value in [0, 1] with rows within ``probability_tolerance`` (1e-3) of 1
   is a softmax output. Where the loop is known to use cross-entropy (tricklab's Trainer) that is the finding at
-  once; elsewhere the loss is unknown (log + NLL is right for the same output), so the finding also needs the
-  loss to stay at or above the cross-entropy floor for ``plateau_window`` probes — a correct loss falls below it.
-  A Trainer run whose outputs are all in [0, 1] without summing to 1 (sigmoid) is named too.
+  once; elsewhere the loss is unknown (log + NLL is right for the same output, BCE for sigmoid outputs), so the
+  finding also needs the loss to stay at or above the cross-entropy floor for ``plateau_window`` probes — a
+  correct loss falls below it (BCE of a fresh sigmoid head is ≈ 0.69). Outputs all in [0, 1] without summing to
+  1 (a sigmoid head) count as probabilities too.
 - **The wrong number of outputs.** With C classes and a C′-wide output, C′ > C trains silently (the extra
   classes are never a target; the loss at init is ln C′, not ln C); C′ < C fails on the first target ≥ C′.
   Needs the class count (the Trainer gives it; ``Doctor(num_classes=...)`` elsewhere).
@@ -61,7 +62,7 @@ class OutputLossMismatch(Detector):
         if ctx.loss == "cross_entropy":
             holds, need = bounded, 1
         else:
-            holds = softmax and finite(record.loss) and record.loss >= floor - self.t.probability_tolerance
+            holds = bounded and finite(record.loss) and record.loss >= floor - self.t.probability_tolerance
             need = self.t.plateau_window
         if self.streak.update(bool(holds), record.step) < need:
             return None

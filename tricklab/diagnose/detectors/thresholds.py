@@ -103,6 +103,30 @@ class Thresholds:
     # -- capacity (the lesson; ``tricklab.tricks.regularization.capacity_warning``)
     params_per_example: float = 10.0
 
+    # -- the initialisation, judged on the first probe (``detectors.initialisation``)
+    init_loss_factor: float = 3.0          # ours: loss at init ≥ 3 × ln C (a fresh classifier's is ≈ ln C)
+    init_gain_high: float = 4.0            # ours: a layer's weight gain √(n_in·mean W²) ≥ 4 — 2.8 × He's √2,
+                                           # a variance 8 × He's (N(0, 1) weights reach it from n_in = 16)
+    init_gain_low: float = 0.3             # ours: ≤ 0.3 — half PyTorch's default 1/√3, 0.2 × He's
+    init_signal_growth: float = 100.0      # ours: the signal reaching a later layer (or the output) ≥ 100 ×
+                                           # the first layer's input rms: two orders of magnitude
+    init_signal_decay: float = 1e-3        # He et al. 2015's argument with β₁'s three orders of magnitude
+
+    # -- the learning rate against the optimizer's typical range (``detectors.learning_rate``)
+    lr_range_factor: float = 1.0           # the typical range is widened by this factor each way
+    lr_weight_inflation: float = 3.0       # ours: the median layer's ‖W‖ at 3 × its first-probe value
+
+    # -- output and loss (``detectors.output``)
+    probability_tolerance: float = 1e-3    # rows within 1e-3 of summing to 1, every value in [0, 1]
+
+    # -- overfitting, statistical (``detectors.generalization``)
+    overfit_z: float = 2.0                 # the validation loss above its best by 2 standard errors (≈ 95 %)
+    overfit_above_chance: float = 0.15     # ours — learned: validation accuracy ≥ chance + 0.15 × (1 − chance):
+                                           # 23.5 % for ten classes (an unstable start at SGD lr 50 sat at 23 %
+                                           # with its training loss rising; 60 examples of the teacher task
+                                           # memorised by a wide MLP reach 36 % while the val loss climbs ×6)
+    plateau_floor: float = 0.05            # train loss below 5 % of the start loss is a floor, not a plateau
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)

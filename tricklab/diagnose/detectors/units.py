@@ -30,7 +30,7 @@ class DeadUnits(Detector):
     """
 
     kind = "dead_units"
-    explained_by = ("vanishing_gradients", "unscaled_inputs")
+    explained_by = ("vanishing_gradients", "unscaled_inputs", "lr_too_high", "exploding_init", "vanishing_init")
 
     def reset(self) -> None:
         self.streak = Streak()
@@ -56,7 +56,7 @@ class Saturation(Detector):
     """
 
     kind = "saturation"
-    explained_by = ("unscaled_inputs",)
+    explained_by = ("unscaled_inputs", "exploding_init")
 
     def reset(self) -> None:
         self.streak = Streak()

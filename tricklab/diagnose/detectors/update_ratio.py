@@ -20,8 +20,9 @@ import math
 from tricklab.diagnose.detectors.base import Context, Detector, Finding, Streak, median, weight_layers
 from tricklab.diagnose.records import LayerStats, ProbeRecord
 
-LOW_EXPLAINED_BY = ("vanishing_gradients", "dead_units", "saturation", "unscaled_inputs")
-HIGH_EXPLAINED_BY = ("unscaled_inputs",)
+LOW_EXPLAINED_BY = ("vanishing_gradients", "dead_units", "saturation", "unscaled_inputs", "lr_too_low",
+                    "vanishing_init", "output_loss_mismatch", "linear_model")
+HIGH_EXPLAINED_BY = ("unscaled_inputs", "lr_too_high", "exploding_init")
 
 
 def log10_ratio(layer: LayerStats) -> float | None:
