@@ -289,7 +289,7 @@ def test_plateau_on_epochs_unless_the_training_set_is_fit():
 # -- overfitting and capacity -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("gap, fires", [(0.1001, True), (0.0999, False)])
 def test_overfitting_gap_on_two_consecutive_epochs(gap, fires):
-    rows = [{"train_accuracy": 0.9, "val_accuracy": 0.9 - gap, "train_loss": 0.3, "val_loss": 0.5}] * 2
+    rows = [{"train_eval_accuracy": 0.9, "val_accuracy": 0.9 - gap, "train_loss": 0.3, "val_loss": 0.5}] * 2
     results = epochs(Overfitting(T), rows)
     assert results[0] is None
     assert (results[1] is not None) is fires
@@ -298,11 +298,11 @@ def test_overfitting_gap_on_two_consecutive_epochs(gap, fires):
 
 
 def test_overfitting_when_validation_loss_rises_while_training_loss_falls():
-    rows = [{"train_loss": t, "val_loss": v, "train_accuracy": 0.8, "val_accuracy": 0.78}
+    rows = [{"train_loss": t, "val_loss": v, "train_accuracy": 0.8, "val_accuracy": 0.78, "val_loss_se": 0.02}
             for t, v in [(1.0, 1.0), (0.8, 1.05), (0.6, 1.12)]]
     results = epochs(Overfitting(T), rows)
     assert results[1] is None and results[2] is not None and results[2].criterion == "val_rising"
-    noisy = [dict(r, val_loss=1.0 + 0.005 * i) for i, r in enumerate(rows)]       # val up by < 1 %
+    noisy = [dict(r, val_loss=1.0 + 0.015 * i) for i, r in enumerate(rows)]       # up by < 2 standard errors
     assert epochs(Overfitting(T), noisy)[-1] is None
 
 
@@ -326,7 +326,7 @@ def test_overfitting_compares_the_training_split_evaluated_like_the_validation_s
 
 
 def test_overfitting_is_not_judged_before_the_model_has_learned():
-    rows = [{"train_accuracy": 0.7, "val_accuracy": 0.12, "train_loss": 0.9, "val_loss": 2.3}] * 3
+    rows = [{"train_eval_accuracy": 0.7, "val_accuracy": 0.12, "train_loss": 0.9, "val_loss": 2.3}] * 3
     ctx = Context(T)
     ctx.add_record(rec(0, loss=2.5))                                      # the untrained net's loss: ~ln 10
     assert all(f is None for f in epochs(Overfitting(T), rows, ctx))     # validation never beat 0.9 × 2.5
@@ -337,7 +337,7 @@ def test_overfitting_is_not_judged_before_the_model_has_learned():
 
 
 def test_overfitting_is_not_judged_while_the_run_is_unstable():
-    rows = [{"train_accuracy": 0.95, "val_accuracy": 0.7, "train_loss": 0.2, "val_loss": 0.9}] * 5
+    rows = [{"train_eval_accuracy": 0.95, "val_accuracy": 0.7, "train_loss": 0.2, "val_loss": 0.9}] * 5
     ctx = Context(T)
     ctx.unstable_step = 25                                                # e.g. a loss spike inside epoch 3
     results = epochs(Overfitting(T), rows, ctx)
@@ -357,9 +357,9 @@ def test_no_gap_alarm_while_the_validation_loss_still_improves():
 
 def test_no_gap_alarm_while_the_training_loss_itself_rises():
     # a huge learning rate: the batches' accuracy runs ahead of the evaluated model and the loss goes up
-    rows = [{"train_loss": 1.95, "train_accuracy": 0.73, "val_loss": 1.9, "val_accuracy": 0.23},
-            {"train_loss": 2.28, "train_accuracy": 0.75, "val_loss": 1.8, "val_accuracy": 0.25},
-            {"train_loss": 2.50, "train_accuracy": 0.74, "val_loss": 1.7, "val_accuracy": 0.27}]
+    rows = [{"train_loss": 1.95, "train_eval_accuracy": 0.73, "val_loss": 1.9, "val_accuracy": 0.23},
+            {"train_loss": 2.28, "train_eval_accuracy": 0.75, "val_loss": 1.8, "val_accuracy": 0.25},
+            {"train_loss": 2.50, "train_eval_accuracy": 0.74, "val_loss": 1.7, "val_accuracy": 0.27}]
     assert epochs(Overfitting(T), rows) == [None, None, None]
     settled = rows + [dict(rows[-1], train_loss=v) for v in (2.4, 2.3)]     # then it falls: judged again
     assert epochs(Overfitting(T), settled)[-1] is not None

@@ -149,7 +149,7 @@ def test_a_far_too_low_learning_rate_is_raised_to_where_updates_are_healthy(tmp_
     broken = [*DIGITS, "optimizer.lr=1e-7", "epochs=4"]
     plain = doctor_train(overrides=broken, runs_root=tmp_path)
     fixed = doctor_train(overrides=broken, repair=True, runs_root=tmp_path)
-    assert "update_ratio" in plain.diagnosis
+    assert "lr_too_low" in plain.diagnosis                               # the cause, not its symptom (issue 15)
     assert fixed.repairs and fixed.repairs[0]["action"].startswith("lr×")
     factor = float(fixed.repairs[0]["action"].split("×")[1].split()[0])
     assert factor >= 100                                                  # one adapted raise, not ×10 at a time
