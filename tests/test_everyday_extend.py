@@ -77,3 +77,35 @@ def test_what_an_extension_refuses(tmp_path, one_thread):
         assert err["field"] == field and words in err["message"], err
     assert (tmp_path / run / "recipe.yaml").read_text() == before      # refused before anything was written
     assert yaml.safe_load(before)["epochs"] == 2
+
+
+SPEC = {"name": "tiny", "seeds": 1, "metric": "test_accuracy", "factors": {"model.dropout": [0.0, 0.3]},
+        "base": {"data": {"name": "digits"}, "model": {"name": "mlp", "depth": 1, "width": 16}, "epochs": 1}}
+
+
+@pytest.mark.slow
+def test_a_finished_study_says_so_and_reruns_on_request(tmp_path):
+    (tmp_path / "s.yaml").write_text(json.dumps(SPEC))
+    first = tricklab("study", "s.yaml", "--json", "--quiet", "--no-report", "--workers", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert last_json(first.stdout)["trained_now"] == 2 and "note" not in last_json(first.stdout)
+
+    again = tricklab("study", "s.yaml", "--quiet", "--no-report", "--executor", "population", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    note = again.stderr.strip().splitlines()[-1]
+    assert note.startswith("note: all 2 trials are done") and "by the local executor" in note
+    assert "with the population executor" in note and "--rerun" in note
+
+    rerun = tricklab("study", "s.yaml", "--json", "--quiet", "--no-report", "--executor", "population", "--rerun",
+                     cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    out = last_json(rerun.stdout)
+    assert out["trained_now"] == 2 and out["trials_completed"] == 2 and "note" not in out
+    kept = sorted(p.name for p in (tmp_path / "runs" / "tiny").rglob("*.rerun-1"))
+    assert len(kept) == 2                                  # the first runs are kept beside the new ones
+    from tricklab.store import Store
+
+    with Store(tmp_path / "tricklab.sqlite") as db:
+        trials = db.trials("tiny")
+        assert {t["executor"] for t in trials} == {"population"} and all(t["attempts"] == 1 for t in trials)
+        assert len(db.runs("tiny")) == 2

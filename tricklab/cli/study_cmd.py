@@ -2,12 +2,14 @@
 
 Runs every trial (arm × seed) of a study that the store does not hold yet, then compares the arms (mean,
 95% CI, paired differences against the baseline over the same seeds, Holm-corrected) and writes the HTML
-report. Re-running the same command completes what is missing and redoes nothing finished."""
+report. Re-running the same command completes what is missing and redoes nothing finished (it says so when
+nothing is left); --rerun trains every trial again."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from tricklab.cli import plain
@@ -18,6 +20,7 @@ EPILOG = """examples:
   tricklab study examples/dropout.yaml --executor ray        # one Ray task per trial (RAY_ADDRESS or a local Ray)
   tricklab study examples/dropout.yaml --executor ray --ray-address 10.0.0.5:6379   # an existing cluster
   tricklab study examples/dropout.yaml --json                # last line: trials_total, trials_completed, ...
+  tricklab study examples/dropout.yaml --executor population --rerun   # train every trial again
 
 With --json the last line of stdout is {"trials_total", "trials_completed", "trials_failed", "store", "report",
 "arms": [{"name", "mean", "ci_low", "ci_high", "n"}], ...}."""
@@ -33,6 +36,9 @@ def add_parser(sub: Any) -> None:
                    help="an existing Ray cluster for --executor ray (default: the spec's address, else RAY_ADDRESS, "
                         "else a Ray started for this study)")
     p.add_argument("--runs-dir", default=None, metavar="DIR", help="trial run directories (default: runs/ beside the store)")
+    p.add_argument("--rerun", action="store_true",
+                   help="train every trial again, finished or not (their run directories are kept as NAME.rerun-N; "
+                        "the store keeps only the new outcomes)")
     p.add_argument("--no-report", action="store_true", help="do not write the HTML report")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -64,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
     check_run_paths(args.runs_dir, args.store)
     spec = load_study(args.spec)
     outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
-                        runs_root=args.runs_dir, progress=not args.quiet, address=args.ray_address,
+                        runs_root=args.runs_dir, progress=not args.quiet, address=args.ray_address, rerun=args.rerun,
                         report=None if args.no_report else write_study_report)
     payload = outcome.to_json()
     if not args.json:
         _print_table(payload)
+    if outcome.note:
+        sys.stderr.write(f"note: {outcome.note}\n")
     _all_failed(outcome.trials, args.store)   # with --json, the error object is then the only JSON printed
     if args.json:
         print(json.dumps(payload))
@@ -89,7 +97,7 @@ def _all_failed(trials: list[dict[str, Any]], store: str) -> int:
     lines = "".join(f"\n  {n} × {first}" for first, n in kinds.items())
     raise TricklabError(f"every trial failed ({len(trials)}); nothing was measured. Fix the cause below (each "
                         f"trial's full error is in {store}) and run the same command again: failed trials are "
-                        f"retried up to the spec's max_retries{lines}")
+                        f"retried up to the spec's max_retries (--rerun starts every trial afresh){lines}")
 
 
 def _fmt(x: float | None) -> str:

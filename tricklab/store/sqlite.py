@@ -369,6 +369,16 @@ class Store:
                         trial_hash, study_id, arm, seed))
 
     @_names_the_file
+    def reset_trials(self, study_id: str) -> int:
+        """Make every trial of the study pending again, with no attempt, outcome or run (its run rows, metrics and
+        alarms deleted), in one transaction: ``tricklab study --rerun``. Returns how many trials were reset."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM runs WHERE study_id = ?", (study_id,))
+            return db.execute("UPDATE trials SET status = 'pending', attempts = 0, run_id = NULL, executor = NULL,"
+                              " error = NULL, started = NULL, finished = NULL, result = NULL WHERE study_id = ?",
+                              (study_id,)).rowcount
+
+    @_names_the_file
     def interrupt_trials(self, study_id: str) -> int:
         """Mark the study's running trials ``interrupted`` (the driver was stopped by a signal); returns how many.
         An interrupted trial is not a result: the next run of the study trains it again (from its checkpoint)."""

@@ -51,6 +51,7 @@ class StudyOutcome:
     report: str | None = None
     trained_now: int = 0
     seconds: float = 0.0
+    note: str | None = None   # said when nothing was left to train (``nothing_left``)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -71,6 +72,8 @@ class StudyOutcome:
                                "trained_now": self.trained_now, "seconds": self.seconds}
         if stats:
             out["differences"] = {arm: d.to_dict() for arm, d in stats.differences.items()}
+        if self.note:
+            out["note"] = self.note
         return out
 
 
@@ -147,14 +150,17 @@ def study_lock_path(store: Path, study: str) -> Path:
 
 def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqlite", executor: str | None = None,
               workers: int | None = None, runs_root: str | os.PathLike[str] | None = None, progress: bool = True,
-              report: ReportWriter | Literal[False] | None = None, address: str | None = None) -> StudyOutcome:
+              report: ReportWriter | Literal[False] | None = None, address: str | None = None,
+              rerun: bool = False) -> StudyOutcome:
     """Run (or complete) ``spec`` into ``store``; returns counts and per-arm statistics.
 
     The study layer never imports the report layer (DESIGN.md): a caller that wants the HTML report writes it
     from the store once this returns, or passes ``report``, a function ``(store, study name) -> path`` such as
     ``tricklab.report.write_study_report``, called after the trials are stored; its path is ``outcome.report``
     (the ``report`` of ``tricklab study --json``). ``None`` or ``False``: no report. ``address``: the Ray cluster
-    (``--executor ray``), before the spec's ``address`` and ``RAY_ADDRESS``."""
+    (``--executor ray``), before the spec's ``address`` and ``RAY_ADDRESS``. ``rerun``: train every trial again,
+    finished or not — the store forgets their outcomes and their run directories are set aside
+    (``NAME.rerun-N``, kept). When nothing was left to train, ``outcome.note`` says so and how to train again."""
     if report is True:
         raise TypeError("run_study(report=True): the study layer does not write reports; pass "
                         "report=tricklab.report.write_study_report (or write it from the store afterwards)")
@@ -168,6 +174,8 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     try:
         check_store_file(store_path)   # a foreign or impossible store: refused before the lock file is made
         with exclusive_lock(study_lock_path(store_path, spec.name), wait=False), Store(store_path) as db:
+            if rerun:
+                _start_over(spec, db, every)
             final, trained_now = _run_trials(spec, db, every, runner, progress)
     except LockBusy as busy:
         raise InputError("study", f"study {spec.name!r} in {store_path} is being run by another process "
@@ -176,11 +184,46 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
                          allowed="one `tricklab study` process per study and store (another study, or another "
                                  "--store, may run at the same time)") from None
     outcome = StudyOutcome(spec, str(store_path), final, trained_now=trained_now)
+    if not trained_now:
+        outcome.note = nothing_left(spec, final, store_path, runner.name)
     outcome.stats = study_statistics(spec, final)
     if report:
         outcome.report = str(report(store_path, spec.name))
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _start_over(spec: StudySpec, db: Store, every: list[TrialTask]) -> None:
+    """``--rerun``: every trial pending again in the store, every run directory of a trial set aside (renamed
+    ``NAME.rerun-N``), so that no trial resumes a finished checkpoint."""
+    db.check()
+    db.ensure_study(spec.name, spec.spec_hash(), spec.self_contained(), spec.trials(), version=__version__,
+                    git_rev=git_revision())
+    for task in every:
+        run_dir = Path(task.run_dir)
+        if os.path.lexists(run_dir):
+            n = 1
+            while os.path.lexists(run_dir.with_name(f"{run_dir.name}.rerun-{n}")):
+                n += 1
+            run_dir.rename(run_dir.with_name(f"{run_dir.name}.rerun-{n}"))
+    db.reset_trials(spec.name)
+
+
+def nothing_left(spec: StudySpec, trials: list[dict[str, Any]], store: Path, executor: str) -> str:
+    """What to tell a user whose study had nothing left to train: that every trial is done (or failed too often
+    to be retried), with which executor, and how to train them again."""
+    done = sum(t["status"] in FINISHED for t in trials)
+    failed = len(trials) - done
+    used = sorted({t["executor"] for t in trials if t.get("executor")})
+    before = f" by the {' and '.join(used)} executor{'s' if len(used) > 1 else ''}" if used else ""
+    if failed:
+        head = (f"{done} of {len(trials)} trials are done and {failed} failed {spec.max_retries + 1} times (they "
+                "are not retried again)")
+    else:
+        head = f"all {len(trials)} trials are done"
+    other = f" with the {executor} executor" if used and used != [executor] else ""
+    return (f"{head}, trained earlier{before} and kept in {store}; nothing was trained now. To train every trial "
+            f"again{other}, run the same command with --rerun")
 
 
 def _run_trials(spec: StudySpec, db: Store, every: list[TrialTask], runner: Executor, progress: bool
