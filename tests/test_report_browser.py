@@ -10,6 +10,7 @@ CI: ``apt-get install -y chromium`` (Debian) provides ``/usr/bin/chromium``.
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import shutil
@@ -105,3 +106,56 @@ def test_study_report_renders_in_chromium(tmp_path):
     store, spec = make_study(tmp_path / "study")
     report = write_study_report(store, spec.name)
     assert_renders(tmp_path, report, images=7, height=3000)  # 2 forest plots, curves, 4 per-layer views
+
+
+# -- the layout at a desktop and a phone width ------------------------------------------------------------------
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
+"""Where the layout tests leave their screenshots (gitignored), for a person to look at after a run."""
+
+WIDTH_PROBE = ("<script>window.addEventListener('load', () => { const f = document.querySelector('iframe'); "
+               "const d = f.contentDocument.documentElement; f.style.height = d.scrollHeight + 'px'; "
+               "document.body.setAttribute('data-scroll', d.scrollWidth + ' ' + d.clientWidth); });</script>")
+
+
+def page_widths(tmp_path: Path, report: Path, width: int, shot: Path) -> tuple[int, int]:
+    """(scrollWidth, clientWidth) of ``report`` laid out ``width`` CSS pixels wide, and its screenshot in ``shot``.
+
+    Headless Chromium will not open a window narrower than 500 px, so the report is laid out inside an iframe of
+    that width (``srcdoc``: same origin, so the probe can read the framed page's widths); the frame takes the
+    report's own Content-Security-Policy with it."""
+    outer = tmp_path / f"frame-{width}.html"
+    outer.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe style="border:0;width:{width}px;'
+                     f'height:2400px" srcdoc="{html.escape(report.read_text(encoding="utf-8"), quote=True)}">'
+                     f"</iframe>{WIDTH_PROBE}</body></html>", encoding="utf-8")
+    dom, stderr = chromium(tmp_path, outer, "--dump-dom", width=max(width + 40, 600), height=2400)
+    assert console_messages(stderr) == [], console_messages(stderr)
+    scroll, client = (int(v) for v in re.search(r'data-scroll="(\d+) (\d+)"', dom).groups())
+    chromium(tmp_path, outer, f"--screenshot={shot}", width=max(width + 40, 600), height=2400)
+    return scroll, client
+
+
+def test_the_width_check_sees_a_page_wider_than_the_phone(tmp_path):
+    wide = tmp_path / "wide.html"
+    wide.write_text('<!DOCTYPE html><html><head><meta name="viewport" content="width=device-width"></head><body>'
+                    f'<p>{"x" * 300}</p></body></html>')
+    scroll, client = page_widths(tmp_path, wide, 390, tmp_path / "wide.png")
+    assert client <= 390 < scroll
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_reports_fit_the_desktop_and_the_phone_width(run_dir, tmp_path, width):  # noqa: F811 - pytest fixture
+    """The run and the study report scroll only vertically at 1280 and at 390 CSS pixels (wide tables scroll
+    inside their own box); screenshots of each in test-output/screenshots/."""
+    from tests.test_study_report import make_study
+    from tricklab.report import write_study_report
+
+    write_probes(run_dir)
+    write_alarms(run_dir)
+    store, spec = make_study(tmp_path / "study")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, report in (("run", write_run_report(run_dir, tmp_path / "run.html")),
+                         ("study", write_study_report(store, spec.name))):
+        shot = SCREENSHOTS / f"{name}-report-{width}px.png"
+        scroll, client = page_widths(tmp_path, report, width, shot)
+        assert client <= width and scroll <= client, f"{name} report at {width}px: {scroll} px wide > {client}"
+        assert shot.stat().st_size > 20_000

@@ -24,7 +24,7 @@ from tricklab.errors import InputError
 from tricklab.recipe import recipe_to_dict
 from tricklab.report import build_study_report, export_csv, export_markdown, write_study_report
 from tricklab.report.export import md_text
-from tricklab.report.study_data import fmt_interval, fmt_p, fmt_value, load_study_data
+from tricklab.report.study_data import fmt_interval, fmt_p, fmt_value, fmt_wilcoxon, load_study_data
 from tricklab.store import Store
 from tricklab.study import StudySpec, effect_words, load_study, study_from_dict
 from tricklab.study.runner import study_statistics
@@ -189,7 +189,8 @@ def test_summary_numbers_equal_study_statistics(built):
             if d.n >= 2:
                 assert row[5] == (f"{fmt_value(d.mean_diff)} t {fmt_interval(d.ci_low, d.ci_high)} "
                                   f"bootstrap {fmt_interval(d.boot_low, d.boot_high)}")
-            assert row[6:9] == [fmt_p(d.p_t), fmt_p(d.p_wilcoxon), fmt_p(d.p_holm)]
+            assert row[6:9] == [fmt_p(d.p_t), fmt_wilcoxon(d.p_wilcoxon, d.p_wilcoxon_floor), fmt_p(d.p_holm)]
+            assert (row[7] == "—") == (d.p_wilcoxon is None)   # every p the test can give is shown
             assert row[-1].startswith(effect_words(d))
     # a reference the formatting cannot hide: the baseline's accuracies 0.90, 0.92, 0.91
     assert tables(summary)[0][1][2] == "0.91 ± 0.01"

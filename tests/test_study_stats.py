@@ -74,7 +74,8 @@ def test_pairs_only_seeds_present_in_both_arms():
     r = paired_difference({0: 1.0, 1: 2.0, 2: 3.5, 3: float("nan")}, {1: 1.0, 2: 3.0, 3: 1.0, 4: 9.0})
     assert (r.n, r.missing) == (2, 3)  # seeds 1 and 2 pair; 0 and 4 are unpaired, 3 is NaN in one arm
     assert r.mean_diff == pytest.approx(0.75)
-    assert r.p_wilcoxon is None  # n < 6: the signed-rank test could never reach p < 0.05
+    assert r.p_wilcoxon == pytest.approx(sps.wilcoxon([1.0, 0.5]).pvalue, rel=1e-12) == 0.5
+    assert r.p_wilcoxon_floor == 0.5  # n = 2: never below 2/2² — the report says so beside the p
 
 
 def test_degenerate_differences():
@@ -89,12 +90,22 @@ def test_degenerate_differences():
     assert empty.n == 0 and empty.mean_diff is None
 
 
-def test_wilcoxon_needs_six_nonzero_differences():
+def test_wilcoxon_is_shown_wherever_defined_with_its_floor():
+    """Every p the signed-rank test can give is reported; below 6 non-zero differences its floor 2/2ⁿ is above
+    5% (it could never reject), which the report prints beside it."""
+    from tricklab.report.study_data import fmt_wilcoxon
+
     base = {s: 0.0 for s in range(6)}
-    five = paired_difference({0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 5.0}, base)
+    five = paired_difference({0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 5.0}, base)   # one zero: 5 non-zero
     six = paired_difference({s: float(s + 1) for s in range(6)}, base)
-    assert five.p_wilcoxon is None
+    assert five.p_wilcoxon == pytest.approx(sps.wilcoxon([1, 2, 3, 4, 5]).pvalue) == 0.0625
+    assert five.p_wilcoxon_floor == 0.0625 and fmt_wilcoxon(five.p_wilcoxon, five.p_wilcoxon_floor) == \
+        "0.0625 (at least 0.0625)"
     assert six.p_wilcoxon == pytest.approx(sps.wilcoxon([1, 2, 3, 4, 5, 6]).pvalue) and six.p_wilcoxon == 0.03125
+    assert six.p_wilcoxon_floor == 0.03125 and fmt_wilcoxon(six.p_wilcoxon, six.p_wilcoxon_floor) == "0.0312"
+    three = paired_difference({0: 0.9, 1: 0.7, 2: 0.8}, {0: 0.8, 1: 0.75, 2: 0.6})
+    assert three.p_wilcoxon == pytest.approx(sps.wilcoxon([0.1, -0.05, 0.2]).pvalue, rel=1e-12)
+    assert three.p_wilcoxon_floor == 0.25
 
 
 def test_no_detectable_effect_when_the_interval_straddles_zero():

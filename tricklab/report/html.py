@@ -28,6 +28,13 @@ header p { margin: 4px 0 0; color: #c9d1d9; font-size: 0.9em; }
 nav { padding: 8px 28px; background: #f6f8fa; border-bottom: 1px solid #d0d7de; font-size: 0.9em; }
 nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
 main { max-width: 1120px; padding: 8px 28px 40px; }
+header, nav, main { overflow-wrap: break-word; }   /* a long path or hash wraps instead of widening the page */
+@media (max-width: 600px) {
+  header, nav { padding-left: 12px; padding-right: 12px; }
+  main { padding: 4px 12px 28px; }
+  table { font-size: 0.82em; }
+  th, td { padding: 3px 5px; }
+}
 section { margin-top: 26px; }
 h2 { font-size: 1.15em; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; }
 h3 { font-size: 1em; margin-bottom: 4px; }

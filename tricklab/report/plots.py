@@ -148,8 +148,15 @@ def learning_curves(history: Sequence[dict[str, Any]]) -> str | None:
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
             if len(drawn) > 1:
-                ax.legend()
+                _legend_below(ax, len(drawn))
         return to_base64_png(fig)
+
+
+def _legend_below(ax: Any, entries: int) -> None:
+    """The legend under the axes, outside the data (a legend placed "best" still covers curves that fill the
+    panel, such as a loss falling from corner to corner)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncols=min(entries, 4), frameon=False,
+              borderaxespad=0)
 
 
 def _log10_cells(values: np.ndarray) -> tuple[np.ma.MaskedArray, float, float, str]:
@@ -292,6 +299,11 @@ BETTER, WORSE, UNCLEAR = "#1a7f37", "#cf222e", "#57606a"
 
 def finish_rows(fig: Figure, ax: Any, labels: Sequence[str], xlabel: str, title: str, crowded: int) -> str:
     """Label a plot of one row per item (top to bottom, smaller type beyond ``crowded`` rows) and encode it."""
+    _label_rows(ax, labels, xlabel, title, crowded)
+    return to_base64_png(fig)
+
+
+def _label_rows(ax: Any, labels: Sequence[str], xlabel: str, title: str, crowded: int) -> None:
     n = len(labels)
     ax.set_yticks(range(n))
     ax.set_yticklabels([_short(label) for label in labels], fontsize=9 if n <= crowded else 7)
@@ -299,7 +311,6 @@ def finish_rows(fig: Figure, ax: Any, labels: Sequence[str], xlabel: str, title:
     ax.grid(axis="y", visible=False)
     ax.set_xlabel(plain(xlabel))
     ax.set_title(plain(title))
-    return to_base64_png(fig)
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -388,17 +399,33 @@ def forest_plot(rows: Sequence[ForestRow], title: str, xlabel: str) -> str | Non
     """
     if not rows:
         return None
-    n = len(rows)
-    with _figure(min(30.0, max(2.2, 0.38 * n + 1.4))) as (fig, axes):
-        ax = axes[0, 0]
-        ax.axvline(0.0, color="#57606a", linewidth=1, linestyle="--", zorder=1)
-        for i, row in enumerate(rows):
-            est, low, high = _float(row.estimate), _float(row.low), _float(row.high)
-            if math.isfinite(low) and math.isfinite(high):
-                ax.hlines(i, low, high, color=row.color, linewidth=2.2, zorder=2)
-                ax.vlines([low, high], i - 0.15, i + 0.15, color=row.color, linewidth=1.5, zorder=2)
-            if math.isfinite(est):
-                ax.plot([est], [i], "o", color=row.color, markersize=6, zorder=3)
-            else:
-                ax.text(0.0, i, "  no paired seeds", va="center", ha="left", fontsize=8, color=UNCLEAR)
-        return finish_rows(fig, ax, [r.label for r in rows], xlabel, title, crowded=20)
+    with _figure(min(30.0, max(2.2, 0.38 * len(rows) + 1.4))) as (fig, axes):
+        _forest_rows(axes[0, 0], rows)
+        return finish_rows(fig, axes[0, 0], [r.label for r in rows], xlabel, title, crowded=20)
+
+
+def forest_panels(panels: Sequence[tuple[str, Sequence[ForestRow]]], title: str) -> str | None:
+    """``forest_plot`` with one panel per unit: ``panels`` are (x label, rows), so accuracy points and step
+    counts never share an axis. None when no panel has rows."""
+    panels = [(xlabel, rows) for xlabel, rows in panels if rows]
+    if not panels:
+        return None
+    heights = [max(1.0, 0.38 * len(rows) + 0.9) for _, rows in panels]
+    with _figure(min(30.0, sum(heights) + 0.6), nrows=len(panels)) as (fig, axes):
+        for i, (xlabel, rows) in enumerate(panels):
+            _forest_rows(axes[i, 0], rows)
+            _label_rows(axes[i, 0], [r.label for r in rows], xlabel, title if i == 0 else "", crowded=20)
+        return to_base64_png(fig)
+
+
+def _forest_rows(ax: Any, rows: Sequence[ForestRow]) -> None:
+    ax.axvline(0.0, color="#57606a", linewidth=1, linestyle="--", zorder=1)
+    for i, row in enumerate(rows):
+        est, low, high = _float(row.estimate), _float(row.low), _float(row.high)
+        if math.isfinite(low) and math.isfinite(high):
+            ax.hlines(i, low, high, color=row.color, linewidth=2.2, zorder=2)
+            ax.vlines([low, high], i - 0.15, i + 0.15, color=row.color, linewidth=1.5, zorder=2)
+        if math.isfinite(est):
+            ax.plot([est], [i], "o", color=row.color, markersize=6, zorder=3)
+        else:
+            ax.text(0.0, i, "  no paired seeds", va="center", ha="left", fontsize=8, color=UNCLEAR)

@@ -111,6 +111,13 @@ def fmt_p(value: Any) -> str:
     return "—" if x is None else f"{x:.3g}"
 
 
+def fmt_wilcoxon(p: Any, floor: Any) -> str:
+    """The signed-rank p, with the smallest p the test could give when that is above 5% (too few seeds to
+    reject, so a large p is no evidence of "no effect")."""
+    f = as_number(floor)
+    return fmt_p(p) + (f" (at least {f:.3g})" if f is not None and f > 0.05 else "")
+
+
 def fmt_interval(low: Any, high: Any) -> str:
     return "—" if as_number(low) is None or as_number(high) is None else f"[{fmt_value(low)}, {fmt_value(high)}]"
 
@@ -279,7 +286,8 @@ def summary_rows(data: StudyData, metric: str) -> list[dict[str, str]]:
             row["diff"] = fmt_value(d.mean_diff)
             row["diff_ci"] = fmt_interval(d.ci_low, d.ci_high)
             row["diff_boot"] = fmt_interval(d.boot_low, d.boot_high)
-            row.update(p_t=fmt_p(d.p_t), p_wilcoxon=fmt_p(d.p_wilcoxon), p_holm=fmt_p(d.p_holm))
+            row.update(p_t=fmt_p(d.p_t), p_wilcoxon=fmt_wilcoxon(d.p_wilcoxon, d.p_wilcoxon_floor),
+                       p_holm=fmt_p(d.p_holm))
             row["effect"] = effect_words(d) + (f"; {d.missing} seed(s) without a pair" if d.missing else "")
         rows.append(row)
     return rows

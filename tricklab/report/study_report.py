@@ -25,6 +25,7 @@ from tricklab.report import plots
 from tricklab.report.export import summary_markdown, trials_csv
 from tricklab.report.html import (
     Markup,
+    esc,
     image,
     join,
     key_value_table,
@@ -284,8 +285,15 @@ def _trials(data: StudyData) -> Markup:
         wall = as_number(result.get("wall_seconds"))
         rows.append([t["arm"], t["seed"], status_badge(t["status"]), t["attempts"], t["executor"] or "—",
                      *(fmt_value(result.get(m)) for m in metrics), result.get("epochs", "—"),
-                     "—" if wall is None else f"{wall:.1f}", t["run_id"] or "—"])
+                     "—" if wall is None else f"{wall:.1f}", _run_id(t)])
     return table(["arm", "seed", "status", "attempts", "executor", *metrics, "epochs", "wall seconds", "run id"], rows)
+
+
+def _run_id(trial: dict[str, Any]) -> Markup:
+    """The full run id on one line; hovering shows the trial's run directory."""
+    if not trial.get("run_id"):
+        return esc("—")
+    return tag("span", trial["run_id"], class_="nowrap", title=trial.get("run_dir") or None)
 
 
 def _spec(data: StudyData) -> Markup:

@@ -37,7 +37,7 @@ CONFIDENCE = 0.95          # two-sided level of every interval
 ALPHA = 0.05               # significance level of every test (after Holm across arms) = 1 - CONFIDENCE
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-MIN_WILCOXON = 6           # non-zero differences the signed-rank test needs before it can reject at 5%
+MIN_WILCOXON = 6           # non-zero differences the signed-rank test needs before it can reject at 5% (2/2⁶)
 
 VERDICTS = ("higher", "lower", "no detectable effect", "not enough data")
 
@@ -119,10 +119,11 @@ def summarize(values: Iterable[float | None]) -> ArmSummary:
 class PairedResult:
     """Treatment minus baseline, paired by seed: mean difference, 95% intervals, p-values and a verdict.
 
-    ``p_wilcoxon`` is None with fewer than 6 non-zero differences: the signed-rank test's smallest possible
-    two-sided p-value with 5 is 2/2⁵ = 0.0625, so it could never reject at 5% and a large p would read as
-    evidence of no effect; zero differences carry no sign and are dropped (Wilcoxon's own convention), so
-    all-zero differences leave nothing to test. ``p_t`` is None when n < 2 or every difference is zero (0/0),
+    ``p_wilcoxon`` is the signed-rank test's p wherever it is defined (at least one non-zero difference: zero
+    differences carry no sign and are dropped, Wilcoxon's own convention, so all-zero differences leave nothing
+    to test). ``p_wilcoxon_floor`` is the smallest two-sided p it could give with these many non-zero
+    differences, 2/2ⁿ (all signs alike): with fewer than 6 it is above 5% (n = 5: 0.0625), so the test could
+    never reject and its p is no evidence of "no effect" — the report prints the floor beside it. ``p_t`` is None when n < 2 or every difference is zero (0/0),
     and 0.0 when every difference is the same non-zero number (zero spread: no doubt about the sign).
     ``p_holm`` is filled by ``compare_arms`` (Holm across the arms compared with one baseline); the verdict
     then uses it, else ``p_t``.
@@ -137,6 +138,7 @@ class PairedResult:
     p_t: float | None
     p_wilcoxon: float | None
     p_holm: float | None = None
+    p_wilcoxon_floor: float | None = None
     verdict: str = "not enough data"
     missing: int = 0               # seeds present in only one arm, or missing (NaN) in either
 
@@ -178,9 +180,10 @@ def paired_difference(treatment: Mapping[int, float | None], baseline: Mapping[i
     else:
         p_t = _opt(sps.ttest_rel(t_vals, b_vals).pvalue)
     nonzero = int(np.count_nonzero(d))
-    p_w = _opt(sps.wilcoxon(d).pvalue) if nonzero >= MIN_WILCOXON else None
+    p_w = _opt(sps.wilcoxon(d).pvalue) if nonzero else None
     return PairedResult(n, mean_diff, ci_low, ci_high, boot_low, boot_high, p_t, p_w,
-                        verdict=_verdict(n, mean_diff, p_t), missing=missing)
+                        verdict=_verdict(n, mean_diff, p_t), missing=missing,
+                        p_wilcoxon_floor=min(1.0, 2.0 ** (1 - nonzero)) if nonzero else None)
 
 
 def holm(p_values: list[float | None]) -> list[float | None]:
