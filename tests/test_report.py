@@ -365,3 +365,23 @@ def test_main_report_exit_codes(run_dir, tmp_path):
     out = tmp_path / "r.html"
     assert main(["report", str(run_dir), "--out", str(out)]) == 0 and out.is_file()
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_forest_panels_give_each_unit_its_own_axis():
+    """Accuracy points and step counts on separate panels: the figure grows by a panel per unit, empty panels
+    are dropped, and with no rows at all there is no figure."""
+    import base64
+
+    from PIL import Image
+
+    from tricklab.report import plots
+
+    acc = [plots.ForestRow("a", 0.01, -0.01, 0.03), plots.ForestRow("b", -0.02, -0.03, -0.01)]
+    steps = [plots.ForestRow("speed", 120.0, 30.0, 200.0)]
+    one = base64.b64decode(plots.forest_panels([("accuracy points", acc), ("steps", [])], "checks"))
+    two = base64.b64decode(plots.forest_panels([("accuracy points", acc), ("steps", steps)], "checks"))
+    for data in (one, two):
+        assert_valid_png(data)
+    with Image.open(io.BytesIO(one)) as a, Image.open(io.BytesIO(two)) as b:
+        assert b.size[1] > a.size[1]
+    assert plots.forest_panels([("steps", [])], "checks") is None
