@@ -243,3 +243,14 @@ def test_the_cli_trains_a_users_datasets(user_data, capsys):
                "--store", "none", "--json", "--quiet", "--runs-dir", str(user_data / "runs")])
     out = last_json(capsys.readouterr().out)
     assert rc == 0 and out["status"] == "completed" and out["data"]["name"] == "userdata_mod:loaders"
+
+
+def test_the_doctor_watches_a_run_on_a_users_datasets(user_data):
+    """The doctor's like-for-like training-split check and validation noise need tensors; on a user's datasets it
+    diagnoses from the rest (gradients, activations, losses) and counts the training examples from the dataset."""
+    from tricklab.diagnose.trainer_callback import DoctorCallback
+
+    doctor = DoctorCallback()
+    r = train(None, overrides=BASE + ["data.python=userdata_mod:loaders"], run_dir=user_data / "d",
+              callbacks=[doctor])
+    assert r.status == "completed" and doctor.doctor is not None and doctor.doctor.ctx.num_examples == 400

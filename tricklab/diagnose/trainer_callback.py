@@ -104,7 +104,7 @@ class DoctorCallback(Callback):
             "optimizer": named if optimizer_family(named) is not None else state.optimizer,
             "loss": "cross_entropy" if trainer.loss_fn is F.cross_entropy else None,
         }
-        self.doctor = Doctor(num_params=num_params, num_examples=len(trainer.x_train),
+        self.doctor = Doctor(num_params=num_params, num_examples=trainer.num_examples,
                              **{**setup, **self.doctor_kwargs})
         if self._resume_doctor:
             self.doctor.load_state_dict(self._resume_doctor)
@@ -161,7 +161,7 @@ class DoctorCallback(Callback):
         """Loss and accuracy on a fixed subset of the training split (``training_subset``), evaluated exactly
         as the validation split is: the model the Trainer evaluates (an average where one is kept), eval mode."""
         trainer = state.trainer
-        if trainer.val is None or not len(trainer.x_train):
+        if not isinstance(trainer.val, tuple) or trainer.x_train is None or not len(trainer.x_train):  # tensors only
             return None
         idx = training_subset(len(trainer.x_train), len(trainer.val[0]), trainer.x_train.device)
         return evaluate(state.eval_model or state.model, trainer.x_train[idx], trainer.y_train[idx],
@@ -172,7 +172,7 @@ class DoctorCallback(Callback):
         Trainer evaluates) and the split's size: the overfitting rule's noise. Only the size for a loss other
         than cross-entropy (its per-example values are unknown)."""
         trainer = state.trainer
-        if trainer.val is None or not len(trainer.val[0]):
+        if not isinstance(trainer.val, tuple) or not len(trainer.val[0]):   # none, or a Dataset (tensors only)
             return {}
         x, y = trainer.val
         if trainer.loss_fn is not F.cross_entropy:
@@ -421,7 +421,7 @@ class DoctorCallback(Callback):
 
 def _class_count(trainer: Any) -> int | None:
     """The number of classes of integer targets (largest label + 1 over the training and validation splits)."""
-    ys = [trainer.y_train] + ([trainer.val[1]] if trainer.val is not None and len(trainer.val[1]) else [])
+    ys = [trainer.y_train] + ([trainer.val[1]] if isinstance(trainer.val, tuple) and len(trainer.val[1]) else [])
     if not all(isinstance(y, torch.Tensor) and not y.is_floating_point() and y.numel() for y in ys):
         return None
     return int(max(int(y.max()) for y in ys)) + 1

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from tricklab.data.loader import DataBatches, EpochBatches, evaluation_batches, is_data
+from tricklab.data.loader import DataBatches, EpochBatches, evaluation_batches, is_data, known_length
 from tricklab.train import loop
 from tricklab.train.checkpoint import load_checkpoint, save_checkpoint, training_state_mismatch
 from tricklab.train.events import Callback, TrainState
@@ -154,12 +154,14 @@ class Trainer:
                                     order=lambda epoch, n: epoch_order(seed, epoch, n),
                                     seeds=lambda epoch: data_order_generator(seed, epoch), steps=batches_per_epoch)
             self.batch_size = self.data.batch_size
+            self.num_examples: int | None = known_length(self.data.dataset)   # None: an iterable without a length
             self.steps_per_epoch = self.data.steps_per_epoch or 0
             self.batches = self._data_batches
         else:
             self.x_train, self.y_train = train
             self.device = self.x_train.device
             self.batch_size = min(batch_size * accumulate, len(self.x_train))
+            self.num_examples = len(self.x_train)
             self.steps_per_epoch = batches_per_epoch(len(self.x_train), self.batch_size)
             self.batches = None   # the loop's tensor fast path
         if accumulate < 1:
