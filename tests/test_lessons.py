@@ -17,7 +17,9 @@ from tests.conftest import last_json, run_cli
 from tricklab.lessons import (
     INCONCLUSIVE,
     LESSONS,
+    NO_MEANINGFUL_DIFFERENCE,
     NOT_SUPPORTED,
+    SMOKE,
     SUPPORTED,
     VERDICTS,
     Check,
@@ -28,74 +30,112 @@ from tricklab.lessons import (
     orient,
     verdict,
 )
+from tricklab.lessons.inference import infer
 from tricklab.lessons.measures import DIVERGED, GAP, TEST_ACCURACY, steps_to
 from tricklab.lessons.mechanism import InitProfile, init_profile
 from tricklab.lessons.run import judge
-from tricklab.study.stats import paired_difference
 
 JSON_KEYS = {"lesson", "claim", "verdict", "n_seeds", "effect", "ci_low", "ci_high", "report"}
 
 
 def consistent(obj: dict) -> bool:
-    """The verdict follows from the printed interval (the rule of the issue)."""
-    low, high = obj["ci_low"], obj["ci_high"]
-    if low is not None and low > 0:
+    """The verdict follows from the printed interval, margin and n (the rule of issue 16); a quick run says smoke
+    and keeps the rule's answer as verdict_at_this_budget."""
+    if obj.get("variant") == "quick" or "verdict_at_this_budget" in obj:
+        if obj["verdict"] != SMOKE:
+            return False
+        obj = {**obj, "verdict": obj["verdict_at_this_budget"]}
+    low, high, margin, n = obj["ci_low"], obj["ci_high"], obj["margin"], obj.get("n", obj.get("n_seeds"))
+    if low is None or high is None or n < 5 or low == high:
+        return obj["verdict"] == INCONCLUSIVE
+    if -margin <= low and high <= margin:
+        return obj["verdict"] == NO_MEANINGFUL_DIFFERENCE
+    if obj.get("p_holm") is not None and obj["p_holm"] >= 0.05:
+        return obj["verdict"] == INCONCLUSIVE
+    if low > 0:
         return obj["verdict"] == SUPPORTED
-    if high is not None and high < 0:
+    if high < 0:
         return obj["verdict"] == NOT_SUPPORTED
     return obj["verdict"] == INCONCLUSIVE
 
 
 # -- the verdict rule ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("low", "high", "expected"), [
-    (0.01, 0.2, SUPPORTED), (-0.3, -0.001, NOT_SUPPORTED), (-0.1, 0.1, INCONCLUSIVE),
-    (0.0, 0.1, INCONCLUSIVE), (-0.1, 0.0, INCONCLUSIVE), (0.0, 0.0, INCONCLUSIVE), (0.5, 0.5, SUPPORTED),
-    (None, None, INCONCLUSIVE), (math.nan, 1.0, INCONCLUSIVE),
+    (0.01, 0.2, SUPPORTED), (-0.3, -0.02, NOT_SUPPORTED), (-0.1, 0.1, INCONCLUSIVE),
+    (0.0, 0.1, INCONCLUSIVE), (-0.1, 0.0, INCONCLUSIVE), (0.0, 0.0, INCONCLUSIVE),
+    (0.5, 0.5, INCONCLUSIVE),                      # degenerate [d, d]: never supported
+    (0.002, 0.008, NO_MEANINGFUL_DIFFERENCE),      # above 0, but inside the margin: too small to matter
+    (-0.009, 0.004, NO_MEANINGFUL_DIFFERENCE), (-0.01, 0.01, NO_MEANINGFUL_DIFFERENCE),
+    (0.005, 0.011, SUPPORTED), (-0.011, -0.001, NOT_SUPPORTED), (-0.011, 0.005, INCONCLUSIVE),
+    (None, None, INCONCLUSIVE), (math.nan, 1.0, INCONCLUSIVE), (-math.inf, math.inf, INCONCLUSIVE),
 ])
-def test_verdict_from_the_sign_of_the_interval(low, high, expected):
-    assert verdict(low, high) == expected
+def test_four_verdicts_from_the_interval_and_the_margin(low, high, expected):
+    assert verdict(low, high, margin=0.01, n=8) == expected
 
 
-def test_an_interval_upside_down_is_a_bug():
+def test_no_verdict_stronger_than_inconclusive_below_five_seeds():
+    for n in range(5):
+        assert verdict(0.1, 0.2, margin=0.01, n=n) == INCONCLUSIVE
+        assert verdict(-0.001, 0.001, margin=0.01, n=n) == INCONCLUSIVE
+    assert verdict(0.1, 0.2, margin=0.01, n=5) == SUPPORTED
+
+
+def test_a_secondary_check_needs_its_holm_adjusted_p_below_five_percent():
+    assert verdict(0.02, 0.2, margin=0.01, n=8, p_adjusted=0.2) == INCONCLUSIVE
+    assert verdict(0.02, 0.2, margin=0.01, n=8, p_adjusted=0.01) == SUPPORTED
+    assert verdict(-0.005, 0.005, margin=0.01, n=8, p_adjusted=0.9) == NO_MEANINGFUL_DIFFERENCE
+
+
+def test_an_interval_upside_down_or_a_negative_margin_is_a_bug():
     with pytest.raises(ValueError):
-        verdict(0.2, 0.1)
+        verdict(0.2, 0.1, margin=0.01, n=8)
+    with pytest.raises(ValueError):
+        verdict(0.1, 0.2, margin=-0.01, n=8)
 
 
-def _diff(treatment, baseline):
-    return paired_difference(dict(enumerate(treatment)), dict(enumerate(baseline)))
+def _diff(treatment, baseline, method="t"):
+    return infer(dict(enumerate(treatment)), dict(enumerate(baseline)), method)
 
 
 def test_the_paired_interval_is_students_t_of_the_differences():
-    t, b = [0.91, 0.89, 0.93, 0.90], [0.85, 0.86, 0.84, 0.86]
+    t, b = [0.91, 0.89, 0.93, 0.90, 0.92], [0.85, 0.86, 0.84, 0.86, 0.85]
     d = np.subtract(t, b)
     half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))  # reference, float64
-    o = orient(_diff(t, b), "higher")
-    assert o.n == 4 and o.sign == 1
+    o = orient(_diff(t, b), "higher", margin=0.01)
+    assert o.n == 5 and o.sign == 1 and o.method == "t"
     assert o.effect == pytest.approx(d.mean()) and o.ci_low == pytest.approx(d.mean() - half)
     assert o.ci_high == pytest.approx(d.mean() + half) and o.verdict == SUPPORTED
+    assert o.p == pytest.approx(sps.ttest_rel(t, b).pvalue)
 
 
 def test_orientation_flips_a_lower_is_the_claim_difference():
     # the treatment's loss is lower on every seed: what a "lower" claim predicts
-    lower = _diff([0.20, 0.25, 0.22], [0.30, 0.33, 0.35])
+    lower = _diff([0.20, 0.25, 0.22, 0.21, 0.24], [0.30, 0.33, 0.35, 0.31, 0.36])
     assert lower.ci_high < 0
-    o = orient(lower, "lower")
+    o = orient(lower, "lower", margin=0.01)
     assert o.sign == -1 and o.effect == pytest.approx(-lower.mean_diff)
     assert (o.ci_low, o.ci_high) == pytest.approx((-lower.ci_high, -lower.ci_low)) and o.ci_low > 0
     assert o.verdict == SUPPORTED
-    assert orient(lower, "higher").verdict == NOT_SUPPORTED
-    no_effect = orient(_diff([0.3, 0.2, 0.25], [0.25, 0.25, 0.25]), "lower")
+    assert orient(lower, "higher", margin=0.01).verdict == NOT_SUPPORTED
+    no_effect = orient(_diff([0.3, 0.2, 0.25, 0.3, 0.2], [0.25, 0.25, 0.25, 0.25, 0.25]), "lower", margin=0.01)
     assert no_effect.verdict == INCONCLUSIVE
 
 
 def test_identical_arms_are_inconclusive_and_print_no_negative_zero():
-    o = orient(_diff([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]), "lower")
-    assert o.verdict == INCONCLUSIVE and math.copysign(1.0, o.effect) == 1.0
+    o = orient(_diff([0.5, 0.6, 0.7, 0.8, 0.9], [0.5, 0.6, 0.7, 0.8, 0.9]), "lower", margin=0.01)
+    assert o.verdict == INCONCLUSIVE and math.copysign(1.0, o.effect) == 1.0   # [0, 0] is degenerate
 
 
 def test_one_seed_gives_no_interval_and_no_verdict_either_way():
-    o = orient(_diff([0.9], [0.1]), "higher")
+    o = orient(_diff([0.9], [0.1]), "higher", margin=0.01)
     assert (o.n, o.ci_low, o.verdict) == (1, None, INCONCLUSIVE)
+
+
+def test_two_seeds_with_the_same_difference_are_not_supported():
+    """The audit's case: n = 2, both differences 0.2 — a [0.2, 0.2] interval called supported."""
+    for method in ("t", "permutation"):
+        o = orient(_diff([0.9, 0.8], [0.7, 0.6], method), "higher", margin=0.01)
+        assert o.verdict == INCONCLUSIVE, method
 
 
 # -- checks over several arms ---------------------------------------------------------------------------------------
@@ -107,7 +147,7 @@ def test_a_check_averages_each_side_per_seed_and_keeps_only_complete_pairs():
     expected = [(0.8 + 0.6) / 2 - 0.5, (0.9 + 0.7) / 2 - 0.5, (0.7 + 0.9) / 2 - 0.6]  # seed 3 lacks arm b
     assert r.n == 3 and r.oriented.effect == pytest.approx(np.mean(expected))
     assert r.treatment_mean == pytest.approx(np.mean([0.7, 0.8, 0.8]))
-    assert r.verdict == verdict(r.oriented.ci_low, r.oriented.ci_high)
+    assert r.margin == 0.01 and r.verdict == INCONCLUSIVE   # n = 3 < 5
 
 
 def test_a_check_refuses_an_arm_on_both_sides_and_a_bad_expectation():
@@ -214,28 +254,63 @@ def test_unknown_lesson_names_the_allowed_ones():
 
 
 # -- the explanation is written from the numbers -------------------------------------------------------------------
-def _fake_scaling(tmp_path, raw_better: bool):
+def _fake_scaling(tmp_path, raw_better: bool, quick: bool = False, seeds: int = 6, gap: float = 0.5,
+                  noise: float = 0.01):
     lesson = get_lesson("scaling")
-    spec = lesson_spec(lesson, True, tmp_path)
+    spec = lesson_spec(lesson, quick, tmp_path)
     rng = np.random.default_rng(0)
     trials = []
-    for seed in range(3):
+    for seed in range(seeds):
         for arm in spec.arm_names():
             good = (arm == "raw") == raw_better
-            acc = (0.9 if good else 0.4) + 0.01 * rng.standard_normal()
-            trials.append(TrialView(arm, seed, "completed", {"test_accuracy": acc, "data": {"num_classes": 10}}))
-    return judge(lesson, True, spec, trials)
+            acc = (0.4 + gap if good else 0.4) + noise * rng.standard_normal()
+            trials.append(TrialView(arm, seed, "completed", {"test_accuracy": acc, "data": {"num_classes": 10,
+                                                                                          "test": 359}}))
+    return judge(lesson, quick, spec, trials)
 
 
 def test_the_verdict_and_the_explanation_follow_the_measured_numbers(tmp_path):
     holds = _fake_scaling(tmp_path, raw_better=False)
     fails = _fake_scaling(tmp_path, raw_better=True)
     assert holds.primary.verdict == SUPPORTED and fails.primary.verdict == NOT_SUPPORTED
+    assert holds.verdict == SUPPORTED and holds.to_json()["verdict"] == SUPPORTED
     assert "supported" in holds.explanation[0] and "not supported" in fails.explanation[0]
+    assert "test set 359 per seed" in holds.explanation[0] and "margin ±0.01" in holds.explanation[0]
     raw = holds.mean("test_accuracy", "raw")
     assert f"raw: {raw:.3g}" in holds.explanation[0]
     assert holds.explanation[1] != fails.explanation[1]  # the ranking is measured, not written down
     assert fails.explanation[1].split(": ", 1)[1].startswith("raw ")
+    same = _fake_scaling(tmp_path, raw_better=False, seeds=8, gap=0.0, noise=0.002)   # half-width ~0.002
+    assert same.primary.verdict == NO_MEANINGFUL_DIFFERENCE and "inside ±margin" in same.explanation[0]
+    payload = holds.to_json()
+    assert payload["margin"] == 0.01 and payload["test_examples"] == 359 and consistent(payload)
+    assert all(consistent(c) and c["test_examples"] == 359 for c in payload["checks"])
+    assert all(a["test_examples"] == 359 for a in payload["arms"])
+
+
+def test_a_quick_run_says_smoke_and_that_it_checks_the_machinery(tmp_path):
+    quick = _fake_scaling(tmp_path, raw_better=False, quick=True, seeds=3)
+    payload = quick.to_json()
+    assert payload["verdict"] == SMOKE and payload["verdict_at_this_budget"] == INCONCLUSIVE   # n = 3
+    assert all(c["verdict"] == SMOKE for c in payload["checks"]) and consistent(payload)
+    assert "machinery, not the claim" in quick.explanation[0] and "machinery" in payload["smoke_note"]
+    # even a huge effect over 3 seeds is no verdict
+    assert "supported" not in quick.explanation[0]
+
+
+def test_secondary_checks_are_holm_corrected_within_the_lesson(tmp_path):
+    """Three secondary checks: their p-values are adjusted together (study.stats.holm, itself tested against the
+    formula), the primary's is not."""
+    from tricklab.lessons.outcome import evaluate_checks
+    from tricklab.study.stats import holm
+
+    r = _fake_scaling(tmp_path, raw_better=False)
+    raw = [c.oriented.p for c in r.checks[1:]]
+    assert [c.oriented.p_holm for c in r.checks[1:]] == pytest.approx(holm(raw))
+    assert r.primary.oriented.p_holm is None
+    # a lone secondary check is adjusted over a family of one: unchanged
+    lone = evaluate_checks(r.lesson.checks[:2], r.values)
+    assert lone[1].oriented.p_holm == pytest.approx(lone[1].oriented.p)
 
 
 def test_the_book_escapes_every_text_it_is_given():
@@ -275,12 +350,14 @@ def test_one_quick_lesson_end_to_end_then_resumed_without_training(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     first = last_json(done.stdout)
     assert JSON_KEYS <= set(first) and first["lesson"] == "scaling"
-    assert first["verdict"] in VERDICTS and consistent(first)
+    assert first["verdict"] == SMOKE and first["verdict_at_this_budget"] in VERDICTS and consistent(first)
     assert first["variant"] == "quick" and first["n_seeds"] == 3 and first["trained_now"] == 12
-    assert all(c["verdict"] in VERDICTS and consistent(c) for c in first["checks"])
+    assert first["margin"] == 0.01 and isinstance(first["test_examples"], int) and first["test_examples"] > 300
+    assert all(c["verdict"] == SMOKE and c["verdict_at_this_budget"] in VERDICTS and consistent(c)
+               for c in first["checks"])
     page = Path(first["report"]).read_text(encoding="utf-8")
     assert 'id="lesson-scaling"' in page and "Werte in einem vernünftigen Bereich halten" in page
-    assert re.search(r'class="verdict verdict-(supported|not_supported|inconclusive)"', page)
+    assert 'class="verdict verdict-smoke"' in page and "machinery" in page
 
     again = last_json(run_cli("lesson", "scaling", "--quick", "--json", "--quiet", "--out", str(out),
                               cwd=tmp_path).stdout)
@@ -289,7 +366,8 @@ def test_one_quick_lesson_end_to_end_then_resumed_without_training(tmp_path):
         (first["effect"], first["ci_low"], first["ci_high"], first["verdict"])
 
     text = run_cli("lesson", "scaling", "--quick", "--quiet", "--out", str(out), cwd=tmp_path)
-    assert text.returncode == 0 and "quick variant" in text.stdout and "verdict:" in text.stdout
+    assert text.returncode == 0 and "quick variant" in text.stdout and "verdict: smoke" in text.stdout
+    assert "checks the machinery, not the claim" in text.stdout and "supported" not in text.stdout
 
 
 # -- every lesson, quick, and the book in a browser (slow) ----------------------------------------------------------
@@ -302,7 +380,8 @@ def test_all_lessons_quick_and_the_lesson_book_in_chromium(tmp_path):
     assert [r["lesson"] for r in results] == list(LESSONS)
     for r in results:
         assert JSON_KEYS <= set(r), r["lesson"]
-        assert r["verdict"] in VERDICTS and consistent(r), r
+        assert r["verdict"] == SMOKE and r["verdict_at_this_budget"] in VERDICTS and consistent(r), r
+        assert all(consistent(c) for c in r["checks"]), r["lesson"]
         assert r["n_seeds"] >= 3 and r["variant"] == "quick" and r["trials_failed"] == 0, r
     book = Path(results[0]["report"])
     assert all(Path(r["report"]) == book for r in results) and book.name == "lessons-quick.html"

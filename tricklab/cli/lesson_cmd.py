@@ -27,8 +27,10 @@ examples:
   tricklab lesson all --quick --json     # last line: a JSON list, one object per lesson
 
 With --json the last line of stdout is {{"lesson", "claim", "verdict", "n_seeds", "effect", "ci_low", "ci_high",
-"report", ...}} (for all: a list of them). The verdict rule: supported when the oriented 95% CI lies above 0,
-not_supported when below 0, inconclusive otherwise (a positive effect means the claim holds)."""
+"report", "margin", ...}} (for all: a list of them). The verdict rule (a positive effect means the claim holds;
+m = the lesson's margin of practical relevance): no_meaningful_difference when the oriented 95% CI lies inside ±m,
+supported when above 0, not_supported when below 0, inconclusive otherwise or below 5 seeds. --quick: smoke (it
+checks the machinery, not the claim)."""
 
 
 def add_parser(sub: Any) -> None:
@@ -107,23 +109,24 @@ def _print_result(r: Any) -> None:
     from rich.table import Table
 
     from tricklab.lessons.book import verdict_numbers
-    from tricklab.lessons.words import budget, effect_texts
+    from tricklab.lessons.words import budget, effect_texts, test_set
 
     console = Console(highlight=False)
     console.rule(f"[bold]lesson {r.lesson.name}[/] — {r.lesson.title_de}")
     console.print(f"[dim]{budget(r)}[/]", markup=True)
     console.print(f"claim: {r.lesson.claim}", markup=False)
-    style = {"supported": "green", "not_supported": "red"}.get(r.primary.verdict, "yellow")
-    console.print(f"verdict: [bold {style}]{r.primary.verdict}[/] — ", end="")
+    style = {"supported": "green", "not_supported": "red", "no_meaningful_difference": "cyan"}.get(r.verdict, "yellow")
+    console.print(f"verdict: [bold {style}]{r.verdict}[/] — ", end="")
     console.print(verdict_numbers(r), markup=False)
     for line in r.explanation:
         console.print(f"  • {line}", markup=False)
     table = Table(title="checks (effect > 0: the claim holds)", title_justify="left")
-    for col in ("check", "n", "effect", "95% CI", "verdict"):
+    for col in ("check", "n", "effect", "95% CI", "margin", "test set", "verdict"):
         table.add_column(col)
     for c in r.checks:
         o = c.oriented
-        table.add_row(c.check.name, str(o.n), *effect_texts(o.effect, o.ci_low, o.ci_high), o.verdict)
+        table.add_row(c.check.name, str(o.n), *effect_texts(o.effect, o.ci_low, o.ci_high), f"±{o.margin:.3g}",
+                      test_set(c.test_examples) or "—", "smoke" if r.smoke else o.verdict)
     console.print(table)
     reused = len(r.trials) - r.trained_now
     console.print(f"ran in {r.seconds:.0f} s wall, {r.cpu_seconds:.0f} s CPU ({r.trained_now} trials trained now, "

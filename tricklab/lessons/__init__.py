@@ -1,8 +1,9 @@
 """The lesson's claims as studies with verdicts: ``tricklab lesson NAME|all``.
 
 Each lesson is one section of ``seed/TrainingTricks.de.md``: its claim, a seeded study that tests it, the paired
-comparison that decides it (``supported`` / ``not_supported`` / ``inconclusive`` from the sign of the 95%
-interval), the per-layer mechanism behind it, and an explanation written from the measured numbers.
+comparison that decides it (``supported`` / ``not_supported`` / ``no_meaningful_difference`` / ``inconclusive``
+from where the 95% interval lies relative to 0 and to the lesson's margin of practical relevance; ``smoke`` for a
+quick run), the per-layer mechanism behind it, and an explanation written from the measured numbers.
 
 The public names are read lazily (``tricklab.lazy``): ``tricklab.lessons.registry`` (the names, for
 ``tricklab lesson --help``) imports no torch. ``verdict`` is the verdict rule's function; its module is
@@ -21,7 +22,16 @@ if TYPE_CHECKING:
     from tricklab.lessons.paths import DEFAULT_OUT
     from tricklab.lessons.registry import ALL, LESSONS, get_lesson, lesson_names, select
     from tricklab.lessons.run import lesson_spec, run_lesson
-    from tricklab.lessons.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, VERDICTS, orient, verdict
+    from tricklab.lessons.verdicts import (
+        INCONCLUSIVE,
+        NO_MEANINGFUL_DIFFERENCE,
+        NOT_SUPPORTED,
+        SMOKE,
+        SUPPORTED,
+        VERDICTS,
+        orient,
+        verdict,
+    )
 
 __all__ = [
     "ALL",
@@ -29,6 +39,8 @@ __all__ = [
     "INCONCLUSIVE",
     "LESSONS",
     "NOT_SUPPORTED",
+    "NO_MEANINGFUL_DIFFERENCE",
+    "SMOKE",
     "SUPPORTED",
     "VERDICTS",
     "Check",
@@ -54,7 +66,8 @@ _WHERE = {
     "paths": ("DEFAULT_OUT",),
     "registry": ("ALL", "LESSONS", "get_lesson", "lesson_names", "select"),
     "run": ("lesson_spec", "run_lesson"),
-    "verdicts": ("INCONCLUSIVE", "NOT_SUPPORTED", "SUPPORTED", "VERDICTS", "orient", "verdict"),
+    "verdicts": ("INCONCLUSIVE", "NOT_SUPPORTED", "NO_MEANINGFUL_DIFFERENCE", "SMOKE", "SUPPORTED", "VERDICTS", "orient",
+                 "verdict"),
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, {

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tricklab.lessons.outcome import LessonResult
+from tricklab.lessons.outcome import SMOKE_NOTE, LessonResult
 from tricklab.lessons.registry import lesson_names
-from tricklab.lessons.words import effect_texts, interval, num
+from tricklab.lessons.verdicts import SMOKE
+from tricklab.lessons.words import effect_texts, interval, interval_note, num, test_set
 from tricklab.report import lesson_plots, plots
 from tricklab.report.lesson_book import BookImage, BookSection, BookTable, write_lesson_book
 
-VERDICT_COLORS = {"supported": plots.BETTER, "not_supported": plots.WORSE, "inconclusive": plots.UNCLEAR}
+VERDICT_COLORS = {"supported": plots.BETTER, "not_supported": plots.WORSE, "inconclusive": plots.UNCLEAR,
+                  "no_meaningful_difference": plots.UNCLEAR}
 
 
 def verdict_numbers(r: LessonResult) -> str:
     o = r.primary.oriented
     c = r.primary.check
     effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
-    return (f"effect {effect}, 95% CI {ci}, n = {o.n} paired seeds "
-            f"({c.measure.label}; positive = the claim holds)")
+    text = (f"effect {effect}, 95% CI {ci}, n = {o.n} paired seeds ({c.measure.label}; positive = the claim holds; "
+            f"{interval_note(r.primary)})")
+    if r.smoke:
+        text += f" — smoke: {SMOKE_NOTE}"
+    return text
 
 
 def _recipe_text(spec: Any) -> list[tuple[str, str]]:
@@ -88,7 +94,8 @@ def arms_table(r: LessonResult) -> BookTable:
         rows.append([arm, *(_summary_cell(r, m.key, arm) for m in measures), statuses])
     notes = "; ".join(f"{m.label}: {m.note}" for m in measures if m.note)
     return BookTable(["arm", *(m.label for m in measures), "trials"], rows,
-                     caption="mean ± std [95% t interval of the mean] (n seeds with a value). " + notes)
+                     caption="mean ± std [95% t interval of the mean] (n seeds with a value). Test set per trial: "
+                             + ", ".join(f"{a} {test_set(r.test_examples(a)) or '—'}" for a in r.arms) + ". " + notes)
 
 
 def checks_table(r: LessonResult) -> BookTable:
@@ -98,17 +105,27 @@ def checks_table(r: LessonResult) -> BookTable:
         effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
         rows.append([("claim test: " if i == 0 else "") + c.check.question, ", ".join(c.check.treatment),
                      ", ".join(c.check.baseline), c.check.measure.label, f"{c.check.expects} (sign {o.sign:+d})",
-                     f"{num(c.treatment_mean)} vs {num(c.baseline_mean)}", str(o.n), effect, ci, o.verdict])
+                     f"{num(c.treatment_mean)} vs {num(c.baseline_mean)}", str(o.n), effect, ci,
+                     f"±{num(o.margin)}", o.method, "—" if o.p_holm is None else f"{o.p_holm:.2g}",
+                     test_set(c.test_examples) or "—", SMOKE if r.smoke else o.verdict])
     return BookTable(["check", "treatment", "baseline", "measure", "claim expects treatment", "means", "n",
-                      "effect", "95% CI", "verdict"], rows,
+                      "effect", "95% CI", "margin", "method", "p (Holm)", "test set", "verdict"], rows,
                      caption="Each side is the mean over its arms at the same seed; effect = sign × mean(treatment − "
-                             "baseline), so positive means the claim holds. The first row decides the lesson.")
+                             "baseline), so positive means the claim holds. The first row decides the lesson; the "
+                             "others' p-values are Holm-adjusted among themselves. Method t: Student-t interval; "
+                             "permutation: the sign-flip permutation test inverted (0/1 and censored measures).")
+
+
+def _bounded(x: float | None) -> float | None:
+    """A number the forest plot can draw: an unbounded interval end (±inf) has no bar."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _images(r: LessonResult) -> list[tuple[str, BookImage]]:
     out: list[tuple[str, BookImage]] = []
-    rows = [plots.ForestRow(c.check.name, c.oriented.effect, c.oriented.ci_low, c.oriented.ci_high,
-                            VERDICT_COLORS.get(c.verdict, plots.UNCLEAR)) for c in r.checks]
+    rows = [plots.ForestRow(c.check.name, _bounded(c.oriented.effect), _bounded(c.oriented.ci_low),
+                            _bounded(c.oriented.ci_high), VERDICT_COLORS.get(c.verdict, plots.UNCLEAR))
+            for c in r.checks]
     png = plots.forest_plot(rows, "checks: oriented effect with 95% CI (right of 0 = the claim holds)",
                             "effect (each check in its own measure's units)")
     if png:
@@ -170,8 +187,9 @@ def book_section(r: LessonResult, book_path: Path) -> BookSection:
     number = lesson_names().index(r.lesson.name) + 1 if r.lesson.name in lesson_names() else 0
     notes = []
     if r.quick:
-        notes.append("Quick variant: few seeds and epochs, a check that the lesson runs. Its verdict can differ "
-                     f"from the full variant's (tricklab lesson {r.lesson.name}), which is the verdict of record.")
+        notes.append("Quick variant — smoke: few seeds and epochs check the machinery (training, measures, "
+                     "statistics, this report), not the claim; no verdict is given. The verdict of record is the full "
+                     f"variant's (tricklab lesson {r.lesson.name}).")
     if r.trials_failed:
         notes.append(f"{r.trials_failed} trial(s) failed (an error, not a training outcome) and are left out; "
                      "re-run the lesson to retry them.")
@@ -183,7 +201,7 @@ def book_section(r: LessonResult, book_path: Path) -> BookSection:
         anchor=f"lesson-{r.lesson.name}",
         title=f"{number}. {r.lesson.name}" if number else r.lesson.name,
         title_de=r.lesson.title_de, quote_de=r.lesson.quote_de, claim=r.lesson.claim,
-        definition=r.lesson.definition, verdict=r.primary.verdict, verdict_numbers=verdict_numbers(r),
+        definition=r.lesson.definition, verdict=r.verdict, verdict_numbers=verdict_numbers(r),
         setup=setup_rows(r), explanation=list(r.explanation),
         tables=[("Checks", checks_table(r)), ("Arms", arms_table(r))],
         images=_images(r), notes=notes, links=links)

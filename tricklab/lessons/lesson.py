@@ -19,10 +19,12 @@ the claim, verbatim), states the claim in English, and defines
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from tricklab.lessons.inference import METHODS, Method
 from tricklab.lessons.verdicts import Expectation, orientation
 
 if TYPE_CHECKING:
@@ -47,13 +49,37 @@ class TrialView:
 @dataclass(frozen=True)
 class Measure:
     """A number per trial: ``key`` (a short id), ``label`` (what a person reads, with its unit), which way is
-    better (for tables), and ``fn`` (None: not defined for this trial, e.g. a failed one)."""
+    better (for tables), and ``fn`` (None: not defined for this trial, e.g. a failed one).
+
+    How a difference of it is judged: ``method`` (``inference``: ``t`` for a continuous measure, ``permutation``
+    for a 0/1 or censored one — never a t interval on those) and ``margin``, the smallest difference that matters in
+    practice, in the measure's units — or, with ``relative_margin``, as a fraction of the baseline's mean (10% of
+    the baseline's steps to a target)."""
 
     key: str
     label: str
     higher_is_better: bool
     fn: Callable[[TrialView], float | None]
     note: str = ""
+    method: Method = "t"
+    margin: float = 0.01
+    relative_margin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"measure {self.key!r}: unknown method {self.method!r}; allowed: {METHODS}")
+        if not (math.isfinite(self.margin) and self.margin >= 0.0):
+            raise ValueError(f"measure {self.key!r}: the margin must be a finite number >= 0, got {self.margin}")
+
+    def margin_for(self, baseline_mean: float | None) -> float:
+        """The margin in the measure's units: ``margin``, or ``margin`` × |baseline mean| when relative (0 when
+        the baseline has no mean: then only an interval of exactly [0, 0] would be inside it)."""
+        if not self.relative_margin:
+            return self.margin
+        return 0.0 if baseline_mean is None or not math.isfinite(baseline_mean) else self.margin * abs(baseline_mean)
+
+    def margin_text(self) -> str:
+        return f"{100 * self.margin:g}% of the baseline" if self.relative_margin else f"{self.margin:g}"
 
     def __call__(self, trial: TrialView) -> float | None:
         return self.fn(trial)
@@ -67,6 +93,7 @@ class Check:
     value the mean over the ``baseline`` arms (a seed where any of them has no value is left out: pairs stay
     pairs). ``expects`` says which way the claim predicts treatment − baseline to go; the verdict rule
     (``verdicts.orient``) flips lower-is-the-claim differences so that a positive effect means the claim holds.
+    ``margin`` overrides the measure's margin of practical relevance for this check.
     """
 
     name: str
@@ -75,13 +102,22 @@ class Check:
     treatment: tuple[str, ...]
     baseline: tuple[str, ...]
     expects: Expectation = "higher"
+    margin: float | None = None      # None: the measure's margin (``Measure.margin``, same units / relativity)
 
     def __post_init__(self) -> None:
         orientation(self.expects)  # validates
+        if self.margin is not None and not (math.isfinite(self.margin) and self.margin >= 0.0):
+            raise ValueError(f"check {self.name!r}: the margin must be a finite number >= 0, got {self.margin}")
         if not self.treatment or not self.baseline:
             raise ValueError(f"check {self.name!r}: treatment and baseline need at least one arm each")
         if set(self.treatment) & set(self.baseline):
             raise ValueError(f"check {self.name!r}: an arm is on both sides")
+
+    def resolved_margin(self, baseline_mean: float | None) -> float:
+        """The margin of this check in the measure's units (``Measure.margin_for``, with this check's margin when
+        it sets one)."""
+        m = self.measure if self.margin is None else replace(self.measure, margin=self.margin)
+        return m.margin_for(baseline_mean)
 
 
 @dataclass(frozen=True)
@@ -167,6 +203,7 @@ class Lesson:
             "factors": copy.deepcopy({k: {label: dict(s) for label, s in levels.items()}
                                       for k, levels in self.factors.items()}),
             "seeds": v.seeds,
+            "split_per_seed": True,   # each seed draws its own train/val/test split: the test set's noise counts
             "metric": "test_accuracy",
             "baseline": self.primary.baseline[0],
         }

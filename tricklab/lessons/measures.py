@@ -45,7 +45,7 @@ def _accuracy(trial: TrialView) -> float | None:
 
 TEST_ACCURACY = Measure(
     "test_accuracy", "test accuracy", Monitor("test_accuracy").higher_is_better, _accuracy,
-    note="a diverged run counts at chance level (1/classes)")
+    note="a diverged run counts at chance level (1/classes); margin 0.01 (1 accuracy point)", margin=0.01)
 
 
 def _planned_steps(result: Mapping[str, Any]) -> float | None:
@@ -83,7 +83,9 @@ def steps_to(metric: str, value: float) -> Measure:
 
     reach = "≥" if monitor.higher_is_better else "≤"
     return Measure(f"steps_to_{metric}_{value:g}", f"steps to {metric} {reach} {value:g}", False, fn,
-                   note="evaluated at epoch ends; never reached (or diverged) = the whole budget of steps")
+                   note="evaluated at epoch ends; never reached (or diverged) = the whole budget of steps "
+                        "(censored: judged by the sign-flip permutation test); margin 10% of the baseline's steps",
+                   method="permutation", margin=0.10, relative_margin=True)
 
 
 def _diverged(trial: TrialView) -> float | None:
@@ -93,7 +95,9 @@ def _diverged(trial: TrialView) -> float | None:
 
 
 DIVERGED = Measure("diverged", "diverged (share of runs)", False, _diverged,
-                   note="1 when the loss became NaN/Inf, else 0; the mean over seeds is the divergence rate")
+                   note="1 when the loss became NaN/Inf, else 0; the mean over seeds is the divergence rate "
+                        "(0/1: judged by the sign-flip permutation test); margin 0.1 (one run in ten)",
+                   method="permutation", margin=0.10)
 
 
 def _gap(trial: TrialView) -> float | None:
@@ -118,7 +122,7 @@ def _gap(trial: TrialView) -> float | None:
 GAP = Measure(
     "train_test_gap", "train − test accuracy", False, _gap,
     note="train accuracy: the mean over the minibatches of the evaluated epoch, in training mode (dropout on), "
-         "of the first member for an ensemble; diverged runs have none")
+         "of the first member for an ensemble; diverged runs have none; margin 0.01", margin=0.01)
 
 
 def _train_loss(trial: TrialView) -> float | None:
@@ -131,7 +135,8 @@ def _train_loss(trial: TrialView) -> float | None:
 
 FINAL_TRAIN_LOSS = Measure("final_train_loss", "final training loss", Monitor("train_loss").higher_is_better,
                            _train_loss,
-                           note="the mean over the last epoch's minibatches; diverged runs have none")
+                           note="the mean over the last epoch's minibatches; diverged runs have none; margin 10% of "
+                                "the baseline's loss", margin=0.10, relative_margin=True)
 
 
 def _attenuation(trial: TrialView) -> float | None:
@@ -141,4 +146,5 @@ def _attenuation(trial: TrialView) -> float | None:
 GRADIENT_DECADES = Measure(
     "gradient_decades", "decades of gradient change, output → first layer, at init", False, _attenuation,
     note="|log10(std ∂L/∂W of the last weight layer / std ∂L/∂W of the first)| at initialisation, one batch: "
-         "0 = the gradient keeps its size through the depth; 3 = it shrinks (or grows) 1000×")
+         "0 = the gradient keeps its size through the depth; 3 = it shrinks (or grows) 1000×; margin 0.5 decades "
+         "(a factor of about 3)", margin=0.5)

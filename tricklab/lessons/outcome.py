@@ -12,13 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tricklab.lessons.inference import Inference, infer
 from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile
-from tricklab.lessons.verdicts import OrientedEffect, orient
+from tricklab.lessons.verdicts import SMOKE, OrientedEffect, orient
 from tricklab.study.spec import StudySpec
-from tricklab.study.stats import ArmSummary, PairedResult, paired_difference
+from tricklab.study.stats import ArmSummary, holm
+
+SMOKE_NOTE = ("a quick run checks that the lesson's machinery runs (training, measures, statistics, report), "
+              "not the claim: too few seeds and epochs for a verdict; the full variant gives the verdict of record")
 
 Values = dict[str, dict[int, float]]          # arm → seed → value (finite values only)
+Sizes = dict[str, dict[int, int]]             # arm → seed → test examples
 
 
 def _finite(x: float | None) -> float | None:
@@ -27,14 +32,16 @@ def _finite(x: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check evaluated: the raw paired difference (treatment − baseline), the oriented effect and its
-    verdict, and the two sides' means over the paired seeds (in the measure's own units)."""
+    """One check evaluated: the raw paired difference (treatment − baseline, by the measure's method), the oriented
+    effect and its verdict, the two sides' means over the paired seeds (in the measure's own units) and the size of
+    the test set each trial was scored on (smallest and largest over the check's trials; None when unknown)."""
 
     check: Check
-    diff: PairedResult
+    diff: Inference
     oriented: OrientedEffect
     treatment_mean: float | None
     baseline_mean: float | None
+    test_examples: tuple[int, int] | None = None
 
     @property
     def verdict(self) -> str:
@@ -44,14 +51,32 @@ class CheckResult:
     def n(self) -> int:
         return self.oriented.n
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def margin(self) -> float:
+        return self.oriented.margin
+
+    def to_json(self, smoke: bool = False) -> dict[str, Any]:
+        """The check as JSON; ``smoke`` (a quick run): ``verdict`` is ``smoke``, the rule's answer at this budget
+        stays readable as ``verdict_at_this_budget``."""
         o = self.oriented
-        return {"check": self.check.name, "question": self.check.question, "measure": self.check.measure.key,
-                "measure_label": self.check.measure.label, "treatment": list(self.check.treatment),
-                "baseline": list(self.check.baseline), "expects": self.check.expects, "verdict": o.verdict,
-                "n": o.n, "effect": _finite(o.effect), "ci_low": _finite(o.ci_low), "ci_high": _finite(o.ci_high),
-                "treatment_mean": _finite(self.treatment_mean), "baseline_mean": _finite(self.baseline_mean),
-                "difference": _finite(self.diff.mean_diff)}
+        out = {"check": self.check.name, "question": self.check.question, "measure": self.check.measure.key,
+               "measure_label": self.check.measure.label, "treatment": list(self.check.treatment),
+               "baseline": list(self.check.baseline), "expects": self.check.expects,
+               "verdict": SMOKE if smoke else o.verdict, "n": o.n, "effect": _finite(o.effect),
+               "ci_low": _finite(o.ci_low), "ci_high": _finite(o.ci_high), "margin": o.margin, "method": o.method,
+               "p": _finite(o.p), "p_holm": _finite(o.p_holm), "test_examples": _test_json(self.test_examples),
+               "treatment_mean": _finite(self.treatment_mean), "baseline_mean": _finite(self.baseline_mean),
+               "difference": _finite(self.diff.mean_diff)}
+        if smoke:
+            out["verdict_at_this_budget"] = o.verdict
+        return out
+
+
+def _test_json(sizes: tuple[int, int] | None) -> int | list[int] | None:
+    """One number when every trial's test set had the same size, else [smallest, largest]."""
+    if sizes is None:
+        return None
+    return sizes[0] if sizes[0] == sizes[1] else list(sizes)
 
 
 def side_values(values: Values, arms: tuple[str, ...]) -> dict[int, float]:
@@ -60,14 +85,45 @@ def side_values(values: Values, arms: tuple[str, ...]) -> dict[int, float]:
     return {s: statistics.fmean(values[a][s] for a in arms) for s in sorted(seeds)}
 
 
-def evaluate_check(check: Check, values: Values) -> CheckResult:
-    """The check's paired difference over seeds (each side averaged over its arms), oriented and judged."""
+def evaluate_check(check: Check, values: Values, *, p_holm: float | None = None,
+                   sizes: Sizes | None = None) -> CheckResult:
+    """The check's paired difference over seeds (each side averaged over its arms) by its measure's method,
+    oriented and judged with its margin (relative margins from the baseline's mean over the paired seeds) and, for
+    a secondary check, its Holm-adjusted p-value."""
     t, b = side_values(values, check.treatment), side_values(values, check.baseline)
-    diff = paired_difference(t, b)
+    diff = infer(t, b, check.measure.method)
     paired = sorted(set(t) & set(b))
     mean_t = statistics.fmean(t[s] for s in paired) if paired else None
     mean_b = statistics.fmean(b[s] for s in paired) if paired else None
-    return CheckResult(check, diff, orient(diff, check.expects), mean_t, mean_b)
+    oriented = orient(diff, check.expects, margin=check.resolved_margin(mean_b), p_holm=p_holm)
+    return CheckResult(check, diff, oriented, mean_t, mean_b, _sizes(sizes, (*check.treatment, *check.baseline),
+                                                                      paired))
+
+
+def evaluate_checks(checks: tuple[Check, ...] | list[Check], values: dict[str, Values],
+                    sizes: Sizes | None = None) -> list[CheckResult]:
+    """Every check of a lesson: the first (the claim's test) at 5% as it stands, the others with their p-values
+    Holm-adjusted among themselves (``study.stats.holm``) before the verdict rule reads them."""
+    first = [evaluate_check(c, values[c.measure.key], sizes=sizes) for c in checks]
+    adjusted = holm([r.oriented.p for r in first[1:]])
+    return first[:1] + [evaluate_check(c, values[c.measure.key], p_holm=p, sizes=sizes)
+                        for c, p in zip(checks[1:], adjusted, strict=True)]
+
+
+def _sizes(sizes: Sizes | None, arms: tuple[str, ...], seeds: list[int]) -> tuple[int, int] | None:
+    found = [n for a in arms for s in seeds if (n := (sizes or {}).get(a, {}).get(s)) is not None]
+    return (min(found), max(found)) if found else None
+
+
+def trial_test_sizes(trials: list[TrialView]) -> Sizes:
+    """arm → seed → the number of test examples the trial was scored on (``result.data.test``)."""
+    out: Sizes = {}
+    for trial in trials:
+        data = (trial.result or {}).get("data")
+        n = data.get("test") if isinstance(data, Mapping) else None
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            out.setdefault(trial.arm, {})[trial.seed] = n
+    return out
 
 
 def measure_values(measure: Measure, trials: list[TrialView]) -> Values:
@@ -93,6 +149,7 @@ class LessonResult:
     values: dict[str, Values]                         # measure key → arm → seed → value
     summaries: dict[str, dict[str, ArmSummary]]       # measure key → arm → summary over seeds
     checks: list[CheckResult]
+    sizes: Sizes = field(default_factory=dict)        # arm → seed → test examples
     init: dict[str, dict[int, InitProfile]] = field(default_factory=dict)
     training: dict[str, TrainingProfile | None] = field(default_factory=dict)
     seconds: float = 0.0
@@ -107,8 +164,23 @@ class LessonResult:
         return "quick" if self.quick else "full"
 
     @property
+    def smoke(self) -> bool:
+        """A quick run checks the machinery, not the claim: its verdict is ``smoke``."""
+        return self.quick
+
+    @property
+    def verdict(self) -> str:
+        """The lesson's verdict: the primary check's, or ``smoke`` for a quick run."""
+        return SMOKE if self.smoke else self.primary.verdict
+
+    @property
     def primary(self) -> CheckResult:
         return self.checks[0]
+
+    def test_examples(self, arm: str) -> tuple[int, int] | None:
+        """The smallest and largest test set the arm's trials were scored on."""
+        found = list(self.sizes.get(arm, {}).values())
+        return (min(found), max(found)) if found else None
 
     @property
     def arms(self) -> list[str]:
@@ -179,15 +251,18 @@ class LessonResult:
             s = self.summaries.get(p.check.measure.key, {}).get(arm)
             arms.append({"name": arm, "n": s.n if s else 0, "mean": _finite(s.mean) if s else None,
                          "ci_low": _finite(s.ci_low) if s else None, "ci_high": _finite(s.ci_high) if s else None,
-                         "statuses": self.statuses(arm)})
-        return {
+                         "test_examples": _test_json(self.test_examples(arm)), "statuses": self.statuses(arm)})
+        out = {
             "lesson": self.lesson.name,
             "claim": self.lesson.claim,
-            "verdict": p.verdict,
+            "verdict": self.verdict,
             "n_seeds": p.n,
             "effect": _finite(p.oriented.effect),
             "ci_low": _finite(p.oriented.ci_low),
             "ci_high": _finite(p.oriented.ci_high),
+            "margin": p.margin,
+            "method": p.oriented.method,
+            "test_examples": _test_json(p.test_examples),
             "report": self.report,
             "title_de": self.lesson.title_de,
             "variant": self.variant,
@@ -195,7 +270,7 @@ class LessonResult:
             "epochs": v.epochs,
             "measure": p.check.measure.key,
             "definition": self.lesson.definition,
-            "checks": [c.to_json() for c in self.checks],
+            "checks": [c.to_json(smoke=self.smoke) for c in self.checks],
             "arms": arms,
             "explanation": list(self.explanation),
             "seconds": round(self.seconds, 2),
@@ -207,3 +282,7 @@ class LessonResult:
             "store": self.store,
             "study_report": self.study_report,
         }
+        if self.smoke:
+            out["verdict_at_this_budget"] = p.verdict
+            out["smoke_note"] = SMOKE_NOTE
+        return out

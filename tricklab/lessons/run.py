@@ -15,7 +15,7 @@ from pathlib import Path
 from tricklab.lessons.derived_data import derived_data
 from tricklab.lessons.lesson import Lesson, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile, init_profiles, training_profile
-from tricklab.lessons.outcome import LessonResult, evaluate_check, measure_values
+from tricklab.lessons.outcome import LessonResult, evaluate_checks, measure_values, trial_test_sizes
 from tricklab.lessons.paths import DEFAULT_OUT, STORE_FILE
 from tricklab.report.study_report import write_study_report
 from tricklab.store.sqlite import FINISHED
@@ -81,8 +81,9 @@ def judge(lesson: Lesson, quick: bool, spec: StudySpec, trials: list[TrialView],
     values = {m.key: measure_values(m, trials) for m in lesson.measures()}
     summaries = {key: {arm: summarize(list(vals.get(arm, {}).values())) for arm in spec.arm_names()}
                  for key, vals in values.items()}
-    checks = [evaluate_check(c, values[c.measure.key]) for c in lesson.checks]
-    result = LessonResult(lesson, quick, spec, store, trials, values, summaries, checks, init=dict(init or {}),
-                          training=dict(training or {}))
+    sizes = trial_test_sizes(trials)
+    checks = evaluate_checks(lesson.checks, values, sizes)
+    result = LessonResult(lesson, quick, spec, store, trials, values, summaries, checks, sizes=sizes,
+                          init=dict(init or {}), training=dict(training or {}))
     result.explanation = lesson.explain(result)
     return result

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from tricklab.lessons.outcome import CheckResult, LessonResult
-from tricklab.lessons.verdicts import NOT_SUPPORTED, SUPPORTED
+from tricklab.lessons.verdicts import MIN_SEEDS, NO_MEANINGFUL_DIFFERENCE, NOT_SUPPORTED, SUPPORTED, OrientedEffect
 from tricklab.tricks.monitor import Monitor
 
 
@@ -25,7 +25,11 @@ def signed(x: float | None, digits: int = 3) -> str:
 
 
 def interval(low: float | None, high: float | None) -> str:
-    return f"[{num(low)}, {num(high)}]"
+    """"[a, b]"; an unbounded end (a method that cannot bound it at this n) reads −∞ or +∞."""
+    def end(x: float | None) -> str:
+        return ("−∞" if x < 0 else "+∞") if x is not None and math.isinf(x) else num(x)
+
+    return f"[{end(low)}, {end(high)}]"
 
 
 def effect_texts(effect: float | None, low: float | None, high: float | None) -> tuple[str, str]:
@@ -65,8 +69,26 @@ def arms_label(arms: Sequence[str]) -> str:
     return arms[0] if len(arms) == 1 else "the mean of " + ", ".join(arms)
 
 
+def test_set(sizes: tuple[int, int] | None) -> str:
+    """"test set 359 per seed" (or "359–360"); "" when unknown."""
+    if sizes is None:
+        return ""
+    return f"test set {sizes[0]:,} per seed" if sizes[0] == sizes[1] else f"test set {sizes[0]:,}–{sizes[1]:,}"
+
+
+def interval_note(c: CheckResult) -> str:
+    """What stands next to an interval: the method, the margin, the test-set size, the Holm-adjusted p."""
+    o = c.oriented
+    method = "t interval" if o.method == "t" else "sign-flip permutation interval"
+    parts = [method, f"margin ±{num(o.margin)}", test_set(c.test_examples)]
+    if o.p_holm is not None:
+        parts.append(f"Holm-adjusted p {o.p_holm:.2g}")
+    return ", ".join(p for p in parts if p)
+
+
 def verdict_sentence(result: LessonResult, check: CheckResult | None = None) -> str:
-    """The verdict of a check in words, with the numbers the rule used."""
+    """The verdict of a check in words, with the numbers the rule used. In a quick run it says that the numbers
+    check the machinery, not the claim."""
     c = check or result.primary
     m = c.check.measure
     o = c.oriented
@@ -74,17 +96,32 @@ def verdict_sentence(result: LessonResult, check: CheckResult | None = None) -> 
              f"{num(c.baseline_mean)} ({m.label}, mean over {o.n} paired seeds)")
     direction = ("the claim predicts the first to be higher" if c.check.expects == "higher"
                  else "the claim predicts the first to be lower, so the difference is negated")
-    if o.effect is None or o.ci_low is None:
+    if o.effect is None or o.ci_low is None or o.ci_high is None:
         return f"{sides}. Too few paired seeds for an interval (n = {o.n}): inconclusive."
     effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
-    numbers = f"effect {effect}, 95% CI {ci} ({direction})"
+    numbers = f"effect {effect}, 95% CI {ci} ({interval_note(c)}; {direction})"
+    if result.smoke:
+        return f"{sides}; {numbers} — smoke: a quick run checks the machinery, not the claim."
+    return f"{sides}; {numbers} — {verdict_reason(o)}."
+
+
+def verdict_reason(o: OrientedEffect) -> str:
+    """Why the rule gave its verdict, in words."""
     if o.verdict == SUPPORTED:
-        tail = "the whole interval lies above 0: supported"
-    elif o.verdict == NOT_SUPPORTED:
-        tail = "the whole interval lies below 0, the opposite of the claim: not supported"
-    else:
-        tail = "the interval contains 0: inconclusive at this budget"
-    return f"{sides}; {numbers} — {tail}."
+        return "the whole interval lies above 0 and reaches past the margin: supported"
+    if o.verdict == NOT_SUPPORTED:
+        return "the whole interval lies below 0 and reaches past the margin, the opposite of the claim: not supported"
+    if o.verdict == NO_MEANINGFUL_DIFFERENCE:
+        return "the whole interval lies inside ±margin: no meaningful difference"
+    if o.ci_low is None or o.ci_high is None or not (math.isfinite(o.ci_low) and math.isfinite(o.ci_high)):
+        return f"the method cannot bound the interval at n = {o.n}: inconclusive"
+    if o.n < MIN_SEEDS:
+        return f"fewer than {MIN_SEEDS} paired seeds (n = {o.n}): inconclusive"
+    if o.ci_low == o.ci_high:
+        return "a degenerate interval (no spread over the seeds) decides nothing: inconclusive"
+    if o.p_holm is not None and o.p_holm >= 0.05 and (o.ci_low > 0 or o.ci_high < 0):
+        return "the interval excludes 0, but not after Holm's correction across this lesson's checks: inconclusive"
+    return "the interval contains 0 and reaches past the margin: inconclusive at this budget"
 
 
 def ranking(result: LessonResult, key: str, arms: Iterable[str] | None = None, digits: int = 3) -> str:
@@ -100,7 +137,8 @@ def ranking(result: LessonResult, key: str, arms: Iterable[str] | None = None, d
 
 def budget(result: LessonResult) -> str:
     v = result.lesson.variant(result.quick)
-    kind = ("quick variant (a smoke check with a small budget; the verdict of record is the full variant)"
+    kind = ("quick variant (smoke: it checks the machinery, not the claim; the verdict of record is the full "
+            "variant)"
             if result.quick else "full variant")
     return f"{kind}: {v.seeds} seeds × {len(result.arms)} arms, {v.epochs} epochs each"
 

@@ -36,11 +36,13 @@ VERDICT_CSS = """
 .verdict-supported { background: #dafbe1; color: #116329; }
 .verdict-not_supported { background: #ffebe9; color: #a40e26; }
 .verdict-inconclusive { background: #eaeef2; color: #424a53; }
+.verdict-no_meaningful_difference { background: #ddf4ff; color: #0a3069; }
+.verdict-smoke { background: #fff8c5; color: #6f4e00; }
 blockquote { margin: 6px 0; padding: 4px 12px; border-left: 4px solid #d0d7de; color: #424a53; font-style: italic; }
 .verdict-box { border: 1px solid #d0d7de; border-radius: 6px; padding: 8px 12px; margin: 10px 0; background: #f6f8fa; }
 ul.explanation li { margin: 3px 0; }
 """
-VERDICT_WORDS = ("supported", "not_supported", "inconclusive")
+VERDICT_WORDS = ("supported", "not_supported", "no_meaningful_difference", "inconclusive", "smoke")
 
 
 @dataclass
@@ -117,8 +119,12 @@ def _overview(sections: Sequence[BookSection]) -> Markup:
             for s in sections]
     return join([table(["lesson", "claim", "verdict", "numbers"], rows, class_="data stats"),
                  paragraph("Verdict rule: the 95% interval of the paired difference that tests the claim, oriented so "
-                           "that a positive effect means the claim holds — supported when the whole interval is "
-                           "above 0, not_supported when it is below 0, inconclusive when it contains 0.", "muted")])
+                           "that a positive effect means the claim holds, read against the lesson's margin m of "
+                           "practical relevance — no_meaningful_difference when the whole interval lies inside ±m, "
+                           "supported when it lies above 0 (and not inside ±m), not_supported when below 0, "
+                           "inconclusive otherwise, and always inconclusive below 5 paired seeds or for a degenerate "
+                           "interval [d, d]. Secondary checks need a Holm-adjusted p below 5% as well. A quick run "
+                           "says smoke: it checks the machinery, not the claim.", "muted")])
 
 
 def render_lesson_book(title: str, subtitle: str, sections: Sequence[BookSection],

@@ -61,6 +61,8 @@ class Spec(Protocol):
     @property
     def seeds(self) -> int | list[int]: ...
     @property
+    def split_per_seed(self) -> bool: ...
+    @property
     def baseline(self) -> str | dict[str, Any] | None: ...
 
 
@@ -209,8 +211,10 @@ class Design:
 
     Build with ``Design.of(spec, base_dir)``; the spec's own field checks have passed by then."""
 
-    def __init__(self, study: str, arms: list[Arm], baseline: str, seeds: list[int], base: dict[str, Any]) -> None:
+    def __init__(self, study: str, arms: list[Arm], baseline: str, seeds: list[int], base: dict[str, Any],
+                 split_per_seed: bool = False) -> None:
         self.study = study
+        self.split_per_seed = split_per_seed   # each trial's data.split_seed is its seed (a split drawn per seed)
         self._arms = arms
         self._baseline = baseline
         self._seeds = seeds
@@ -232,7 +236,7 @@ class Design:
             arms, levels = _leave_one_out_arms(spec, common), {}
         _check_trial_count(len(arms), len(seeds))
         _check_distinct(arms, spec.design)
-        return cls(spec.name, arms, _resolve_baseline(spec, arms, levels), seeds, base)
+        return cls(spec.name, arms, _resolve_baseline(spec, arms, levels), seeds, base, bool(spec.split_per_seed))
 
     # -- what the study runs ----------------------------------------------------------------------------------
     def arms(self) -> list[Arm]:
@@ -255,10 +259,14 @@ class Design:
         return [(arm.name, seed) for seed in self._seeds for arm in self._arms]
 
     def trial_recipe(self, arm: str, seed: int) -> Recipe:
-        """The recipe one trial runs: the arm's recipe with ``seed``."""
+        """The recipe one trial runs: the arm's recipe with ``seed`` (and, with ``split_per_seed``, its data split
+        drawn with that seed)."""
         for a in self._arms:
             if a.name == arm:
-                return a.recipe.model_copy(update={"seed": int(seed)}, deep=True)
+                update: dict[str, Any] = {"seed": int(seed)}
+                if self.split_per_seed:
+                    update["data"] = a.recipe.data.model_copy(update={"split_seed": int(seed)})
+                return a.recipe.model_copy(update=update, deep=True)
         raise InputError("arm", f"{arm!r} is not an arm of study {self.study!r}", allowed=_short(self.arm_names()))
 
     def spec_hash(self) -> str:
@@ -268,7 +276,9 @@ class Design:
         or the retry count gives the same study; changing a recipe value, an arm or a seed gives another.
         """
         arms = sorted([a.name, _without(a.recipe, "seed")] for a in self._arms)
-        payload = {"version": _HASH_VERSION, "arms": arms, "seeds": sorted(self._seeds)}
+        payload: dict[str, Any] = {"version": _HASH_VERSION, "arms": arms, "seeds": sorted(self._seeds)}
+        if self.split_per_seed:   # only when set: every study without it keeps its hash
+            payload["split_per_seed"] = True
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -158,6 +158,8 @@ class StudySpec(BaseModel):
     factors: dict[str, list[Any] | dict[str, dict[str, Any]]] = Field(default_factory=dict)
     remove: dict[str, dict[str, Any]] | None = None
     seeds: int | list[int] = 5
+    split_per_seed: bool = Field(False, description="each trial draws its own train/val/test split "
+                                                    "(data.split_seed = the trial's seed)")
     metric: str | list[str] = "test_accuracy"
     baseline: str | dict[str, Any] | None = None
     target: Target | None = None

@@ -6,6 +6,7 @@ from tricklab.lessons.catalog.common import DIGITS_MLP
 from tricklab.lessons.lesson import Check, Lesson, Variant
 from tricklab.lessons.measures import TEST_ACCURACY
 from tricklab.lessons.outcome import LessonResult
+from tricklab.lessons.verdicts import NO_MEANINGFUL_DIFFERENCE, NOT_SUPPORTED, SUPPORTED
 from tricklab.lessons.words import failed_arms, num, ranking, verdict_sentence
 
 # Each at its library default learning rate: torch.optim's where it has one (Adagrad 1e-2, RMSprop 1e-2,
@@ -29,12 +30,19 @@ def explain(r: LessonResult) -> list[str]:
     if "adam" in known:
         rank = sorted(known.values(), reverse=True).index(known["adam"]) + 1
         out.append(f"Adam ranks {rank} of {len(known)} here.")
-    beaten = [c.check.name for c in r.checks[1:] if c.verdict == "supported"]
-    beat_adam = [c.check.name for c in r.checks[1:] if c.verdict == "not_supported"]
-    if beaten:
-        out.append(f"Adam is better than {', '.join(beaten)} (95% CI of the difference above 0).")
-    if beat_adam:
-        out.append(f"Better than Adam: {', '.join(beat_adam)} (95% CI of the difference below 0).")
+    if not r.smoke:   # a quick run judges nothing
+        beaten = [c.check.name for c in r.checks[1:] if c.verdict == SUPPORTED]
+        beat_adam = [c.check.name for c in r.checks[1:] if c.verdict == NOT_SUPPORTED]
+        level = [c for c in r.checks[1:] if c.verdict == NO_MEANINGFUL_DIFFERENCE]
+        if beaten:
+            out.append(f"Adam is better than {', '.join(beaten)} (95% CI of the difference above 0, Holm-adjusted "
+                       "p below 5%).")
+        if beat_adam:
+            out.append(f"Better than Adam: {', '.join(beat_adam)} (95% CI of the difference below 0, Holm-adjusted "
+                       "p below 5%).")
+        if level:
+            out.append(f"No meaningful difference from Adam: {', '.join(c.check.name for c in level)} (95% CI "
+                       f"inside ±{num(level[0].margin)} test accuracy).")
     norm = r.training.get("normalized")
     adam = r.training.get("adam")
     if norm is not None and adam is not None:
