@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tricklab.cli import doctor_cmd, lesson_cmd, report_cmd, study_cmd, train_cmd, tricks_cmd
+    from tricklab.cli import doctor_cmd, lesson_cmd, lr_find_cmd, report_cmd, study_cmd, train_cmd, tricks_cmd
     from tricklab.provenance import __version__
 
     parser = _Parser(
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     tricks_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     lesson_cmd.add_parser(sub)
+    lr_find_cmd.add_parser(sub)
     return parser
 
 

@@ -11,7 +11,9 @@ know tricklab's data or training loop.
 from __future__ import annotations
 
 import copy
+import io
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,42 @@ class LRFindResult:
     raw_losses: list[float]
     suggestion: float
     diverged: bool
+
+    def plot(self, path: str | os.PathLike[str] | None = None, *, title: str = "") -> Any:
+        """The range test as users know it from fastai: smoothed loss against η (log axis), the raw batch
+        losses faint behind it, the suggestion marked. Returns the matplotlib ``Figure`` (no window, no
+        pyplot state); ``path``: also save it there as PNG."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7.0, 4.2), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.plot(self.lrs, self.raw_losses, color="#8c959f", linewidth=0.8, alpha=0.6, label="batch loss")
+        ax.plot(self.lrs, self.losses, color="#0969da", linewidth=1.8, label="smoothed loss")
+        at = min(range(len(self.lrs)), key=lambda i: abs(math.log(self.lrs[i]) - math.log(self.suggestion)))
+        ax.axvline(self.suggestion, color="#cf222e", linestyle="--", linewidth=1)
+        ax.plot([self.suggestion], [self.losses[at]], "o", color="#cf222e",
+                label=f"suggestion η = {self.suggestion:.3g}")
+        ax.set_xscale("log")
+        finite = [v for v in self.losses if math.isfinite(v)]
+        if finite:   # the divergence at the end would squash the useful part of the curve
+            low, high = min(finite), self.losses[0] if math.isfinite(self.losses[0]) else max(finite)
+            ax.set_ylim(low - 0.1 * (high - low + 1e-12), max(high, low) + 0.3 * (high - low + 1e-12))
+        ax.set_xlabel("learning rate η (log scale)")
+        ax.set_ylabel("training loss")
+        ax.set_title(title or "learning-rate range test" + (" (stopped: the loss diverged)" if self.diverged else ""))
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3, frameon=False)   # off the curve
+        if path is not None:
+            fig.savefig(path, format="png")
+        return fig
+
+    def png(self, *, title: str = "") -> bytes:
+        """``plot`` as PNG bytes."""
+        buf = io.BytesIO()
+        self.plot(title=title).savefig(buf, format="png")
+        return buf.getvalue()
 
 
 def suggest_lr(lrs: list[float], losses: list[float], skip_start: float = 0.1) -> float:
