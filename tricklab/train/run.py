@@ -43,7 +43,7 @@ from tricklab.store.records import Alarm
 from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.progress import ProgressReporter
-from tricklab.train.rows import metric_rows
+from tricklab.train.rows import history_csv, metric_rows
 from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate_split
 from tricklab.tricks.augment import build_augment
 from tricklab.tricks.augment import input_kind as augment_input_dims
@@ -226,13 +226,16 @@ def _trick_callbacks(recipe: Recipe) -> tuple[list[Callback], EarlyStoppingCallb
 
 
 class MetricsFile(Callback):
-    """Keeps ``metrics.json`` in the run directory up to date after every epoch (atomically)."""
+    """Keeps ``metrics.json`` in the run directory up to date after every epoch (atomically), and ``metrics.csv``
+    beside it: the same history as a table any spreadsheet opens."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def on_epoch_end(self, state: TrainState) -> None:
-        atomic_write_text(self.path, json.dumps(json_safe(state.history + [state.epoch_metrics]), indent=1))
+        history = state.history + [state.epoch_metrics]
+        atomic_write_text(self.path, json.dumps(json_safe(history), indent=1))
+        atomic_write_text(self.path.with_suffix(".csv"), history_csv(history))
 
 
 def new_run_dir(recipe: Recipe, runs_root: str | os.PathLike[str] = "runs") -> Path:
