@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
                    help="an existing Ray cluster for --executor ray (default: the spec's address, else RAY_ADDRESS, "
                         "else a Ray started for this study)")
     p.add_argument("--runs-dir", default=None, metavar="DIR", help="trial run directories (default: runs/ beside the store)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="each trial logs to TensorBoard while it trains (RUN_DIR/tensorboard; tensorboard --logdir "
+                        "RUNS/STUDY groups them by arm); needs pip install 'tricklab[tensorboard]'")
     p.add_argument("--rerun", action="store_true",
                    help="train every trial again, finished or not (their run directories are kept as NAME.rerun-N; "
                         "the store keeps only the new outcomes)")
@@ -68,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
 
     check_workers(args.workers)
     check_run_paths(args.runs_dir, args.store)
+    if args.tensorboard:
+        from tricklab.integrations.tensorboard import require_tensorboard
+
+        require_tensorboard()
     spec = load_study(args.spec)
     outcome = run_study(spec, store=args.store, executor=args.executor, workers=args.workers,
                         runs_root=args.runs_dir, progress=not args.quiet, address=args.ray_address, rerun=args.rerun,
-                        report=None if args.no_report else write_study_report)
+                        report=None if args.no_report else write_study_report, tensorboard=args.tensorboard)
     payload = outcome.to_json()
     if not args.json:
         _print_table(payload)

@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run directories are made (default: runs)")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH",
                    help="SQLite store to record the run in (default: tricklab.sqlite; 'none' to skip)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="log to TensorBoard while training, into RUN_DIR/tensorboard (view: tensorboard --logdir "
+                        "runs); needs pip install 'tricklab[tensorboard]'")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--resume", "give either a recipe or --resume RUN_DIR, not both")
     check_run_paths(None if args.resume else args.runs_dir, args.store)
     result = train(args.recipe, overrides=args.overrides, runs_root=args.runs_dir, resume=args.resume,
-                   store=None if args.store == "none" else args.store, progress=not args.quiet)
+                   store=None if args.store == "none" else args.store, progress=not args.quiet,
+                   callbacks=tensorboard_callbacks(args.tensorboard))
     payload = result.to_json()
     if args.json:
         payload.pop("recipe", None)
@@ -53,6 +57,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(payload)
     return 0
+
+
+def tensorboard_callbacks(wanted: bool) -> list[Any]:
+    """``--tensorboard``: a live TensorBoard logger into the run directory (refused at once without the package)."""
+    if not wanted:
+        return []
+    from tricklab.integrations.tensorboard import TensorBoardCallback, require_tensorboard
+
+    require_tensorboard()
+    return [TensorBoardCallback()]
 
 
 def check_run_paths(runs_dir: str | None, store: str | None) -> None:

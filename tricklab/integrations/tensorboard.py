@@ -2,14 +2,17 @@
 
 Three ways in, one layout of tags:
 
-- ``TensorBoardCallback(logdir)`` — a tricklab Trainer callback: every probe record and every epoch's metrics,
-  live (add it after a ``DoctorCallback``, which makes the records);
+- ``TensorBoardCallback(logdir)`` — a tricklab Trainer callback, live: the training loss and learning rate
+  every 10 steps, every epoch's metrics, and every probe record when a ``DoctorCallback`` makes them (without a
+  ``logdir``: the run directory's ``tensorboard/``; ``tricklab train --tensorboard``, ``tricklab study
+  --tensorboard``);
 - ``TensorBoardWriter(logdir)`` — a plain ``on_record`` hook for ``tl.watch(model, ..., on_record=writer)``
   in a hand-written loop (call ``writer.epoch(...)`` yourself for epoch metrics);
 - ``export_run(run_dir, logdir)`` / ``tricklab report RUN_DIR --tensorboard LOGDIR`` — after the fact, from a
   run directory's ``probes.jsonl``, ``metrics.json`` and ``alarms.json``.
 
-Tags (x axis: optimizer step): ``train/loss``, ``train/grad_norm``, ``train/lr``, ``train/clip_fired``;
+Tags (x axis: optimizer step): ``train/loss_mean`` and ``train/lr_step`` (every 10 steps, any run);
+``train/loss``, ``train/grad_norm``, ``train/lr``, ``train/clip_fired`` (the doctor's probe steps);
 ``layers/<stat>/<layer>`` for ``grad_norm``, ``weight_norm``, ``update_ratio`` (as log10),
 ``act_mean``, ``act_std``, ``frac_saturated``, ``frac_dead`` — one chart per statistic with every layer on it
 (TensorBoard groups tags by their prefix); ``epoch/<metric>`` per epoch; alarms as text under ``alarms``.
@@ -29,6 +32,20 @@ from tricklab.fsutil import file_within, require_directory_path
 from tricklab.train.events import Callback, TrainState
 
 LAYER_STATS = ("grad_norm", "weight_norm", "update_ratio", "act_mean", "act_std", "frac_saturated", "frac_dead")
+
+
+def require_tensorboard() -> None:
+    """Refuse ``--tensorboard`` before any work when the tensorboard package is missing (exit 2, the fix named)."""
+    _summary_writer_class()
+
+
+def _summary_writer_class() -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise InputError("--tensorboard", "TensorBoard logging needs the tensorboard package",
+                         allowed="pip install 'tricklab[tensorboard]'") from None
+    return SummaryWriter
 
 
 def _summary_writer(logdir: str | os.PathLike[str]) -> Any:
@@ -87,25 +104,54 @@ class TensorBoardWriter:
 
 
 class TensorBoardCallback(Callback):
-    """Live TensorBoard logging inside tricklab's Trainer. Reads the records of the ``DoctorCallback`` given
-    (or the first one among the Trainer's callbacks) and the epoch metrics."""
+    """Live TensorBoard logging inside tricklab's Trainer: the training loss and learning rate every ``every``
+    steps (averaged on the device, one host read per ``every`` steps), every epoch's metrics, and — with a
+    ``DoctorCallback`` given or among the Trainer's callbacks — every probe record and the alarms.
 
-    def __init__(self, logdir: str | os.PathLike[str], doctor: Any = None) -> None:
+    ``logdir`` None: ``RUN_DIR/tensorboard`` of the run the Trainer checkpoints into (what ``tricklab train
+    --tensorboard`` and a study's trials use), so ``tensorboard --logdir runs`` shows one run per run directory and
+    ``--logdir runs/STUDY`` a study's trials grouped by arm."""
+
+    SUBDIR = "tensorboard"
+
+    def __init__(self, logdir: str | os.PathLike[str] | None = None, doctor: Any = None, every: int = 10) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.logdir = logdir
         self.doctor = doctor
+        self.every = every
         self.tb: TensorBoardWriter | None = None
         self._seen = 0
+        self._loss_sum: Any = None
+        self._count = 0
 
     def on_fit_begin(self, state: TrainState) -> None:
         from tricklab.diagnose.trainer_callback import DoctorCallback
 
         if self.doctor is None:
             self.doctor = next((cb for cb in state.trainer.callbacks if isinstance(cb, DoctorCallback)), None)
-        self.tb = TensorBoardWriter(self.logdir)
+        logdir = self.logdir
+        if logdir is None:
+            run_dir = getattr(state.trainer, "checkpoint_dir", None)
+            if run_dir is None:
+                raise ValueError("TensorBoardCallback() logs into the run directory; this Trainer has none "
+                                 "(no checkpoint_dir): give TensorBoardCallback(logdir)")
+            logdir = Path(run_dir) / self.SUBDIR
+        self.tb = TensorBoardWriter(logdir)
 
     def on_batch_end(self, state: TrainState) -> None:
+        if self.tb is None:
+            return
+        if state.loss is not None:
+            loss = state.loss.detach().float()
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._count += 1
+            if self._count == self.every:
+                self.tb.writer.add_scalar("train/loss_mean", float(self._loss_sum) / self._count, state.step)
+                self.tb.writer.add_scalar("train/lr_step", state.lr, state.step)
+                self._loss_sum, self._count = None, 0
         doctor = self.doctor.doctor if self.doctor is not None else None
-        if doctor is None or self.tb is None or not doctor.ctx.records:
+        if doctor is None or not doctor.ctx.records:
             return
         last = doctor.ctx.records[-1]
         if last.step >= self._seen:
@@ -115,6 +161,7 @@ class TensorBoardCallback(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         if self.tb is not None:
             self.tb.epoch(state.step, state.epoch_metrics)
+            self.tb.writer.flush()       # what TensorBoard shows is at most one epoch old
 
     def on_fit_end(self, state: TrainState) -> None:
         if self.tb is None:

@@ -36,6 +36,7 @@ class TrialTask:
     run_dir: str
     trial_hash: str = ""
     threads: int = 1
+    tensorboard: bool = False      # log live to RUN_DIR/tensorboard (not part of the trial's identity)
 
 
 @dataclass
@@ -68,11 +69,16 @@ def run_trial(task: TrialTask) -> TrialOutcome:
         run_dir = Path(task.run_dir)
         resumable = claim_run_dir(task)
         doctor = DoctorCallback(run_dir=run_dir)  # per-layer statistics and alarms for every trial (<= 5% time)
+        callbacks = [doctor]
+        if task.tensorboard:
+            from tricklab.integrations.tensorboard import TensorBoardCallback
+
+            callbacks.append(TensorBoardCallback(doctor=doctor))
         if resumable:
-            result = train(resume=run_dir, callbacks=[doctor])
+            result = train(resume=run_dir, callbacks=callbacks)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            result = train(recipe_from_dict(task.recipe), run_dir=run_dir, callbacks=[doctor])
+            result = train(recipe_from_dict(task.recipe), run_dir=run_dir, callbacks=callbacks)
         merge_alarms(result, doctor.alarms)
         return TrialOutcome(task.arm, task.seed, result.status, result.to_json(), metric_rows(result.history))
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded with its error, the study goes on

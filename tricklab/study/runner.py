@@ -95,13 +95,15 @@ def trial_run_dir(root: Path, study: str, arm: str, seed: int, trial_hash: str) 
     return root / _slug(study) / _slug(arm, 60) / f"seed-{seed}-{trial_hash[:SHORT]}"
 
 
-def trial_tasks(spec: StudySpec, root: Path, trials: list[tuple[str, int]]) -> list[TrialTask]:
+def trial_tasks(spec: StudySpec, root: Path, trials: list[tuple[str, int]], *,
+                tensorboard: bool = False) -> list[TrialTask]:
     """Each trial's task: its resolved recipe (data path absolute), the recipe's hash, its run directory."""
     tasks = []
     for arm, seed in trials:
         recipe = with_absolute_paths(recipe_to_dict(spec.trial_recipe(arm, seed)))
         digest = recipe_hash(recipe)
-        tasks.append(TrialTask(arm, seed, recipe, str(trial_run_dir(root, spec.name, arm, seed, digest)), digest))
+        tasks.append(TrialTask(arm, seed, recipe, str(trial_run_dir(root, spec.name, arm, seed, digest)), digest,
+                               tensorboard=tensorboard))
     return tasks
 
 
@@ -151,7 +153,7 @@ def study_lock_path(store: Path, study: str) -> Path:
 def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqlite", executor: str | None = None,
               workers: int | None = None, runs_root: str | os.PathLike[str] | None = None, progress: bool = True,
               report: ReportWriter | Literal[False] | None = None, address: str | None = None,
-              rerun: bool = False) -> StudyOutcome:
+              rerun: bool = False, tensorboard: bool = False) -> StudyOutcome:
     """Run (or complete) ``spec`` into ``store``; returns counts and per-arm statistics.
 
     The study layer never imports the report layer (DESIGN.md): a caller that wants the HTML report writes it
@@ -160,7 +162,9 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     (the ``report`` of ``tricklab study --json``). ``None`` or ``False``: no report. ``address``: the Ray cluster
     (``--executor ray``), before the spec's ``address`` and ``RAY_ADDRESS``. ``rerun``: train every trial again,
     finished or not — the store forgets their outcomes and their run directories are set aside
-    (``NAME.rerun-N``, kept). When nothing was left to train, ``outcome.note`` says so and how to train again."""
+    (``NAME.rerun-N``, kept). When nothing was left to train, ``outcome.note`` says so and how to train again.
+    ``tensorboard``: each trial logs live to ``RUN_DIR/tensorboard`` (``tensorboard --logdir RUNS/STUDY`` groups
+    them by arm); not with the population executor, whose members train as one stacked model."""
     if report is True:
         raise TypeError("run_study(report=True): the study layer does not write reports; pass "
                         "report=tricklab.report.write_study_report (or write it from the store afterwards)")
@@ -168,8 +172,12 @@ def run_study(spec: StudySpec, *, store: str | os.PathLike[str] = "tricklab.sqli
     store_path = Path(store)
     root = (Path(runs_root) if runs_root is not None else store_path.parent / "runs").resolve()
     executor_name = executor or spec.executor
+    if tensorboard and executor_name == "population":
+        raise InputError("--tensorboard", "the population executor trains its members as one stacked model, "
+                                          "without the Trainer's callbacks, so it cannot log them to TensorBoard",
+                         allowed="--executor local or ray with --tensorboard, or population without it")
     runner = make_executor(executor_name, workers=workers, address=address or spec.address)
-    every = trial_tasks(spec, root, spec.trials())   # each trial's recipe resolved and hashed once
+    every = trial_tasks(spec, root, spec.trials(), tensorboard=tensorboard)   # each recipe resolved and hashed once
     check_before_work(every)   # before the store or a run directory exists
     try:
         check_store_file(store_path)   # a foreign or impossible store: refused before the lock file is made
