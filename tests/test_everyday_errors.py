@@ -43,7 +43,9 @@ def error_object(r: subprocess.CompletedProcess[str]) -> dict:
     (["trian"], "COMMAND", ["did you mean 'train'?", "tricklab --help"]),
     (["train", "--jsn"], "--jsn", ["did you mean '--json'?", "tricklab train --help"]),
     (["study", "s.yaml", "--executor", "locl"], "--executor", ["did you mean 'local'?"]),
-    (["train", "missing.yaml"], "recipe", ["file not found: missing.yaml"]),
+    (["lesson", "batchnrom", "--quick"], "lesson", ["did you mean 'batchnorm'?"]),
+    (["tricks", "--kind", "optimzer"], "--kind", ["did you mean 'optimizer'?"]),
+    (["train", "missing.yaml"], "recipe", ["file not found: missing.yaml", "KEY=VALUE"]),
     (["report"], "PATH", ["required: PATH", "tricklab report --help"]),
 ])
 def test_every_input_error_names_the_field_and_the_fix_in_one_json_object(tmp_path, args, field, words):

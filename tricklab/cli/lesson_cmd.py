@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from tricklab.report.outputs import claim_output
 
     check_workers(args.workers)
+    _check_name(args.name)
     lessons = select(args.name)
     out = _check_out(Path(args.out))
     suffix = "-quick" if args.quick else ""
@@ -81,6 +82,17 @@ def run(args: argparse.Namespace) -> int:
         total = sum(r.seconds for r in results)
         print(f"lesson book: {book}  ({len(results)} lesson(s), {total:.0f} s)")
     return 0
+
+
+def _check_name(name: str) -> None:
+    """Refuse an unknown lesson with the nearest name (``batchnrom`` → ``batchnorm``)."""
+    from tricklab.errors import InputError
+    from tricklab.lessons.registry import ALL, lesson_names
+    from tricklab.registry import did_you_mean
+
+    names = [*lesson_names(), ALL]
+    if name not in names:
+        raise InputError("lesson", f"unknown lesson {name!r}{did_you_mean(name, names)}", allowed=names)
 
 
 def _check_out(out: Path) -> Path:

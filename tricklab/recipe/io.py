@@ -168,7 +168,9 @@ def read_yaml(path: str | os.PathLike[str], *, field: str = "recipe") -> Any:
     is checked with ``stat`` first, so a FIFO or a device (which could block or never end) is refused unread. A
     key named twice in one mapping is an error named by its key path (``optimizer.lr``)."""
     if not os.path.lexists(path):  # the words the CLI has always used for a missing recipe
-        raise InputError(field, f"file not found: {path}", allowed="a YAML file")
+        hint = " (to change a setting without a file, write KEY=VALUE, e.g. optimizer.lr=0.1)" if field == "recipe" \
+            else ""
+        raise InputError(field, f"file not found: {path}{hint}", allowed="a YAML file")
     p = require_file(path, field, what="a YAML file")
     try:
         text = p.read_text(encoding="utf-8")
