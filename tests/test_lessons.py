@@ -309,7 +309,7 @@ def test_secondary_checks_are_holm_corrected_within_the_lesson(tmp_path):
     assert [c.oriented.p_holm for c in r.checks[1:]] == pytest.approx(holm(raw))
     assert r.primary.oriented.p_holm is None
     # a lone secondary check is adjusted over a family of one: unchanged
-    lone = evaluate_checks(r.lesson.checks[:2], r.values)
+    lone = evaluate_checks([(c, r.values[c.measure.key], None) for c in r.lesson.checks[:2]])
     assert lone[1].oriented.p_holm == pytest.approx(lone[1].oriented.p)
 
 

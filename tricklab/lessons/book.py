@@ -69,12 +69,24 @@ def setup_rows(r: LessonResult) -> list[tuple[str, str]]:
                     + (" — a smoke check; the verdict of record is the full variant" if r.quick else "")),
         *_recipe_text(r.spec),
         ("arms", arms),
+        ("learning rate", _lr_text(r)),
         ("trials", f"{len(r.trials)} ({r.trained_now} trained now, {reused} reused from the store), "
                    f"{r.trials_failed} failed"),
         ("runtime", f"this run: {r.seconds:.0f} s wall, {r.cpu_seconds:.0f} s CPU ({r.trained_now} trials trained); "
                     f"all trials together took {r.trial_seconds:.0f} s of worker time when they were trained"),
         ("store", f"{r.store} — study {r.spec.name}"),
     ]
+
+
+def _lr_text(r: LessonResult) -> str:
+    """Which LR each arm's verdict trials ran at, and how it was chosen."""
+    if r.tuned is None:
+        return f"untuned — {r.lesson.untuned}"
+    seeds = ", ".join(map(str, r.tuned[0].seeds)) if r.tuned else "—"
+    arms = "; ".join(f"{t.arm}: {num(t.lr)} (own {num(t.shared_lr)}; validation accuracy "
+                     + ", ".join(f"{num(lr)} → {num(score)}" for lr, score in t.scores) + ")" for t in r.tuned)
+    return (f"per arm, chosen on the validation split of tuning seeds {seeds} (not the evaluation seeds) from the "
+            f"arm's own LR × 10^(−1/2), 1, 10^(1/2); the check shared_lr judges the claim at the arms' own LRs — {arms}")
 
 
 def _summary_cell(r: LessonResult, key: str, arm: str) -> str:
@@ -91,9 +103,9 @@ def arms_table(r: LessonResult) -> BookTable:
     rows = []
     for arm in r.arms:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(r.statuses(arm).items()))
-        rows.append([arm, *(_summary_cell(r, m.key, arm) for m in measures), statuses])
+        rows.append([arm, num(r.lr(arm)), *(_summary_cell(r, m.key, arm) for m in measures), statuses])
     notes = "; ".join(f"{m.label}: {m.note}" for m in measures if m.note)
-    return BookTable(["arm", *(m.label for m in measures), "trials"], rows,
+    return BookTable(["arm", "lr", *(m.label for m in measures), "trials"], rows,
                      caption="mean ± std [95% t interval of the mean] (n seeds with a value). Test set per trial: "
                              + ", ".join(f"{a} {test_set(r.test_examples(a)) or '—'}" for a in r.arms) + ". " + notes)
 

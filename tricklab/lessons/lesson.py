@@ -122,15 +122,19 @@ class Check:
 
 @dataclass(frozen=True)
 class Variant:
-    """A budget: ``seeds`` (0..n−1), ``epochs``, and recipe overrides of this budget only (dotted keys)."""
+    """A budget: ``seeds`` (0..n−1), ``epochs``, recipe overrides of this budget only (dotted keys), and the
+    number of tuning seeds each arm's learning rate is chosen on (``lessons.tuning``: seeds 1000…, never 0..n−1)."""
 
     seeds: int
     epochs: int
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    tuning_seeds: int = 2
 
     def __post_init__(self) -> None:
         if self.seeds < 3:
             raise ValueError("a lesson needs at least 3 seeds, so that a 95% interval is informative")
+        if self.tuning_seeds < 1:
+            raise ValueError("per-arm tuning needs at least one tuning seed")
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ class Lesson:
     target: Mapping[str, Any] | None = None
     init_seeds: int = 5                  # seeds of the at-initialisation probe (cheap: no training)
     note: str = ""
+    tune: bool = True                    # each arm at its own best LR (``lessons.tuning``); False: why in ``untuned``
+    untuned: str = ""
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.views if v not in VIEWS]
@@ -166,6 +172,8 @@ class Lesson:
                                  f"arms: {sorted(arms)}")
         if not self.checks:
             raise ValueError(f"lesson {self.name!r} has no check")
+        if not self.tune and not self.untuned:
+            raise ValueError(f"lesson {self.name!r}: a lesson that does not tune each arm's LR says why (untuned)")
 
     @property
     def primary(self) -> Check:

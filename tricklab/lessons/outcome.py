@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tricklab.lessons.inference import Inference, infer
 from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile
+from tricklab.lessons.tuning import MULTIPLIERS, TunedArm, lr_of
 from tricklab.lessons.verdicts import SMOKE, OrientedEffect, orient
 from tricklab.study.spec import StudySpec
 from tricklab.study.stats import ArmSummary, holm
@@ -100,14 +101,14 @@ def evaluate_check(check: Check, values: Values, *, p_holm: float | None = None,
                                                                       paired))
 
 
-def evaluate_checks(checks: tuple[Check, ...] | list[Check], values: dict[str, Values],
-                    sizes: Sizes | None = None) -> list[CheckResult]:
-    """Every check of a lesson: the first (the claim's test) at 5% as it stands, the others with their p-values
-    Holm-adjusted among themselves (``study.stats.holm``) before the verdict rule reads them."""
-    first = [evaluate_check(c, values[c.measure.key], sizes=sizes) for c in checks]
+def evaluate_checks(items: Sequence[tuple[Check, Values, Sizes | None]]) -> list[CheckResult]:
+    """Every check of a lesson, each with the values it is judged on: the first (the claim's test) at 5% as it
+    stands, the others with their p-values Holm-adjusted among themselves (``study.stats.holm``) before the verdict
+    rule reads them."""
+    first = [evaluate_check(c, values, sizes=sizes) for c, values, sizes in items]
     adjusted = holm([r.oriented.p for r in first[1:]])
-    return first[:1] + [evaluate_check(c, values[c.measure.key], p_holm=p, sizes=sizes)
-                        for c, p in zip(checks[1:], adjusted, strict=True)]
+    return first[:1] + [evaluate_check(c, values, p_holm=p, sizes=sizes)
+                        for (c, values, sizes), p in zip(items[1:], adjusted, strict=True)]
 
 
 def _sizes(sizes: Sizes | None, arms: tuple[str, ...], seeds: list[int]) -> tuple[int, int] | None:
@@ -150,6 +151,8 @@ class LessonResult:
     summaries: dict[str, dict[str, ArmSummary]]       # measure key → arm → summary over seeds
     checks: list[CheckResult]
     sizes: Sizes = field(default_factory=dict)        # arm → seed → test examples
+    tuned: list[TunedArm] | None = None               # each arm's LR choice (None: the lesson does not tune)
+    shared_trials: list[TrialView] = field(default_factory=list)   # the arms at one shared LR (tuned lessons)
     init: dict[str, dict[int, InitProfile]] = field(default_factory=dict)
     training: dict[str, TrainingProfile | None] = field(default_factory=dict)
     seconds: float = 0.0
@@ -176,6 +179,13 @@ class LessonResult:
     @property
     def primary(self) -> CheckResult:
         return self.checks[0]
+
+    def lr(self, arm: str) -> float:
+        """The learning rate the arm's judged trials ran at (its tuned LR, or the one the lesson gives it)."""
+        return float(lr_of(self.tuned, self.spec)[arm])
+
+    def tuning(self, arm: str) -> TunedArm | None:
+        return next((t for t in self.tuned or [] if t.arm == arm), None)
 
     def test_examples(self, arm: str) -> tuple[int, int] | None:
         """The smallest and largest test set the arm's trials were scored on."""
@@ -251,7 +261,9 @@ class LessonResult:
             s = self.summaries.get(p.check.measure.key, {}).get(arm)
             arms.append({"name": arm, "n": s.n if s else 0, "mean": _finite(s.mean) if s else None,
                          "ci_low": _finite(s.ci_low) if s else None, "ci_high": _finite(s.ci_high) if s else None,
-                         "test_examples": _test_json(self.test_examples(arm)), "statuses": self.statuses(arm)})
+                         "test_examples": _test_json(self.test_examples(arm)), "statuses": self.statuses(arm),
+                         "lr": self.lr(arm), "tuned": self.tuned is not None,
+                         **({k: v for k, v in t.to_json().items() if k != "lr"} if (t := self.tuning(arm)) else {})})
         out = {
             "lesson": self.lesson.name,
             "claim": self.lesson.claim,
@@ -271,6 +283,9 @@ class LessonResult:
             "measure": p.check.measure.key,
             "definition": self.lesson.definition,
             "checks": [c.to_json(smoke=self.smoke) for c in self.checks],
+            "tuning": ({"key": "optimizer.lr", "multipliers": list(MULTIPLIERS), "chosen_on": "validation accuracy",
+                        "tuning_seeds": list(self.tuned[0].seeds) if self.tuned else []}
+                       if self.tuned is not None else {"untuned": self.lesson.untuned}),
             "arms": arms,
             "explanation": list(self.explanation),
             "seconds": round(self.seconds, 2),

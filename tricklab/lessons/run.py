@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tricklab.lessons.derived_data import derived_data
 from tricklab.lessons.lesson import Lesson, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile, init_profiles, training_profile
 from tricklab.lessons.outcome import LessonResult, evaluate_checks, measure_values, trial_test_sizes
 from tricklab.lessons.paths import DEFAULT_OUT, STORE_FILE
+from tricklab.lessons.tuning import TunedArm, choose, tuned_study, tuning_study
+from tricklab.lessons.words import tuning_sentences
 from tricklab.report.study_report import write_study_report
 from tricklab.store.sqlite import FINISHED
-from tricklab.study.runner import run_study
+from tricklab.study.runner import StudyOutcome, run_study
 from tricklab.study.spec import StudySpec, study_from_dict
 from tricklab.study.stats import summarize
+
+SHARED_LR = "shared_lr"
 
 
 def lesson_spec(lesson: Lesson, quick: bool, out_dir: str | os.PathLike[str]) -> StudySpec:
@@ -43,23 +49,51 @@ def run_lesson(lesson: Lesson, *, quick: bool = False, out_dir: str | os.PathLik
     spec = lesson_spec(lesson, quick, out)
     store = out / STORE_FILE
     with_report = (not quick) if study_report is None else study_report
-    outcome = run_study(spec, store=store, executor=executor, workers=workers, runs_root=out / "runs",
-                        progress=progress, report=write_study_report if with_report else None)
 
+    def study(s: StudySpec, how: str, report: bool = False) -> StudyOutcome:
+        return run_study(s, store=store, executor=how, workers=workers, runs_root=out / "runs", progress=progress,
+                         report=write_study_report if report else None)
+
+    outcome = study(spec, executor, with_report)
     init = init_profiles({arm.name: arm.recipe for arm in spec.arms()}, spec.seed_list()) \
         if "init" in lesson.views else {}
-    trials = [TrialView(t["arm"], int(t["seed"]), t["status"], t["result"] if t["status"] in FINISHED else None,
-                        init.get(t["arm"], {}).get(int(t["seed"]))) for t in outcome.trials]
+    shared = _views(outcome.trials, init)
+    trained_now = outcome.trained_now
+    trials, tuned = shared, None
+    if lesson.tune:
+        grid = study(tuning_study(lesson, spec, quick), grid_executor(executor))
+        trained_now += grid.trained_now
+        tuned = choose(spec, _views(grid.trials, {}))
+        evaluation = tuned_study(spec, tuned)
+        if evaluation is not None:
+            at_best = study(evaluation, executor)
+            trained_now += at_best.trained_now
+            changed = {t.arm for t in tuned if t.changed}
+            trials = [t for t in shared if t.arm not in changed] + _views(at_best.trials, init)
+            order = {arm: i for i, arm in enumerate(spec.arm_names())}
+            trials.sort(key=lambda t: (t.seed, order[t.arm]))
     training = {}
     if "training" in lesson.views:
         for arm in spec.arm_names():
             training[arm] = training_profile([str(t.result["run_dir"]) for t in trials
                                               if t.arm == arm and t.result and t.result.get("run_dir")])
-    result = judge(lesson, quick, spec, trials, store=str(store), init=init, training=training)
-    result.trained_now, result.study_report = outcome.trained_now, outcome.report
+    result = judge(lesson, quick, spec, trials, store=str(store), init=init, training=training,
+                   shared=shared if lesson.tune else None, tuned=tuned)
+    result.trained_now, result.study_report = trained_now, outcome.report
     result.seconds = time.perf_counter() - started
     result.cpu_seconds = _cpu_seconds() - cpu_started
     return result
+
+
+def grid_executor(executor: str) -> str:
+    """The LR grid trains as populations (the members of one arm and seed share data and model) where the user
+    chose the default local executor; another choice (ray, population) is the user's."""
+    return "population" if executor == "local" else executor
+
+
+def _views(rows: list[dict[str, Any]], init: dict[str, dict[int, InitProfile]]) -> list[TrialView]:
+    return [TrialView(t["arm"], int(t["seed"]), t["status"], t["result"] if t["status"] in FINISHED else None,
+                      init.get(t["arm"], {}).get(int(t["seed"]))) for t in rows]
 
 
 def _cpu_seconds() -> float:
@@ -75,15 +109,22 @@ def _cpu_seconds() -> float:
 
 def judge(lesson: Lesson, quick: bool, spec: StudySpec, trials: list[TrialView], *, store: str = "",
           init: dict[str, dict[int, InitProfile]] | None = None,
-          training: dict[str, TrainingProfile | None] | None = None) -> LessonResult:
+          training: dict[str, TrainingProfile | None] | None = None, shared: list[TrialView] | None = None,
+          tuned: list[TunedArm] | None = None) -> LessonResult:
     """Measure every trial, evaluate every check and write the explanation — from ``trials`` alone, so the
-    same trials always give the same verdict and the same words."""
+    same trials always give the same verdict and the same words. A tuned lesson: ``trials`` are the arms at their
+    tuned LRs (``tuned``), ``shared`` the arms at one shared LR — judged as the secondary check ``shared_lr``."""
     values = {m.key: measure_values(m, trials) for m in lesson.measures()}
     summaries = {key: {arm: summarize(list(vals.get(arm, {}).values())) for arm in spec.arm_names()}
                  for key, vals in values.items()}
     sizes = trial_test_sizes(trials)
-    checks = evaluate_checks(lesson.checks, values, sizes)
-    result = LessonResult(lesson, quick, spec, store, trials, values, summaries, checks, sizes=sizes,
-                          init=dict(init or {}), training=dict(training or {}))
-    result.explanation = lesson.explain(result)
+    items = [(c, values[c.measure.key], sizes) for c in lesson.checks]
+    if shared is not None:   # the claim's test once more, every arm at the LR the lesson gives it
+        p = lesson.primary
+        check = replace(p, name=SHARED_LR, question=f"{p.question} — at one shared learning rate (untuned)")
+        items.insert(1, (check, measure_values(p.measure, shared), trial_test_sizes(shared)))
+    checks = evaluate_checks(items)
+    result = LessonResult(lesson, quick, spec, store, trials, values, summaries, checks, sizes=sizes, tuned=tuned,
+                          shared_trials=list(shared or []), init=dict(init or {}), training=dict(training or {}))
+    result.explanation = lesson.explain(result) + tuning_sentences(result)
     return result

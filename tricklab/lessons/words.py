@@ -167,3 +167,25 @@ def reached(result: LessonResult, metric: str, value: float, arms: Iterable[str]
                   for hist in histories)
         parts.append(f"{arm} {hit}/{len(histories)}")
     return ", ".join(parts)
+
+
+def tuning_sentences(result: LessonResult) -> list[str]:
+    """Which LR each arm was judged at and how it was chosen, and the claim's test at one shared LR."""
+    if result.tuned is None:
+        return [f"Every arm trains at the learning rate the lesson gives it, untuned: {result.lesson.untuned}."]
+    seeds = result.tuned[0].seeds if result.tuned else ()
+    chosen = ", ".join(f"{t.arm} {num(t.lr)}" + ("" if not t.changed else f" (own {num(t.shared_lr)})")
+                       for t in result.tuned)
+    out = [f"Each arm at its own best learning rate, chosen on the validation split of tuning seeds "
+           f"{', '.join(map(str, seeds))} (never the evaluation seeds) from its own LR × 10^(−1/2), 1, 10^(1/2): "
+           f"{chosen}."]
+    try:
+        shared = result.check("shared_lr")
+    except KeyError:
+        return out
+    out.append("At one shared learning rate (each arm at the LR the lesson gives it) — "
+               + verdict_sentence(result, shared))
+    if not result.smoke and shared.verdict != result.primary.verdict:
+        out.append(f"The verdict depends on the learning rate: {result.primary.verdict} with each arm at its best, "
+                   f"{shared.verdict} at one shared LR.")
+    return out

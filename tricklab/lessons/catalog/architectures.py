@@ -69,7 +69,7 @@ LESSON = Lesson(
               "than in the plain net?", GRADIENT_DECADES, SELF_ADAPTING, ("plain",), expects="lower"),
     ),
     full=Variant(seeds=5, epochs=10),
-    quick=Variant(seeds=3, epochs=2),
+    quick=Variant(seeds=3, epochs=2, tuning_seeds=1),
     explain=explain,
     views=("init", "training"),
 )

@@ -61,7 +61,7 @@ LESSON = Lesson(
         Check("cnn", "CNN: with vs without batch norm", TEST_ACCURACY, ("cnn,batch",), ("cnn,none",)),
     ),
     full=Variant(seeds=8, epochs=15),
-    quick=Variant(seeds=3, epochs=3),
+    quick=Variant(seeds=3, epochs=3, tuning_seeds=1),
     explain=explain,
     views=("init", "training"),
     target={"metric": "val_accuracy", "value": TARGET},

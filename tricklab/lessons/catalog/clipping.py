@@ -57,4 +57,7 @@ LESSON = Lesson(
     quick=Variant(seeds=3, epochs=3),
     explain=explain,
     views=("training",),
+    tune=False,
+    untuned=f"the claim is about training at a deliberately high learning rate (η = {LR:g}, 20× the usual): tuning "
+            "each arm's LR would remove the very condition clipping is meant to survive",
 )

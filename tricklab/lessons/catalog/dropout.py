@@ -57,7 +57,7 @@ LESSON = Lesson(
         Check("p=0.8", "p = 0.8 vs none", TEST_ACCURACY, ("p=0.8",), ("p=0",)),
     ),
     full=Variant(seeds=10, epochs=EPOCHS),
-    quick=Variant(seeds=3, epochs=4),
+    quick=Variant(seeds=3, epochs=4, tuning_seeds=1),
     explain=explain,
     views=("training",),
     target={"metric": "val_accuracy", "value": TARGET},

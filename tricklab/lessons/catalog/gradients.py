@@ -68,4 +68,7 @@ LESSON = Lesson(
     quick=Variant(seeds=3, epochs=3),
     explain=explain,
     views=("init", "training"),
+    tune=False,
+    untuned="the claim is measured at initialisation, before any learning rate acts; the accuracy check trains "
+            "every net at the recipe's LR",
 )

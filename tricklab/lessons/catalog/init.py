@@ -87,7 +87,7 @@ LESSON = Lesson(
               expects="higher"),
     ),
     full=Variant(seeds=5, epochs=15),
-    quick=Variant(seeds=3, epochs=2),
+    quick=Variant(seeds=3, epochs=2, tuning_seeds=1),
     explain=explain,
     views=("init", "training"),
 )

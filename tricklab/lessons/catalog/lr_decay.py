@@ -60,7 +60,7 @@ LESSON = Lesson(
               ("constant",), expects="lower"),
     ),
     full=Variant(seeds=10, epochs=21, overrides={"schedule.step_size": 7}),
-    quick=Variant(seeds=3, epochs=6, overrides={"schedule.step_size": 2}),
+    quick=Variant(seeds=3, epochs=6, overrides={"schedule.step_size": 2}, tuning_seeds=1),
     explain=explain,
     views=("training",),
 )

@@ -71,7 +71,7 @@ LESSON = Lesson(
         *(Check(name, f"Adam vs {name}", TEST_ACCURACY, ("adam",), (name,)) for name in OTHERS),
     ),
     full=Variant(seeds=10, epochs=15),
-    quick=Variant(seeds=3, epochs=5),
+    quick=Variant(seeds=3, epochs=5, tuning_seeds=1),
     explain=explain,
     views=("training",),
 )

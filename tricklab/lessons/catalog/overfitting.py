@@ -74,7 +74,7 @@ LESSON = Lesson(
         *(Check(name, f"{name.replace('_', ' ')} vs none", TEST_ACCURACY, (name,), ("none",)) for name in REMEDIES),
     ),
     full=Variant(seeds=8, epochs=60),
-    quick=Variant(seeds=3, epochs=10),
+    quick=Variant(seeds=3, epochs=10, tuning_seeds=1),
     explain=explain,
     views=("training",),
 )

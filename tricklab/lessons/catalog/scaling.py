@@ -57,7 +57,7 @@ LESSON = Lesson(
         Check("minmax11", "[−1, 1] vs raw", TEST_ACCURACY, ("minmax11",), ("raw",)),
     ),
     full=Variant(seeds=10, epochs=20),
-    quick=Variant(seeds=3, epochs=6),
+    quick=Variant(seeds=3, epochs=6, tuning_seeds=1),
     explain=explain,
     views=("init", "training"),
 )
