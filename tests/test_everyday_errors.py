@@ -116,7 +116,7 @@ def test_every_failing_trial_exits_1_with_one_json_error(tmp_path):
 
 
 def test_help_texts_carry_no_markup(tmp_path):
-    for command in ([], ["train"], ["doctor"], ["study"], ["report"], ["tricks"], ["lesson"]):
+    for command in ([], ["train"], ["doctor"], ["study"], ["report"], ["tricks"], ["lesson"], ["lr-find"]):
         r = tricklab(*command, "--help", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         for markup in ("`", "**", ":class:", ":func:"):
