@@ -93,7 +93,9 @@ class Check:
     value the mean over the ``baseline`` arms (a seed where any of them has no value is left out: pairs stay
     pairs). ``expects`` says which way the claim predicts treatment − baseline to go; the verdict rule
     (``verdicts.orient``) flips lower-is-the-claim differences so that a positive effect means the claim holds.
-    ``margin`` overrides the measure's margin of practical relevance for this check.
+    ``margin`` overrides the measure's margin of practical relevance for this check. ``pool``: a check that pools
+    several models (or nets) names, in advance, the checks that judge each of them alone (same measure, same
+    direction); its verdict stands only where their effects agree in sign (``outcome.pool_result``).
     """
 
     name: str
@@ -103,6 +105,7 @@ class Check:
     baseline: tuple[str, ...]
     expects: Expectation = "higher"
     margin: float | None = None      # None: the measure's margin (``Measure.margin``, same units / relativity)
+    pool: tuple[str, ...] = ()       # the per-model checks this check pools (pre-registered)
 
     def __post_init__(self) -> None:
         orientation(self.expects)  # validates
@@ -170,6 +173,14 @@ class Lesson:
             if missing:
                 raise ValueError(f"lesson {self.name!r}, check {check.name!r}: no arms {missing}; "
                                  f"arms: {sorted(arms)}")
+        by_name = {c.name: c for c in self.checks}
+        for check in self.checks:
+            for part in check.pool:
+                other = by_name.get(part)
+                if other is None or other.pool or other.measure.key != check.measure.key \
+                        or other.expects != check.expects:
+                    raise ValueError(f"lesson {self.name!r}, check {check.name!r}: pool part {part!r} must be "
+                                     "another check of the same measure and direction, itself no pool")
         if not self.checks:
             raise ValueError(f"lesson {self.name!r} has no check")
         if not self.tune and not self.untuned:

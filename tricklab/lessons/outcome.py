@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tricklab.lessons.inference import Inference, infer
 from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile
 from tricklab.lessons.tuning import MULTIPLIERS, TunedArm, lr_of
-from tricklab.lessons.verdicts import SMOKE, OrientedEffect, orient
+from tricklab.lessons.verdicts import INCONCLUSIVE, SMOKE, OrientedEffect, orient
 from tricklab.study.spec import StudySpec
 from tricklab.study.stats import ArmSummary, holm
 
@@ -32,6 +32,27 @@ def _finite(x: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class PoolResult:
+    """A pooled check next to its per-model parts: each part's oriented effect, whether they agree in sign (the
+    condition for a pooled verdict), and — for two parts — the heterogeneity: per seed, the first part's oriented
+    difference minus the second's, with its 95% interval by the measure's method."""
+
+    parts: tuple[tuple[str, float | None], ...]
+    agree: bool
+    interaction: Inference | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"parts": [{"check": name, "effect": _finite(e)} for name, e in self.parts],
+                               "agree_in_sign": self.agree}
+        i = self.interaction
+        if i is not None:
+            out["heterogeneity"] = {"difference": f"{self.parts[0][0]} − {self.parts[1][0]}",
+                                    "effect": _finite(i.mean_diff), "ci_low": _finite(i.ci_low),
+                                    "ci_high": _finite(i.ci_high), "p": _finite(i.p), "n": i.n}
+        return out
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One check evaluated: the raw paired difference (treatment − baseline, by the measure's method), the oriented
     effect and its verdict, the two sides' means over the paired seeds (in the measure's own units) and the size of
@@ -43,6 +64,7 @@ class CheckResult:
     treatment_mean: float | None
     baseline_mean: float | None
     test_examples: tuple[int, int] | None = None
+    pool: PoolResult | None = None
 
     @property
     def verdict(self) -> str:
@@ -68,6 +90,8 @@ class CheckResult:
                "p": _finite(o.p), "p_holm": _finite(o.p_holm), "test_examples": _test_json(self.test_examples),
                "treatment_mean": _finite(self.treatment_mean), "baseline_mean": _finite(self.baseline_mean),
                "difference": _finite(self.diff.mean_diff)}
+        if self.pool is not None:
+            out["pool"] = self.pool.to_json()
         if smoke:
             out["verdict_at_this_budget"] = o.verdict
         return out
@@ -107,8 +131,33 @@ def evaluate_checks(items: Sequence[tuple[Check, Values, Sizes | None]]) -> list
     rule reads them."""
     first = [evaluate_check(c, values, sizes=sizes) for c, values, sizes in items]
     adjusted = holm([r.oriented.p for r in first[1:]])
-    return first[:1] + [evaluate_check(c, values, p_holm=p, sizes=sizes)
-                        for (c, values, sizes), p in zip(items[1:], adjusted, strict=True)]
+    results = first[:1] + [evaluate_check(c, values, p_holm=p, sizes=sizes)
+                           for (c, values, sizes), p in zip(items[1:], adjusted, strict=True)]
+    by_name = {r.check.name: (r, values) for r, (_, values, _) in zip(results, items, strict=True)}
+    return [pooled(r, [by_name[p][0] for p in r.check.pool], by_name[r.check.name][1]) if r.check.pool else r
+            for r in results]
+
+
+def oriented_differences(check: Check, values: Values) -> dict[int, float]:
+    """Per paired seed, the oriented difference sign · (treatment − baseline) of ``check``."""
+    t, b = side_values(values, check.treatment), side_values(values, check.baseline)
+    sign = 1.0 if check.expects == "higher" else -1.0
+    return {s: sign * (t[s] - b[s]) for s in sorted(set(t) & set(b))}
+
+
+def pooled(result: CheckResult, parts: list[CheckResult], values: Values) -> CheckResult:
+    """A pooled check judged with its per-model parts: its verdict stands only where every part's effect has the
+    same sign (no pooling of models with opposite effects); otherwise it is ``inconclusive``. Two parts: the
+    heterogeneity (part one's oriented differences minus part two's, per seed) with its interval."""
+    effects = tuple((p.check.name, p.oriented.effect) for p in parts)
+    known = [e for _, e in effects if e is not None]
+    agree = len(known) == len(effects) and (all(e > 0 for e in known) or all(e < 0 for e in known))
+    interaction = None
+    if len(parts) == 2:
+        first, second = (oriented_differences(p.check, values) for p in parts)
+        interaction = infer(first, second, result.check.measure.method)
+    oriented = result.oriented if agree else replace(result.oriented, verdict=INCONCLUSIVE)
+    return replace(result, oriented=oriented, pool=PoolResult(effects, agree, interaction))
 
 
 def _sizes(sizes: Sizes | None, arms: tuple[str, ...], seeds: list[int]) -> tuple[int, int] | None:

@@ -121,7 +121,7 @@ def judge(lesson: Lesson, quick: bool, spec: StudySpec, trials: list[TrialView],
     items = [(c, values[c.measure.key], sizes) for c in lesson.checks]
     if shared is not None:   # the claim's test once more, every arm at the LR the lesson gives it
         p = lesson.primary
-        check = replace(p, name=SHARED_LR, question=f"{p.question} — at one shared learning rate (untuned)")
+        check = replace(p, name=SHARED_LR, question=f"{p.question} — at one shared learning rate (untuned)", pool=())
         items.insert(1, (check, measure_values(p.measure, shared), trial_test_sizes(shared)))
     checks = evaluate_checks(items)
     result = LessonResult(lesson, quick, spec, store, trials, values, summaries, checks, sizes=sizes, tuned=tuned,

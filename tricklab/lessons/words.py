@@ -100,9 +100,26 @@ def verdict_sentence(result: LessonResult, check: CheckResult | None = None) -> 
         return f"{sides}. Too few paired seeds for an interval (n = {o.n}): inconclusive."
     effect, ci = effect_texts(o.effect, o.ci_low, o.ci_high)
     numbers = f"effect {effect}, 95% CI {ci} ({interval_note(c)}; {direction})"
+    pool = pool_text(c)
     if result.smoke:
-        return f"{sides}; {numbers} — smoke: a quick run checks the machinery, not the claim."
-    return f"{sides}; {numbers} — {verdict_reason(o)}."
+        return f"{sides}; {numbers}{pool} — smoke: a quick run checks the machinery, not the claim."
+    if c.pool is not None and not c.pool.agree:
+        return (f"{sides}; {numbers}{pool} — the pooled parts do not agree in sign, so they are not pooled: "
+                "inconclusive (see each part's own verdict).")
+    return f"{sides}; {numbers}{pool} — {verdict_reason(o)}."
+
+
+def pool_text(c: CheckResult) -> str:
+    """"; per part: mlp +0.012, cnn −0.004; heterogeneity mlp − cnn +0.016 [0.002, 0.030]" ("" for no pool)."""
+    if c.pool is None:
+        return ""
+    parts = ", ".join(f"{name} {signed(e)}" for name, e in c.pool.parts)
+    text = f"; per part: {parts} ({'the same sign' if c.pool.agree else 'signs differ'})"
+    i = c.pool.interaction
+    if i is not None and i.mean_diff is not None:
+        effect, ci = effect_texts(i.mean_diff, i.ci_low, i.ci_high)
+        text += f"; heterogeneity {c.pool.parts[0][0]} − {c.pool.parts[1][0]}: {effect}, 95% CI {ci}"
+    return text
 
 
 def verdict_reason(o: OrientedEffect) -> str:
