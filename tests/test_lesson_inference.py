@@ -76,3 +76,19 @@ def test_censored_and_binary_measures_are_never_judged_with_a_t_interval():
     speed = steps_to("val_accuracy", 0.9)
     assert speed.relative_margin and speed.margin_for(200.0) == pytest.approx(20.0)   # 10% of the baseline
     assert TEST_ACCURACY.margin_for(0.9) == 0.01                                      # 1 accuracy point
+
+
+def test_seconds_to_a_target_sum_the_epochs_up_to_it_and_are_censored_at_the_budget():
+    from tricklab.lessons import TrialView
+    from tricklab.lessons.measures import seconds_to
+
+    history = [{"epoch": 1, "step": 20, "val_accuracy": 0.5, "epoch_seconds": 1.5},
+               {"epoch": 2, "step": 40, "val_accuracy": 0.92, "epoch_seconds": 2.0},
+               {"epoch": 3, "step": 60, "val_accuracy": 0.95, "epoch_seconds": 2.5}]
+    result = {"history": history, "recipe": {"epochs": 4}, "data": {"num_classes": 10}}
+    measure = seconds_to("val_accuracy", 0.9)
+    assert measure(TrialView("a", 0, "completed", result)) == pytest.approx(3.5)
+    assert seconds_to("val_accuracy", 0.99)(TrialView("a", 0, "completed", result)) == pytest.approx(2.0 * 4)
+    assert measure(TrialView("a", 0, "diverged", result)) == pytest.approx(2.0 * 4)   # never reached: the budget
+    assert measure(TrialView("a", 0, "failed", None)) is None
+    assert measure.method == "permutation" and measure.margin_for(10.0) == pytest.approx(1.0)

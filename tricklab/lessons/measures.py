@@ -88,6 +88,43 @@ def steps_to(metric: str, value: float) -> Measure:
                    method="permutation", margin=0.10, relative_margin=True)
 
 
+def seconds_to(metric: str, value: float) -> Measure:
+    """Training seconds (the summed ``epoch_seconds`` of the run's history, wall clock) until the per-epoch
+    ``metric`` first reaches ``value`` — "faster" in the unit a person waits in, next to ``steps_to``'s unit of work.
+
+    Evaluated at epoch ends, like ``steps_to``. A run that never reaches it (or diverged) counts as its whole budget
+    — the mean seconds of its epochs × the planned epochs — censored, so judged by the permutation test. Wall time
+    depends on the machine's load while the trial ran: the paired design compares arms at the same seed, which on a
+    shared machine ran at nearby times, but the book states the load."""
+    monitor = Monitor(metric)
+
+    def fn(trial: TrialView) -> float | None:
+        r = trial.result
+        if r is None or trial.status == "failed":
+            return None
+        history = _history(r)
+        seconds = [_num(h.get("epoch_seconds")) for h in history]
+        if not history or any(x is None for x in seconds):
+            return None
+        elapsed = 0.0
+        if trial.status != "diverged":
+            for h, x in zip(history, seconds, strict=True):
+                elapsed += float(x or 0.0)
+                if monitor.reached(_num(h.get(metric)), value):
+                    return elapsed
+        recipe = r.get("recipe")
+        planned = recipe.get("epochs") if isinstance(recipe, Mapping) else None
+        spent = sum(float(x or 0.0) for x in seconds)
+        return spent / len(history) * planned if isinstance(planned, int) and planned > 0 else spent
+
+    reach = "≥" if monitor.higher_is_better else "≤"
+    return Measure(f"seconds_to_{metric}_{value:g}", f"training seconds to {metric} {reach} {value:g}", False, fn,
+                   note="wall seconds of training, summed over epochs up to the first epoch end at the target; never "
+                        "reached (or diverged) = the mean epoch's seconds × the planned epochs (censored: judged by "
+                        "the sign-flip permutation test); margin 10% of the baseline's seconds",
+                   method="permutation", margin=0.10, relative_margin=True)
+
+
 def _diverged(trial: TrialView) -> float | None:
     if trial.result is None or trial.status == "failed":
         return None

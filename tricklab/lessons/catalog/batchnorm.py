@@ -6,18 +6,20 @@ import statistics
 
 from tricklab.lessons.catalog.common import DIGITS_MLP, layer_walk
 from tricklab.lessons.lesson import Check, Lesson, Variant
-from tricklab.lessons.measures import TEST_ACCURACY, steps_to
+from tricklab.lessons.measures import TEST_ACCURACY, seconds_to, steps_to
 from tricklab.lessons.outcome import LessonResult
 from tricklab.lessons.words import failed_arms, num, reached, verdict_sentence
 
 TARGET = 0.9
 STEPS = steps_to("val_accuracy", TARGET)
+SECONDS = seconds_to("val_accuracy", TARGET)
 MODELS = {"mlp": {"model.name": "mlp", "model.depth": 10, "model.width": 64},
           "cnn": {"model.name": "cnn", "model.depth": 4, "model.width": 32}}
 
 
 def explain(r: LessonResult) -> list[str]:
     out = [verdict_sentence(r), "Faster training — " + verdict_sentence(r, r.check("faster")),
+           "Faster in seconds — " + verdict_sentence(r, r.check("faster_seconds")),
            f"Runs that reached validation accuracy {TARGET:g} within the budget: "
            f"{reached(r, 'val_accuracy', TARGET)}."]
     for model in MODELS:
@@ -64,6 +66,11 @@ LESSON = Lesson(
           for m in MODELS),
         *(Check(f"{m}_faster", f"{m.upper()}: steps to validation accuracy {TARGET:g}, with vs without batch norm",
                 STEPS, (f"{m},batch",), (f"{m},none",), expects="lower") for m in MODELS),
+        Check("faster_seconds", f"Does batch norm reach validation accuracy {TARGET:g} in fewer training seconds?",
+              SECONDS, ("mlp,batch", "cnn,batch"), ("mlp,none", "cnn,none"), expects="lower",
+              pool=tuple(f"{m}_faster_seconds" for m in MODELS)),
+        *(Check(f"{m}_faster_seconds", f"{m.upper()}: training seconds to validation accuracy {TARGET:g}, with vs "
+                "without batch norm", SECONDS, (f"{m},batch",), (f"{m},none",), expects="lower") for m in MODELS),
     ),
     full=Variant(seeds=8, epochs=15),
     quick=Variant(seeds=3, epochs=3, tuning_seeds=1),

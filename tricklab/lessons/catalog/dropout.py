@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from tricklab.lessons.catalog.common import DIGITS_MLP
 from tricklab.lessons.lesson import Check, Lesson, Variant
-from tricklab.lessons.measures import TEST_ACCURACY, steps_to
+from tricklab.lessons.measures import TEST_ACCURACY, seconds_to, steps_to
 from tricklab.lessons.outcome import LessonResult
 from tricklab.lessons.words import failed_arms, num, ranking, reached, verdict_sentence
 
 RATES = (0.0, 0.2, 0.5, 0.8)      # Dropout.ipynb's values
 TARGET = 0.9
 STEPS = steps_to("val_accuracy", TARGET)
+SECONDS = seconds_to("val_accuracy", TARGET)
 LESSON_RANGE = ("p=0.2", "p=0.5")  # the lesson: "typischerweise 10%-50%"
 EPOCHS = 20
 
@@ -23,6 +24,7 @@ def _first_epoch(r: LessonResult, arm: str) -> float | None:
 
 def explain(r: LessonResult) -> list[str]:
     out = [verdict_sentence(r), "Speeding up training — " + verdict_sentence(r, r.check("faster")),
+           "In training seconds — " + verdict_sentence(r, r.check("faster_seconds")),
            f"Runs that reached validation accuracy {TARGET:g} within the budget: "
            f"{reached(r, 'val_accuracy', TARGET)}."]
     out.append(f"Test accuracy by dropout rate (best first): {ranking(r, 'test_accuracy')}.")
@@ -52,6 +54,8 @@ LESSON = Lesson(
               TEST_ACCURACY, LESSON_RANGE, ("p=0",)),
         Check("faster", f"Does dropout reach validation accuracy {TARGET:g} in fewer steps?", STEPS,
               LESSON_RANGE, ("p=0",), expects="lower"),
+        Check("faster_seconds", f"Does dropout reach validation accuracy {TARGET:g} in fewer training seconds?",
+              SECONDS, LESSON_RANGE, ("p=0",), expects="lower"),
         Check("p=0.2", "p = 0.2 vs none", TEST_ACCURACY, ("p=0.2",), ("p=0",)),
         Check("p=0.5", "p = 0.5 vs none", TEST_ACCURACY, ("p=0.5",), ("p=0",)),
         Check("p=0.8", "p = 0.8 vs none", TEST_ACCURACY, ("p=0.8",), ("p=0",)),
