@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from tricklab.fsutil import require_directory_path, safe_name
     from tricklab.recipe import load_recipe
     from tricklab.train.lr_search import LR_FIND_JSON, LR_FIND_PNG, LR_MAX, LR_MIN, STEPS, find_lr, write_lr_find
-    from tricklab.train.run import prepare_data
+    from tricklab.train.run import build_recipe_model, build_recipe_optimizer, prepare_data
 
     steps = STEPS if args.steps is None else args.steps
     lr_min = LR_MIN if args.lr_min is None else args.lr_min
@@ -56,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     out = args.out or f"runs/lr-find-{safe_name(recipe.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     require_directory_path(out, "--out", what="a directory for lr_find.png and lr_find.json")
-    result = find_lr(recipe, prepare_data(recipe), lr_min=lr_min, lr_max=lr_max, num_steps=steps)
+    if recipe.optimizer.lr == "auto":   # any η: the test sets its own
+        recipe = recipe.model_copy(update={"optimizer": recipe.optimizer.model_copy(update={"lr": lr_min})})
+    result = find_lr(recipe, prepare_data(recipe), build_recipe_model, build_recipe_optimizer, lr_min=lr_min,
+                     lr_max=lr_max, num_steps=steps)
     write_lr_find(result, out, title=f"learning-rate range test — {recipe.name} ({recipe.optimizer.name})")
     payload = {"suggestion": result.suggestion, "diverged": result.diverged, "steps": len(result.lrs),
                "png": f"{out}/{LR_FIND_PNG}", "json": f"{out}/{LR_FIND_JSON}"}

@@ -85,6 +85,8 @@ def population_unsupported(recipe: Recipe) -> str | None:
     """The first recipe key that keeps ``recipe`` out of a population (None when it can join one, as far as the
     recipe tells; ``StackedNet`` may still refuse an architecture with ``NotStackable``): a key off the
     allow-list set away from its default, or a shared key with a value the engine does not implement."""
+    if recipe.optimizer.lr == "auto":   # each trial runs its own range test first (tricklab.train.lr_search)
+        return "optimizer.lr"
     defaults = _defaults()
     for key, value in flat_recipe(recipe).items():
         if not covers(ALLOWED, key):

@@ -264,7 +264,8 @@ class InitConfig(Section):
 
 class OptimizerConfig(Section):
     name: str = "adamw"
-    lr: float = Field(0.003, gt=0.0, le=LR_MAX)
+    lr: float | Literal["auto"] = Field(0.003, description="η, or auto: the learning-rate range test picks it "
+                                                         "before the run (tricklab.train.lr_search)")
     weight_decay: float = Field(0.0005, ge=0.0, le=1e3)
     decay: Literal["decoupled", "l2"] = "decoupled"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="γ of momentum/nesterov/rmsprop")
@@ -275,6 +276,28 @@ class OptimizerConfig(Section):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name("optimizer", v)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, v: Any) -> Any:
+        """A number in (0, LR_MAX] or the word ``auto``; one message for both (a union would report two)."""
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                raise ValueError("expected a number greater than 0, or auto (the learning-rate range test picks "
+                                 "it)") from None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise ValueError("Input should be a finite number")
+            if not v > 0:
+                raise ValueError("Input should be greater than 0 (or auto)")
+            if v > LR_MAX:
+                raise ValueError(f"Input should be less than or equal to {LR_MAX:g}")
+            return float(v)
+        return v
 
     @field_validator("betas")
     @classmethod

@@ -28,16 +28,20 @@ LR_MIN, LR_MAX, STEPS = 1e-7, 10.0, 100
 """fastai's range (1e-7 to 10) and 100 steps: a few seconds for the built-in models on a CPU."""
 
 
-def find_lr(recipe: Recipe, splits: Any, *, lr_min: float = LR_MIN, lr_max: float = LR_MAX,
-            num_steps: int = STEPS) -> LRFindResult:
-    """Run the range test for ``recipe`` on ``splits`` (``prepare_data(recipe)``); the recipe's seed fixes the
-    model's initial weights and the batches. Nothing is trained: the test restores the model it used."""
-    from tricklab.train.run import build_recipe_model, build_recipe_optimizer
+ModelBuilder = Callable[[Recipe, Any, int], nn.Module]
+OptimizerBuilder = Callable[[Recipe, nn.Module], torch.optim.Optimizer]
 
-    model = build_recipe_model(recipe, splits, recipe.seed)
+
+def find_lr(recipe: Recipe, splits: Any, build_model: ModelBuilder, build_optimizer: OptimizerBuilder, *,
+            lr_min: float = LR_MIN, lr_max: float = LR_MAX, num_steps: int = STEPS) -> LRFindResult:
+    """Run the range test for ``recipe`` on ``splits`` (``prepare_data(recipe)``) with the model and optimizer a
+    run of the recipe builds (``build_model(recipe, splits, seed)``, ``build_optimizer(recipe, model)``: the
+    run's ``build_recipe_model`` and ``build_recipe_optimizer``). The recipe's seed fixes the model's initial
+    weights and the batches. Nothing is trained: the test restores the model it used."""
+    model = build_model(recipe, splits, recipe.seed)
 
     def optimizer_factory(params: Any, lr: float) -> torch.optim.Optimizer:
-        return build_recipe_optimizer(recipe.model_copy(update={"optimizer": recipe.optimizer.model_copy(
+        return build_optimizer(recipe.model_copy(update={"optimizer": recipe.optimizer.model_copy(
             update={"lr": lr})}), model)
 
     return lr_find(model, _loss, _batches(splits, recipe.data.batch_size, recipe.seed), optimizer_factory,

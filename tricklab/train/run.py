@@ -90,6 +90,7 @@ class RunResult:
     data: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     recipe: dict[str, Any] = field(default_factory=dict)
+    lr_found: float | None = None    # optimizer.lr: auto — the η the range test chose (lr_find.json beside it)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (non-finite numbers become null)."""
@@ -179,6 +180,8 @@ def check_buildable(recipe: Recipe, splits: Splits) -> None:
     """Build the first model, its optimizer and schedule once and drop them: what they refuse (a user model that
     fails its trial forward pass, a schedule the run is too short for) is refused before a run directory or a
     store row exists. The run builds them again from the same seed, so nothing it computes changes."""
+    if recipe.optimizer.lr == "auto":   # any η builds the same optimizer; the run's is chosen later
+        recipe = with_lr(recipe, AUTO_LR_PLACEHOLDER)
     model = build_recipe_model(recipe, splits, recipe.seed)
     build_recipe_optimizer(recipe, model)
     recipe_schedule(recipe, splits.n_train)
@@ -192,6 +195,35 @@ def check_buildable(recipe: Recipe, splits: Splits) -> None:
                                          f"data's examples have shape {tuple(splits.input_shape)}",
                          allowed="none, " + ("crop_flip" if len(splits.input_shape) == 3 else "shift_noise")
                          if len(splits.input_shape) in (2, 3) else "none")
+
+
+AUTO_LR_PLACEHOLDER = 1e-3
+"""The η an ``optimizer.lr: auto`` recipe's optimizer is built with where only buildability matters."""
+
+
+def with_lr(recipe: Recipe, lr: float) -> Recipe:
+    """``recipe`` with ``optimizer.lr`` set to ``lr``."""
+    return recipe.model_copy(update={"optimizer": recipe.optimizer.model_copy(update={"lr": float(lr)})})
+
+
+def choose_lr(recipe: Recipe, splits: Any, run_path: Path, resume: bool) -> float:
+    """``optimizer.lr: auto``: the η the learning-rate range test suggests for this recipe (seeded: the same
+    recipe and data give the same η), written beside the run as ``lr_find.json`` and ``lr_find.png``. A resumed
+    run reads the η its first start chose, so every epoch trains with the same one."""
+    from tricklab.train.lr_search import LR_FIND_JSON, find_lr, write_lr_find
+
+    saved = run_path / LR_FIND_JSON
+    if resume and saved.is_file():
+        try:
+            chosen = json.loads(saved.read_text(encoding="utf-8"))["suggestion"]
+        except (OSError, ValueError, KeyError, TypeError):
+            chosen = None
+        if isinstance(chosen, (int, float)) and math.isfinite(chosen) and chosen > 0:
+            return float(chosen)
+    found = find_lr(recipe, splits, build_recipe_model, build_recipe_optimizer)
+    write_lr_find(found, run_path, title=f"learning-rate range test — {recipe.name} ({recipe.optimizer.name}); "
+                                         f"the run trains with η = {found.suggestion:.3g}")
+    return found.suggestion
 
 
 def step_tricks(recipe: Recipe) -> dict[str, Any]:
@@ -357,8 +389,13 @@ def train(
                 db.add_run(run_id, rec.name, recipe_to_dict(rec), run_dir=str(run_path), version=__version__,
                            git_rev=git_revision(), **(study or {}))
             try:
-                result = _execute(rec, run_path, resume is not None, progress, list(callbacks), splits, device,
+                lr_found = choose_lr(rec, splits, run_path, resume is not None) if rec.optimizer.lr == "auto" else None
+                work = rec if lr_found is None else with_lr(rec, lr_found)
+                result = _execute(work, run_path, resume is not None, progress, list(callbacks), splits, device,
                                   started)
+                if lr_found is not None:   # the recipe stays as written (its identity); the η chosen is beside it
+                    result.recipe, result.lr_found = recipe_to_dict(rec), lr_found
+                    atomic_write_text(run_path / RESULT_FILE, json.dumps(result.to_json(), indent=1))
             except KeyboardInterrupt:   # Ctrl-C, or SIGTERM through the CLI: the last checkpoint is complete
                 if db is not None:
                     db.interrupt_run(run_id)
