@@ -97,12 +97,12 @@ DATA = {
     "digits": ("data.name=digits",),
     "mnist1d": ("data.name=mnist1d", "data.size=2000"),
 }
-HEALTHY_TWIN = {  # broken factory → the healthy code it was broken from
-    "mlp_relu_x10": "mlp_relu", "mlp_normal_wide": "mlp_relu", "mlp_gelu_x8": "mlp_gelu_layernorm",
-    "mlp_deep_tiny": "mlp_relu", "mlp_deep_kaiming_small": "mlp_relu", "mlp_dead_bias": "mlp_relu",
-    "mlp_clamp_dead_bias": "mlp_clamp_kaiming", "mlp_tanh_normal": "mlp_tanh_xavier",
-    "mlp_sigmoid_normal": "mlp_sigmoid_xavier", "cnn_plain_x8": "cnn_plain", "cnn_deep_tiny": "cnn_plain",
-    "cnn_dead_bias": "cnn_plain", "resnet_nobn_normal": "resnet_basic", "mlp_linear_stack": "mlp_relu",
+HEALTHY_TWIN = {  # broken factory → the same architecture with a sound init (the fixed code)
+    "mlp_relu_x10": "mlp_clamp_kaiming", "mlp_normal_wide": "mlp_wide_kaiming", "mlp_gelu_x8": "mlp_gelu_xavier",
+    "mlp_deep_tiny": "mlp_deep", "mlp_deep_kaiming_small": "mlp_deep10", "mlp_dead_bias": "mlp_clamp_kaiming",
+    "mlp_clamp_dead_bias": "mlp_clamp_kaiming", "mlp_tanh_normal": "mlp_tanh4_xavier",
+    "mlp_sigmoid_normal": "mlp_sigmoid5_xavier", "cnn_plain_x8": "cnn_plain_kaiming", "cnn_deep_tiny": "cnn_deep",
+    "cnn_dead_bias": "cnn_plain_kaiming", "resnet_nobn_normal": "resnet_nobn", "mlp_linear_stack": "mlp_relu",
     "mlp_linear_bn": "mlp_bn_dropout", "cnn_no_activation": "cnn_bn", "mlp_softmax_out": "mlp_relu",
     "mlp_sigmoid_out": "mlp_relu", "cnn_softmax_out": "cnn_bn",
 }

@@ -142,6 +142,31 @@ def mlp_wide(shape, c):
     return MLP(_flat(shape), c, width=512, depth=3)
 
 
+def mlp_deep(shape, c):
+    """Healthy: eight F.relu layers of 64, Kaiming init (the deep MLPs' twin)."""
+    return _init(MLP(_flat(shape), c, depth=8, width=64), "kaiming")
+
+
+def mlp_deep10(shape, c):
+    """Healthy: ten F.relu layers of 64, Kaiming init."""
+    return _init(MLP(_flat(shape), c, depth=10, width=64), "kaiming")
+
+
+def mlp_tanh4_xavier(shape, c):
+    """Healthy: four torch.tanh layers of 128, Xavier init."""
+    return _init(MLP(_flat(shape), c, width=128, depth=4, act="tanh"), "xavier")
+
+
+def mlp_sigmoid5_xavier(shape, c):
+    """Healthy: five torch.sigmoid layers of 128, Xavier init."""
+    return _init(MLP(_flat(shape), c, width=128, depth=5, act="sigmoid"), "xavier")
+
+
+def mlp_wide_kaiming(shape, c):
+    """Healthy: three F.relu layers of 256, Kaiming init."""
+    return _init(MLP(_flat(shape), c, width=256), "kaiming")
+
+
 def mlp_relu_x10(shape, c):
     """Broken: Kaiming init multiplied by 10 ("bigger weights learn faster")."""
     return _init(MLP(_flat(shape), c), "kaiming", scale=10.0)
@@ -150,6 +175,11 @@ def mlp_relu_x10(shape, c):
 def mlp_normal_wide(shape, c):
     """Broken: nn.init.normal_(w) — N(0, 1) weights in 256-wide layers."""
     return _init(MLP(_flat(shape), c, width=256), "normal", scale=1.0)
+
+
+def mlp_gelu_xavier(shape, c):
+    """Healthy: F.gelu, Xavier init."""
+    return _init(MLP(_flat(shape), c, act="gelu"), "xavier")
 
 
 def mlp_gelu_x8(shape, c):
@@ -246,6 +276,16 @@ def cnn_plain(shape, c):
     return CNN(shape, c, bn=False)
 
 
+def cnn_deep(shape, c):
+    """Healthy: six convolutions without batch norm, Kaiming init."""
+    return _init(CNN(shape, c, n=6, bn=False), "kaiming")
+
+
+def cnn_plain_kaiming(shape, c):
+    """Healthy: three convolutions without batch norm, Kaiming init."""
+    return _init(CNN(shape, c, bn=False), "kaiming")
+
+
 def cnn_plain_x8(shape, c):
     """Broken: no batch norm and Kaiming init × 8."""
     return _init(CNN(shape, c, bn=False), "kaiming", scale=8.0)
@@ -316,6 +356,11 @@ def resnet_basic(shape, c):
 def resnet_preact(shape, c):
     """Healthy: three pre-activation blocks."""
     return ResNet(shape, c, pre=True)
+
+
+def resnet_nobn(shape, c):
+    """Healthy: residual blocks without normalisation, Kaiming init."""
+    return _init(ResNet(shape, c, bn=False), "kaiming")
 
 
 def resnet_nobn_normal(shape, c):

@@ -153,6 +153,11 @@ class Doctor:
         ``train_eval_accuracy`` too where you can — a fixed subset of the training split evaluated exactly as
         the validation split is (``model.eval()``, the epoch's final weights): overfitting then compares like
         with like instead of against the running training-batch means (see ``detectors.generalization``)."""
+        if self._fresh:
+            # the first epoch after a reset (a repair): its running training means mix steps before the repair
+            # with steps after it, so they are not judged (the evaluated numbers are)
+            metrics = {k: v for k, v in metrics.items() if k not in ("train_loss", "train_accuracy")}
+            self._fresh = False
         em = EpochMetrics.from_metrics(epoch, step, metrics)
         self.ctx.add_epoch(em)
         findings = [f for d in self.detectors if (f := d.end_epoch(em, self.ctx)) is not None]
@@ -202,6 +207,7 @@ class Doctor:
         """Start judging afresh (after a repair): records, summaries, persistence and alarms are cleared;
         setup alarms (too many parameters) are kept unless ``keep_static`` is False."""
         kept = {k: e for k, e in getattr(self, "_entries", {}).items() if keep_static and e.alarm.kind in STATIC_KINDS}
+        self._fresh = keep_static and hasattr(self, "_entries")   # a repair's reset, not the doctor's first
         self.ctx = Context(self.thresholds, num_params=self._num_params, num_examples=self._num_examples,
                            max_records=self.max_records, max_epochs=self.max_epochs, **self._setup)
         if not hasattr(self, "_info") or not keep_static:

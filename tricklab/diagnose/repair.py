@@ -38,6 +38,7 @@ class Action:
     reinit: bool = False
     patience: int | None = None    # switch on early stopping (epochs without a better validation loss)
     scheme: str | None = None      # re-initialise the existing model in place with this init scheme (in-run)
+    usual_lr: bool = False         # set the learning rate to the optimizer's usual one (``USUAL_LR``)
     user_only: bool = False        # only for a user's model (``model.python``)
 
     @property
@@ -78,11 +79,17 @@ REINIT = Action("re-initialise", "units broken from the start come back with fre
                 reinit=True)
 OVERSIZED = Action("lr×0.1", "the steps before it were oversized (median update ratio above 1e-1 at the peak "
                    "rate): the learning rate is the cause, a smaller one the cure", lr_factor=0.1)
+USUAL = Action("lr → the optimizer's usual rate", "a rate far outside the optimizer's typical range is the cause: "
+               "the usual rate for this optimizer (``USUAL_LR``) is where its runs train", lr_factor=1.0,
+               usual_lr=True)
+
 
 def reinit_in_place(scheme: str, user_only: bool = False) -> Action:
     """Re-initialise every Linear/Conv weight of the running model with ``scheme`` (biases 0), in place."""
     why = {"he": "He init (variance 2/n_in) keeps a ReLU net's signal at one scale from layer to layer",
-           "lecun": "LeCun init (variance 1/n_in) keeps tanh/sigmoid units in their linear range"}[scheme]
+           "lecun": "LeCun init (variance 1/n_in) keeps tanh units in their linear range",
+           "glorot": "Glorot init (variance 2/(n_in + n_out)), made for sigmoid nets, keeps them out of saturation"
+           }[scheme]
     return Action(f"re-initialise in place (init.scheme={scheme})", why, scheme=scheme, user_only=user_only)
 
 
@@ -112,8 +119,10 @@ def _policies() -> dict[str, list[Action]]:
         "vanishing_init": [reinit_in_place("he"), reinit_in_place("lecun")],
         "exploding_init_saturating": [reinit_in_place("lecun"), reinit_in_place("he")],
         "vanishing_init_saturating": [reinit_in_place("lecun"), reinit_in_place("he")],
-        "lr_too_high": [OVERSIZED, CLIP, LR_DOWN],
-        "lr_too_low": [Action("lr×10", "the learning rate is below the optimizer's typical range", lr_factor=10.0)] * 3,
+        # a rate outside the optimizer's range: into it, at the optimizer's usual rate; then the adapted changes
+        "lr_too_high": [USUAL, OVERSIZED, CLIP, LR_DOWN],
+        "lr_too_low": [USUAL] + [Action("lr×10", "the learning rate is below the optimizer's typical range",
+                                        lr_factor=10.0)] * 2,
         # dead after oversized steps (the update ratio was far above 1e-3): the learning rate first
         "dead_units_unstable": [OVERSIZED, LR_DOWN, LEAKY, REINIT],
         # a loss that goes up and down by half its start value: steps too large for the surface
@@ -245,7 +254,8 @@ class RepairPlan:
             self.tried[key] = self.tried.get(key, 0) + 1
             if action.applies(recipe):
                 self.used += 1
-                self.lowered_lr = self.lowered_lr or (action.lr_factor is not None and action.lr_factor < 1)
+                self.lowered_lr = self.lowered_lr or (action.lr_factor is not None and action.lr_factor < 1) \
+                    or (action.usual_lr and key == "lr_too_high")
                 return action
         return None
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tricklab.diagnose.detectors.learning_rate import optimizer_family
+from tricklab.diagnose.detectors.learning_rate import USUAL_LR, optimizer_family
 from tricklab.diagnose.doctor import STATIC_KINDS, Doctor, is_instability
 from tricklab.diagnose.probes import DEFAULT_EVERY, Probe
 from tricklab.diagnose.records import Alarm
@@ -260,7 +260,9 @@ class DoctorCallback(Callback):
             resume = 0 if restart or self._snapshot is None else self._snapshot["step"]
             factor = self._lr_factor(action, state, resume)
             state.lr_scale *= factor
-            done = [f"lr×{factor:.3g}"]
+            peak = self._peak(state)
+            done = [f"optimizer.lr={peak:.3g} (the optimizer's usual rate)" if action.usual_lr and peak
+                    else f"lr×{factor:.3g}"]
         if action.clip_threshold is not None:
             state.set_clipping("norm", action.clip_threshold)
             self.recipe.setdefault("clip", {}).update(mode="norm", threshold=action.clip_threshold)
@@ -341,6 +343,10 @@ class DoctorCallback(Callback):
         ``HEALTHY_PEAK_RATIO`` as well. Factors within [1e-4, 1e5]; otherwise the action's own factor."""
         factor = action.lr_factor
         assert factor is not None
+        family = self.doctor.ctx.optimizer if self.doctor is not None else None
+        peak = self._peak(state)
+        if action.usual_lr and family in USUAL_LR and peak:
+            return USUAL_LR[family] / peak
         recent = self._recent(state)
         if factor < 1 and self._oversized(state):
             measured = self._ratio_from(resume)

@@ -33,6 +33,7 @@ import math
 from tricklab.diagnose.detectors.base import Context, Detector, Finding, finite, weight_layers
 from tricklab.diagnose.detectors.gradients import first_last_ratio, max_saturation
 from tricklab.diagnose.records import LayerStats, ProbeRecord
+from tricklab.tricks.activations import SATURATING
 
 
 def signal_extremes(layers: list[LayerStats], record: ProbeRecord) -> tuple[float, float, LayerStats | None] | None:
@@ -88,7 +89,9 @@ class _InitRule(Detector):
     def evidence(self, record: ProbeRecord, ctx: Context, layers: list[LayerStats], culprit: LayerStats,
                  signal: tuple[float, float, LayerStats | None] | None) -> dict[str, float]:
         gains = [float(lay.weight_gain) for lay in layers if finite(lay.weight_gain)]  # type: ignore[arg-type]
+        acts = [lay.activation for lay in layers if lay.activation is not None]
         e: dict[str, float] = {"loss": record.loss, "weight_gain": float(culprit.weight_gain or math.nan),
+                               "saturating": sum(a in SATURATING for a in acts) / len(acts) if acts else 0.0,
                                "layer_index": culprit.depth_index, "layers": len(layers),
                                "max_gain": max(gains, default=math.nan), "min_gain": min(gains, default=math.nan)}
         if ctx.classes:

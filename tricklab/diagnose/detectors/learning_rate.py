@@ -54,6 +54,12 @@ TYPICAL_LR: dict[str, tuple[float, float]] = {
 }
 """Optimizer family → (low, high): the typical learning-rate range (sources in the module docstring)."""
 
+USUAL_LR: dict[str, float] = {"adam": 3e-3, "sgd": 0.1, "momentum": 0.05, "rmsprop": 1e-3, "adagrad": 1e-2,
+                              "adadelta": 1.0}
+"""Optimizer family → a usual rate inside its range, where a repair of a rate far outside it lands: tricklab's
+recipe default for Adam/AdamW (3e-3), the lesson's 0.1 for SGD and 0.05 with momentum 0.9 (an effective step of
+0.5), Hinton's 1e-3 for RMSprop, PyTorch's defaults for Adagrad (1e-2) and Adadelta (1.0, Zeiler 2012)."""
+
 FAMILY_NAMES = {"adam": "Adam/AdamW", "sgd": "SGD", "momentum": "SGD with momentum", "rmsprop": "RMSprop",
                 "adagrad": "Adagrad", "adadelta": "Adadelta"}
 """How the advice names each family."""
