@@ -91,6 +91,14 @@ def test_a_run_with_lr_auto_trains_with_the_suggestion_and_keeps_its_recipe(tmp_
     (run / LR_FIND_JSON).write_text(json.dumps({**saved, "suggestion": 0.0123}))
     assert train(resume=run, overrides=["epochs=3"]).lr_found == 0.0123
     assert population_unsupported(auto) == "optimizer.lr"                   # each trial runs its own range test
+    # the run report shows the range test it ran first (redrawn from lr_find.json), or says the file is damaged
+    from tricklab.report import write_run_report
+
+    page = write_run_report(run, tmp_path / "report.html").read_text()
+    section = page[page.index('<section id="lr-find">'):]
+    assert "η = 0.0123" in section and "data:image/png;base64," in section[:section.index("</section>")]
+    (run / LR_FIND_JSON).write_text(json.dumps({"suggestion": "fast"}))
+    assert "lr_find.json is damaged" in write_run_report(run, tmp_path / "report.html").read_text()
 
 
 def test_a_study_with_lr_auto_stores_every_trial(tmp_path):

@@ -3,7 +3,8 @@
 The learning-rate range test (Smith 2017; fastai's lr_find) on a recipe: the recipe's model and optimizer train
 one batch per step while the learning rate grows from lr-min to lr-max, and the loss curve shows where training
 is fastest. Nothing is trained for good. Writes lr_find.png (loss against the learning rate, the suggestion
-marked) and lr_find.json, and prints the suggested learning rate; use it with --set optimizer.lr=VALUE."""
+marked) and lr_find.json, and prints the suggested learning rate; use it with --set optimizer.lr=VALUE, or let every run
+find its own with --set optimizer.lr=auto."""
 
 from __future__ import annotations
 
@@ -69,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
         stop = " (stopped early: the loss diverged)" if result.diverged else ""
         print(f"suggested learning rate: {result.suggestion:.3g}  ({payload['steps']} steps from {lr_min:g} to "
               f"{lr_max:g}{stop})\nplot: {payload['png']}\nuse it: tricklab train --set optimizer.lr="
-              f"{result.suggestion:.3g}")
+              f"{result.suggestion:.3g}   (or optimizer.lr=auto: each run runs this test first)")
     return 0

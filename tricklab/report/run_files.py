@@ -28,6 +28,7 @@ METRICS_FILE = "metrics.json"
 RECIPE_FILE = "recipe.yaml"
 PROBES_FILE = "probes.jsonl"
 ALARMS_FILE = "alarms.json"
+LR_FIND_FILE = "lr_find.json"   # tricklab.train.lr_search.LR_FIND_JSON (this module reads runs without torch)
 
 LAYER_STATS = ("pre_mean", "pre_std", "act_mean", "act_std", "frac_saturated", "frac_dead", "grad_norm",
                "weight_norm", "update_ratio")
@@ -83,6 +84,8 @@ class RunFiles:
     notes: list[str] = field(default_factory=list)
     last_written: float | None = None
     """When the run last wrote ``result.json`` or ``metrics.json`` (seconds since the epoch), if it did."""
+    lr_find: dict[str, Any] | None = None
+    """``lr_find.json`` of a run with ``optimizer.lr: auto`` (the range test it ran first), if any."""
 
     @property
     def run_id(self) -> str:
@@ -222,5 +225,7 @@ def read_run_dir(path: Path) -> RunFiles:
     brief_alarms = (result or {}).get("alarms") or []
     alarms = _merge_alarms(doctor_alarms, brief_alarms if isinstance(brief_alarms, list) else [])
     written = next((f for f in (files[RESULT_FILE], files[METRICS_FILE]) if f is not None), None)
+    lr_find = _read_json(run_file(path, LR_FIND_FILE, notes), dict, notes)
     return RunFiles(path=path, result=result, history=history, recipe_text=recipe_text, probes=probes,
-                    alarms=alarms, notes=notes, last_written=None if written is None else written.stat().st_mtime)
+                    alarms=alarms, notes=notes, last_written=None if written is None else written.stat().st_mtime,
+                    lr_find=lr_find)

@@ -200,6 +200,32 @@ def _environment(run: RunFiles) -> Markup:
                            "summary).", "muted"), key_value_table(rows)])
 
 
+def _lr_find(run: RunFiles) -> Markup:
+    """The range test an ``optimizer.lr: auto`` run ran before training: loss against η, the η it chose."""
+    data = run.lr_find or {}
+    lrs, losses, raw = (data.get(k) for k in ("lrs", "losses", "raw_losses"))
+    chosen = as_float(data.get("suggestion"))
+    if not (isinstance(lrs, list) and isinstance(losses, list) and isinstance(raw, list) and lrs
+            and len(lrs) == len(losses) == len(raw) and chosen is not None and chosen > 0):
+        return not_recorded("The learning-rate range test", "lr_find.json is damaged")
+    from tricklab.tricks.lr_find import LRFindResult
+
+    def numbers(values: list[Any]) -> list[float]:   # a null (NaN/Inf in the file) stays a gap in the curve
+        return [float("nan") if as_float(v) is None else float(as_float(v)) for v in values]
+
+    curve = LRFindResult(numbers(lrs), numbers(losses), numbers(raw), chosen, bool(data.get("diverged")))
+    if not all(math.isfinite(v) and v > 0 for v in curve.lrs):
+        return not_recorded("The learning-rate range test", "lr_find.json holds a learning rate that is not a "
+                                                            "positive number")
+    import base64
+
+    png = base64.b64encode(curve.png()).decode("ascii")
+    return join([paragraph(f"optimizer.lr: auto — before training, the range test (Smith 2017) raised η from "
+                           f"{curve.lrs[0]:.3g} to {curve.lrs[-1]:.3g} over {len(curve.lrs)} batches; the run trained "
+                           f"with the suggestion η = {chosen:.3g} (where the smoothed loss falls fastest).", "muted"),
+                 image(png, f"training loss against the learning rate; suggestion {chosen:.3g}")])
+
+
 def build_run_report(run_dir: Path) -> str:
     """The HTML text of the report of one run directory (raises ``InputError`` when it is not one)."""
     run = read_run_dir(Path(run_dir))
@@ -208,6 +234,8 @@ def build_run_report(run_dir: Path) -> str:
     sections = [
         ("summary", "Summary", section("summary", "Summary", *summary_parts)),
         ("curves", "Learning curves", section("curves", "Learning curves", _learning_curves(run))),
+        *([("lr-find", "LR range test", section("lr-find", "Learning-rate range test", _lr_find(run)))]
+          if run.lr_find is not None else []),
         ("gradients", "Gradients", section("gradients", "Gradient norm per layer", grads)),
         ("activations", "Activations", section("activations", "Activation statistics per layer", acts)),
         ("updates", "Update ratios", section("updates", "Update ratio per layer", ratios)),
