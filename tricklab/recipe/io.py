@@ -239,13 +239,10 @@ def _check_override_key(keys: list[str]) -> None:
         is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         last = depth == len(keys) - 1
         if key in fields and (is_section or last):
-            if last and is_section:
-                raise InputError(f"--set {'.'.join(keys)}", f"{'.'.join(keys)} is a section, not a setting; set "
-                                                            "one of its keys", allowed=_dotted(keys, fields[key]))
-            if is_section:
-                model = annotation  # type: ignore[assignment]
-                continue
-            return
+            if last:      # a setting, or a whole section given as a mapping (--set data={name: digits})
+                return
+            model = annotation  # type: ignore[assignment]
+            continue
         where = "section" if not last else "key"
         if key in fields:  # a setting used as a section: optimizer.lr.x
             raise InputError(f"--set {'.'.join(keys)}", f"{'.'.join(keys[:depth + 1])} is a setting, not a section; "
@@ -254,11 +251,6 @@ def _check_override_key(keys: list[str]) -> None:
         hint = f" — did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else ""
         raise InputError(f"--set {'.'.join(keys)}", f"unknown {where} {brief(key)}{hint}",
                          allowed=[".".join([*keys[:depth], k]) for k in fields])
-
-
-def _dotted(keys: list[str], field: Any) -> list[str]:
-    section = field.annotation
-    return [".".join([*keys, k]) for k in section.model_fields]
 
 
 SYNONYMS = {"learning_rate": "lr", "wd": "weight_decay", "max_epochs": "epochs", "num_epochs": "epochs",
