@@ -410,3 +410,19 @@ def test_all_lessons_quick_and_the_lesson_book_in_chromium(tmp_path):
         assert f'id="lesson-{r["lesson"]}"' in dom
     _, stderr = chromium(tmp_path, book, f"--screenshot={tmp_path / 'book.png'}", height=3000)
     assert console_messages(stderr) == [] and (tmp_path / "book.png").stat().st_size > 20_000
+
+
+def test_scaling_starts_from_the_data_as_it_comes_and_lr_decay_trains_long_enough_for_its_decay(tmp_path):
+    """Issue 16 item 6, in part: raw digits are grey levels 0..16 (no artificial ×100 + 1000); ×0.98 per epoch
+    must matter over the full variant (at most a quarter of the peak left)."""
+    from tricklab.train.run import prepare_data
+
+    scaling = get_lesson("scaling")
+    assert scaling.derived_data is None
+    raw = lesson_spec(scaling, True, tmp_path).trial_recipe("raw", 1)
+    assert (raw.data.name, raw.data.scale) == ("digits", "none")
+    x = prepare_data(raw).x_train
+    assert float(x.min()) == 0.0 and float(x.max()) == 16.0
+    decay = get_lesson("lr_decay")
+    assert 0.98 ** decay.full.epochs <= 0.25
+    assert lesson_spec(decay, False, tmp_path).trial_recipe("step", 0).schedule.step_size == decay.full.epochs // 3

@@ -142,7 +142,9 @@ def _images(r: LessonResult) -> list[tuple[str, BookImage]]:
                             "effect (each check in its own measure's units)")
     if png:
         out.append(("Checks", BookImage(png, f"{r.lesson.name}: forest plot of the checks",
-                                        "Green: supported, red: not supported, gray: inconclusive.")))
+                                        "Green: supported, red: not supported, gray: inconclusive or no meaningful difference "
+                                        "(see the checks table); a bar cut off at an end the method could not bound "
+                                        "is left out.")))
     m = r.primary.check.measure
     points = []
     for arm in r.arms:

@@ -7,8 +7,12 @@ the claim, verbatim), states the claim in English, and defines
   verdict of record, documented in docs/LESSONS.md) and ``quick`` (at least 3 seeds, fewer epochs: a check
   that the lesson runs, each in under a minute on 2 cores);
 - the checks: paired comparisons ``treatment − baseline`` of one per-trial measure, where each side is the
-  mean over one or more arms *at the same seed*. The first check is the claim's test and gives the lesson's
-  verdict; the others are reported beside it (secondary parts of the claim, or the claim per model);
+  mean over one or more arms *at the same seed*, judged against the measure's margin of practical relevance by
+  the method made for it (``verdicts``, ``inference``). The first check is the claim's test and gives the lesson's
+  verdict; the others are reported beside it, Holm-corrected among themselves (secondary parts of the claim, or
+  the claim per model — a check that pools models names them in ``pool``);
+- the learning rate: each arm at its own best LR, chosen on tuning seeds (``tuning``), unless ``tune`` is False
+  and ``untuned`` says why;
 - the views of the mechanism: ``init`` (per-layer activation and gradient statistics at initialisation, one
   probe on a batch, no training) and/or ``training`` (the doctor's per-layer statistics recorded during the
   trials);

@@ -1,4 +1,9 @@
-"""Run a lesson: its study (resumable, any executor), the mechanism views, the checks, the explanation.
+"""Run a lesson: its studies (resumable, any executor), the mechanism views, the checks, the explanation.
+
+A lesson that tunes (``Lesson.tune``, ``lessons.tuning``) runs up to three studies in the same store: the arms at
+the LRs the lesson gives them (the "shared LR" study, also the secondary check ``shared_lr``), the per-arm LR grid
+on the tuning seeds (``…-tune-HASH``), and the arms whose chosen LR is not their own at that LR (``…-tuned-HASH``);
+the claim is judged on the arms at their chosen LRs. Every study draws its split per seed (``split_per_seed``).
 
 Every lesson runs as an ordinary study in one store (``OUT/lessons.sqlite``, trial run directories under
 ``OUT/runs``), named ``lesson-<name>-<quick|full>-<hash>``: the hash is that of the study's resolved arms and

@@ -16,6 +16,8 @@ SCHEDULES = {
     "one_cycle": {"schedule.name": "one_cycle"},
 }
 DECAYING = tuple(s for s in SCHEDULES if s != "constant")
+EPOCHS = 80   # ×0.98 per epoch for 80 epochs ends at 0.98^80 ≈ 0.20 of the peak: the lesson's decay matters (21
+#              epochs, the first version, ended at 0.65)
 
 
 def _final_lr(r: LessonResult, arm: str) -> float | None:
@@ -28,8 +30,8 @@ def explain(r: LessonResult) -> list[str]:
     out = [verdict_sentence(r), "The lesson's own example, ×0.98 per epoch — " + verdict_sentence(r, r.check("exponential"))]
     out.append(f"Test accuracy (best first): {ranking(r, 'test_accuracy')}.")
     out.append(f"Final training loss (lowest first): {ranking(r, 'final_train_loss', digits=3)}.")
-    lrs = ", ".join(f"{arm} {num(_final_lr(r, arm))}" for arm in r.arms)
-    out.append(f"Learning rate in the last epoch (peak {num(r.spec.arms()[0].recipe.optimizer.lr)}): {lrs}.")
+    lrs = ", ".join(f"{arm} {num(_final_lr(r, arm))} of {num(r.lr(arm))}" for arm in r.arms)
+    out.append(f"Learning rate in the last epoch, of each arm's peak: {lrs}.")
     for name in ("step", "cosine", "one_cycle"):
         out.append(f"{name} alone: " + verdict_sentence(r, r.check(name)))
     return out + failed_arms(r)
@@ -45,9 +47,10 @@ LESSON = Lesson(
           "better final model than keeping it constant.",
     definition="Test accuracy of the four decaying schedules — exponential (η·0.98^epoch, the lesson's example), "
                "step (×0.1 every step_size epochs), cosine (to 0), one-cycle (warm-up to η, then down) — averaged per "
-               "seed, minus a constant η; all with the default optimizer (AdamW, peak η = 3e-3, no weight decay) on the 3×64 ReLU "
-               "MLP. Positive = decaying helps. The exponential schedule alone and each other schedule are "
-               "further checks.",
+               "seed, minus a constant η; all with the default optimizer (AdamW, no weight decay) on the 3×64 ReLU "
+               f"MLP, {EPOCHS} epochs in the full variant so that ×0.98 per epoch ends at {0.98 ** EPOCHS:.2f} of "
+               "the peak; every schedule, the constant one included, at its own tuned η. Positive = decaying helps. "
+               "The exponential schedule alone and each other schedule are further checks.",
     base={**DIGITS_MLP, "optimizer": {"weight_decay": 0.0}},
     factors={"schedule": SCHEDULES},
     checks=(
@@ -59,7 +62,7 @@ LESSON = Lesson(
         Check("train_loss", "Do decaying schedules end at a lower training loss?", FINAL_TRAIN_LOSS, DECAYING,
               ("constant",), expects="lower"),
     ),
-    full=Variant(seeds=10, epochs=21, overrides={"schedule.step_size": 7}),
+    full=Variant(seeds=10, epochs=EPOCHS, overrides={"schedule.step_size": EPOCHS // 3}),
     quick=Variant(seeds=3, epochs=6, overrides={"schedule.step_size": 2}, tuning_seeds=1),
     explain=explain,
     views=("training",),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from tricklab.lessons.catalog.common import DIGITS_MLP, first_layer_compare, pct, saturation
-from tricklab.lessons.derived_data import OFFSET, SCALE
 from tricklab.lessons.lesson import Check, Lesson, Variant
 from tricklab.lessons.measures import TEST_ACCURACY
 from tricklab.lessons.outcome import LessonResult
 from tricklab.lessons.words import failed_arms, num, ranking, verdict_sentence
 
 SCALED = ("minmax01", "minmax11")
+RAW_MAX = 16   # the UCI digits' grey levels as scikit-learn ships them: 0..16
 
 
 def explain(r: LessonResult) -> list[str]:
@@ -21,7 +21,7 @@ def explain(r: LessonResult) -> list[str]:
     if r.init:
         raw_sat = saturation(r, "raw")
         parts = [f"{arm} {pct(saturation(r, arm))}" for arm in (*SCALED, "standard")]
-        out.append(f"Mechanism, at initialisation: with raw inputs (values {OFFSET:g}…{OFFSET + 16 * SCALE:g}) "
+        out.append(f"Mechanism, at initialisation: with raw inputs (grey levels 0…{RAW_MAX:g}) "
                    f"{pct(raw_sat)} of the first layer's tanh units are saturated (|a| > 0.97), against "
                    + ", ".join(parts) + " with scaled inputs. Gradient std of the first layer's weights, raw vs "
                    f"minmax01: {first_layer_compare(r, 'raw', 'minmax01', 'grad_std')}.")
@@ -41,11 +41,10 @@ LESSON = Lesson(
              "Sinn, alle Eingabedaten auf den Bereich [-1..1] oder [0..1] zu skalieren.",
     claim="Scaling the input data to [0, 1] or [−1, 1] makes a network train better than raw input values.",
     definition="Test accuracy with the lesson's two scalings (minmax01 → [0, 1] and minmax11 → [−1, 1], averaged "
-               f"per seed) minus with the raw inputs (the digits ×{SCALE:g} + {OFFSET:g}, not scaled), paired by "
-               "seed; a tanh MLP (3×64, Xavier init, no batch norm — the lesson's argument is about activations "
+               f"per seed) minus with the raw inputs as they come (the digits' grey levels 0…{RAW_MAX:g}, not "
+               "scaled), paired by seed; a tanh MLP (3×64, Xavier init, no batch norm — the lesson's argument is about activations "
                "whose non-linearity lies in [−1, 1]). Positive = scaling helps.",
     base={**DIGITS_MLP, "model": {**DIGITS_MLP["model"], "activation": "tanh"}, "init": {"scheme": "glorot"}},
-    derived_data="digits-x100",
     factors={"scale": {"raw": {"data.scale": "none"}, "minmax01": {"data.scale": "minmax01"},
                        "minmax11": {"data.scale": "minmax11"}, "standard": {"data.scale": "standard"}}},
     checks=(
