@@ -18,8 +18,8 @@ Each run trains with the doctor attached (``tricklab.diagnose.trainer_callback.D
 ``--every`` steps). Scoring: an alarm *detects* the injected problem when its kind is among the problem's
 accepted kinds; an alarm is *explained* when it is a known consequence of the injected problem (dead ReLUs
 after a learning rate of 50, say); anything else is a false positive — on a healthy run every alarm is, except
-``too_many_parameters`` when the model really has more than 10 parameters per training example and
-``overfitting`` when the run really ends with training accuracy 10 points above validation accuracy.
+``overfitting`` when the run really ends with training accuracy 10 points above validation accuracy (the
+capacity warning is advice in ``DoctorCallback.info`` since issue 15, never an alarm).
 Per problem P: recall = detected runs of P / runs of P; precision = detected runs of P / (detected runs of
 P + other runs carrying an unexplained alarm of one of P's kinds). The last line of stdout is a JSON object
 with ``precision`` and ``recall`` (minimum over problems), the per-problem table, the healthy runs' false
@@ -76,15 +76,20 @@ class Problem:
 GRADIENT_SYMPTOMS = frozenset({"plateau", "update_ratio"})
 PROBLEMS: dict[str, Problem] = {p.name: p for p in (
     Problem("healthy", frozenset()),
-    Problem("vanishing", frozenset({"vanishing_gradients", "saturation"}), GRADIENT_SYMPTOMS | {"dead_units"}),
-    Problem("exploding", frozenset({"exploding_gradients", "nan_loss", "loss_spike", "update_ratio", "oscillation"}),
+    # the deep sigmoid nets' N(0, 1) init saturates them; the deep ReLU nets' N(0, 1/n_in) init shrinks the
+    # signal layer by layer — named at step 0 as a vanishing initialisation since issue 15
+    Problem("vanishing", frozenset({"vanishing_gradients", "saturation", "vanishing_init"}),
+            GRADIENT_SYMPTOMS | {"dead_units", "exploding_init"}),
+    # a learning rate of 50 (SGD) or 1 (Adam): named as its cause since issue 15, lr_too_high
+    Problem("exploding", frozenset({"exploding_gradients", "nan_loss", "loss_spike", "update_ratio", "oscillation",
+                                    "lr_too_high"}),
             frozenset({"dead_units", "saturation", "plateau", "vanishing_gradients"})),
-    Problem("dead_units", frozenset({"dead_units"}), GRADIENT_SYMPTOMS | {"vanishing_gradients"}),
+    Problem("dead_units", frozenset({"dead_units"}), GRADIENT_SYMPTOMS | {"vanishing_gradients", "vanishing_init"}),
     Problem("unscaled", frozenset({"unscaled_inputs"}),
             frozenset({"saturation", "dead_units", "exploding_gradients", "vanishing_gradients", "update_ratio",
-                       "loss_spike", "nan_loss", "oscillation", "plateau"})),
-    Problem("overfitting", frozenset({"overfitting", "too_many_parameters"})),
-    Problem("lr_too_low", frozenset({"plateau", "update_ratio"})),
+                       "loss_spike", "nan_loss", "oscillation", "plateau", "exploding_init", "lr_too_high"})),
+    Problem("overfitting", frozenset({"overfitting"})),
+    Problem("lr_too_low", frozenset({"plateau", "update_ratio", "lr_too_low"})),
 )}
 
 

@@ -93,7 +93,7 @@ PROBLEMS: dict[str, Problem] = {p.name: p for p in (
 )}
 
 DATA = {
-    "synthetic": ("data.name=synthetic", "data.variant=teacher", "data.size=2000"),
+    "synthetic": ("data.name=synthetic", "data.variant=teacher", "data.size=3000"),
     "digits": ("data.name=digits",),
     "mnist1d": ("data.name=mnist1d", "data.size=2000"),
 }
