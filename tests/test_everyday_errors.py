@@ -132,3 +132,24 @@ def yaml_value(path: Path, section: str, key: str) -> object:
     import yaml
 
     return yaml.safe_load(path.read_text())[section][key]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_ends_with_one_json_error_too(tmp_path):
+    """Ctrl-C (SIGINT) under --json: exit 130, the error object last on stdout, and the command to continue."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([TRICKLAB, "train", "data.name=digits", "model.name=mlp", "epochs=500", "--json",
+                             "--store", "none"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint*")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert r.returncode == 130, err
+    message = error_object(r)["message"]
+    assert "tricklab train --resume runs/digits-mlp-" in message and "keeps its last complete epoch" in message
