@@ -353,6 +353,13 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+class CheckpointConfig(Section):
+    """The best epochs' weights kept beside the run's latest checkpoint (``tricklab.train.best_checkpoints``)."""
+
+    monitor: Literal["none", "val_loss", "val_accuracy", "train_loss", "train_accuracy"] = "none"
+    top_k: int = Field(1, ge=1, le=100, description="how many of the best epochs to keep")
+
+
 class AveragingConfig(Section):
     mode: str = "none"
     k: int = Field(5, ge=2, le=100, description="ensemble: number of members")
@@ -385,6 +392,7 @@ class Recipe(Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     averaging: AveragingConfig = Field(default_factory=AveragingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
     def _user_init_left_alone(self) -> Recipe:

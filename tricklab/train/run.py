@@ -40,6 +40,7 @@ from tricklab.recipe import (
 from tricklab.recipe.identity import data_fingerprint, recipe_differences, recipe_hash, with_absolute_paths
 from tricklab.store import Store
 from tricklab.store.records import Alarm
+from tricklab.train.best_checkpoints import BEST_DIR, BestCheckpoints
 from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.progress import ProgressReporter
@@ -526,9 +527,11 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         label = rec.name if members == 1 else f"{rec.name} [{member + 1}/{members}]"
         # extra callbacks (the doctor) first: they see the gradients before clipping
         cbs = extra + tricks + [MetricsFile(run_path / (METRICS_FILE if members == 1 else f"metrics-{member}.json"))]
+        ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
+        if rec.checkpoint.monitor != "none":
+            cbs.append(BestCheckpoints(ckpt_dir / BEST_DIR, rec.checkpoint.monitor, rec.checkpoint.top_k))
         if progress:
             cbs.append(ProgressReporter(label))
-        ckpt_dir = run_path if members == 1 else run_path / f"member-{member}"
         trainer = Trainer(model, optimizer, splits.train_data(), splits.val_data(),
                           epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
                           callbacks=cbs, checkpoint_dir=ckpt_dir, **step_tricks(rec))
