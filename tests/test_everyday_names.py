@@ -63,3 +63,12 @@ def test_the_cli_names_the_run_directory_and_the_recipe(tmp_path):
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["name"] == "digits-mlp"
     r = tricklab("train", *FAST, "name=my-baseline", "--json", "--quiet", "--store", "none", cwd=tmp_path)
     assert re.fullmatch(rf"my-baseline-{STAMP}", Path(last_json(r.stdout)["run_dir"]).name)
+
+
+def test_the_doctor_and_lr_find_name_their_runs_alike(tmp_path):
+    r = tricklab("doctor", *FAST, "--json", "--quiet", "--store", "none", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(rf"digits-mlp-{STAMP}", Path(last_json(r.stdout)["run_dir"]).name)
+    r = tricklab("lr-find", *FAST, "--steps", "10", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"lr-find-digits-mlp-\d{8}-\d{6}", Path(last_json(r.stdout)["png"]).parent.name)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from tricklab.fsutil import require_directory_path, safe_name
     from tricklab.recipe import load_recipe
     from tricklab.train.lr_search import LR_FIND_JSON, LR_FIND_PNG, LR_MAX, LR_MIN, STEPS, find_lr, write_lr_find
-    from tricklab.train.run import build_recipe_model, build_recipe_optimizer, prepare_data
+    from tricklab.train.run import build_recipe_model, build_recipe_optimizer, named, prepare_data
 
     steps = STEPS if args.steps is None else args.steps
     lr_min = LR_MIN if args.lr_min is None else args.lr_min
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(lr_min) and math.isfinite(lr_max) and 0 < lr_min < lr_max):
         raise InputError("--lr-min/--lr-max", f"need 0 < lr-min < lr-max (finite), got {lr_min} and {lr_max}")
     recipe = load_recipe(args.recipe, args.overrides)
-    out = args.out or f"runs/lr-find-{safe_name(recipe.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    recipe = named(recipe, "name" in recipe.model_fields_set)    # lr-find-digits-mlp-..., as runs are named
+    out = args.out or f"runs/lr-find-{safe_name(recipe.name, 'name')}-{time.strftime('%Y%m%d-%H%M%S')}"
     require_directory_path(out, "--out", what="a directory for lr_find.png and lr_find.json")
     if recipe.optimizer.lr == "auto":   # any η: the test sets its own
         recipe = recipe.model_copy(update={"optimizer": recipe.optimizer.model_copy(update={"lr": lr_min})})

@@ -23,7 +23,7 @@ from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_di
 from tricklab.store import Store
 from tricklab.train import RunResult, train
 from tricklab.train.events import Callback
-from tricklab.train.run import RESULT_FILE, json_safe, metric_rows, new_run_dir
+from tricklab.train.run import RESULT_FILE, json_safe, metric_rows, named, new_run_dir
 
 REPAIRED_RECIPE = "recipe.repaired.yaml"
 """The recipe a repaired run ended with, beside the run's ``recipe.yaml`` (the one it started from)."""
@@ -118,8 +118,10 @@ def doctor_train(
 
     ``callbacks`` run in every attempt, before the doctor (so it sees what they did)."""
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides or []))
+    explicit = "name" in rec.model_fields_set or any(o.partition("=")[0].strip() == "name" for o in overrides or [])
     if isinstance(recipe, Recipe) and overrides:
         rec = recipe_from_dict(apply_overrides(recipe_to_dict(recipe), list(overrides)))
+    rec = named(rec, explicit)   # runs/digits-mlp-..., as tricklab train names it
     plan = RepairPlan(budget=budget) if repair else None
     alarms: list[Alarm] = []
     before = None
