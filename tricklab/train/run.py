@@ -336,7 +336,9 @@ def train(
     if resume is not None:
         run_path = Path(resume)
         if not (run_path / RECIPE_FILE).is_file():
-            raise InputError("--resume", f"{run_path} is not a run directory (no {RECIPE_FILE} in it)")
+            raise InputError("--resume", f"{run_path} is not a run directory (no {RECIPE_FILE} in it)",
+                             allowed="a directory tricklab train made, e.g. runs/mnist1d-cnn-20261207-101500-a1b2c3 "
+                                     "(ls runs/ lists them)")
         rec = load_recipe(run_path / RECIPE_FILE)
         extended = extension(rec, overrides, run_path)
         rec = extended or rec
