@@ -150,3 +150,17 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert got["steps"] == expected["steps"] and got["epochs"] == expected["epochs"]
     strip = [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in expected["history"]]
     assert [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in got["history"]] == strip
+
+
+def test_the_tricks_catalogue_lists_every_registry_of_the_tricks_package():
+    """A trick added to tricklab.tricks with a registry of its own shows in `tricklab tricks` (CATALOGUE)."""
+    import importlib
+    import pkgutil
+
+    import tricklab.tricks
+    from tricklab.cli.tricks_cmd import CATALOGUE
+    from tricklab.registry import ALL_REGISTRIES
+
+    for module in pkgutil.iter_modules(tricklab.tricks.__path__):
+        importlib.import_module(f"tricklab.tricks.{module.name}")
+    assert set(ALL_REGISTRIES) - set(CATALOGUE) == set()

@@ -24,6 +24,10 @@ CATALOGUE = {
     "lr_finder": "tricklab.tricks.lr_find",
     "model": "tricklab.models",
     "activation": "tricklab.tricks.activations",
+    "augment": "tricklab.tricks.augment",
+    "soft_targets": "tricklab.tricks.soft_targets",
+    "accumulation": "tricklab.tricks.accumulation",
+    "precision": "tricklab.tricks.precision",
 }
 
 
