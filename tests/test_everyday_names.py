@@ -24,6 +24,7 @@ STAMP = r"\d{8}-\d{6}-[0-9a-f]{6}"
     (["model.name=resnet"], "mnist1d-resnet"),
     (["data.name=synthetic", "data.variant=spirals", "model.name=mlp"], "synthetic-spirals-mlp"),
     (["model.python=my_models.nets:make_net"], "mnist1d-make_net"),
+    (["data.python=my_data.sensors:load_sensors", "model.name=mlp"], "load_sensors-mlp"),
     (["data.name=csv", "data.path=/data/iris.v2.csv", "model.name=mlp"], "iris.v2-mlp"),
 ])
 def test_a_run_is_named_after_its_data_and_model(overrides, expected):

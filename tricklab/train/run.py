@@ -287,10 +287,14 @@ def _slug(text: str) -> str:
 
 def run_name(recipe: Recipe) -> str:
     """What a run is, as its name: ``<data>-<model>`` (``digits-mlp``; a local file by its stem, ``iris-mlp``; a
-    user's model by its factory, ``mnist1d-make_net``). Used when the recipe does not name the run itself."""
+    user's model by its factory, ``mnist1d-make_net``; a user's datasets by theirs, ``load_sensors-mlp``). Used when
+    the recipe does not name the run itself."""
     d, m = recipe.data, recipe.model
-    data = Path(d.path).stem if d.path and d.name in ("csv", "npz") else d.name
-    if d.variant:
+    if d.python:
+        data = d.python.rpartition(":")[2]
+    else:
+        data = Path(d.path).stem if d.path and d.name in ("csv", "npz") else d.name
+    if d.variant and not d.python:
         data = f"{data}-{d.variant}"
     model = m.python.rpartition(":")[2] if m.python else m.name
     return safe_name(f"{_slug(data)}-{_slug(model)}", "name")
