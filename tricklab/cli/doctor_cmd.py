@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from tricklab.cli import plain
+from tricklab.cli import add_recipe_arguments, plain
 from tricklab.cli.train_cmd import check_run_paths
 
 EPILOG = """examples:
@@ -23,10 +23,7 @@ the run was repaired. Alarms carry {kind, layer, step, message}; advice maps eac
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("doctor", help="train under the doctor: diagnose (and --repair) a run that does not train",
                        description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default); KEY=VALUE "
-                                             "arguments after it are overrides, as with --set")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field by its dotted path (repeatable)")
+    add_recipe_arguments(p, "optimizer.lr=0.1")
     p.add_argument("--repair", action="store_true", help="repair in the run: roll back and apply the next trick")
     p.add_argument("--budget", type=int, default=4, metavar="N", help="at most N repairs (default 4)")
     p.add_argument("--every", type=int, default=None, metavar="STEPS",

@@ -14,7 +14,7 @@ import math
 import time
 from typing import Any
 
-from tricklab.cli import plain
+from tricklab.cli import add_recipe_arguments, plain
 
 EPILOG = """examples:
   tricklab lr-find                                  # the default recipe: MNIST-1D, 4-layer CNN, AdamW
@@ -27,10 +27,7 @@ With --json the last line of stdout is one JSON object: suggestion, diverged, st
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("lr-find", help="find a learning rate: the range test on a recipe (loss against LR, plot)",
                        description=plain(__doc__), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default); KEY=VALUE "
-                                             "arguments after it are overrides, as with --set")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field by its dotted path, e.g. --set optimizer.name=sgd (repeatable)")
+    add_recipe_arguments(p, "optimizer.name=sgd")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="steps of the test (default: 100)")
     p.add_argument("--lr-min", type=float, default=None, metavar="X", help="first learning rate (default: 1e-7)")
     p.add_argument("--lr-max", type=float, default=None, metavar="X", help="last learning rate (default: 10)")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tricklab.cli import plain
+from tricklab.cli import add_recipe_arguments, plain
 
 EPILOG = """examples:
   tricklab train                                   # the built-in default: MNIST-1D, 4-layer CNN, sensible tricks
@@ -23,10 +23,7 @@ steps, wall_seconds, run_dir, alarms, ... A diverged run (NaN/Inf loss) exits 0 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train one recipe (default: MNIST-1D CNN)", description=plain(__doc__),
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", nargs="?", help="a recipe YAML file (omit for the built-in default); KEY=VALUE "
-                                             "arguments after it are overrides, as with --set")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field by its dotted path, e.g. --set optimizer.lr=0.1 (repeatable)")
+    add_recipe_arguments(p, "optimizer.lr=0.1")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint; with "
                                                         "--set epochs=N, extend a run (finished or not) to N epochs")
