@@ -21,13 +21,8 @@ naming the factory and, where the user's code raised, its own line.
 
 from __future__ import annotations
 
-import importlib
-import re
-import sysconfig
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,14 +30,12 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from tricklab.data.loader import BatchError, evaluation_batches, known_length, reorderable
 from tricklab.errors import InputError
+from tricklab.user_code import describe, import_factory, user_frame
 
 FIELD = "data.python"
 SPEC_FORMAT = '"package.module:factory", e.g. "mydata.sets:make_splits"'
 FACTORY_CONTRACT = ('a factory() that returns {"train": Dataset or DataLoader, "val": ..., "test": ..., '
                     '"num_classes": int} (val, test, num_classes optional) or (train, val[, test])')
-_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_LIBRARIES = tuple(Path(p).resolve() for p in (Path(__file__).parents[1], Path(torch.__file__).parent))
-_STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
 @dataclass
@@ -146,24 +139,7 @@ def load_user_data(spec: str, batch_size: int) -> DataSplits:
 
 
 def _factory(spec: str) -> Any:
-    if not isinstance(spec, str) or not _SPEC.match(spec.strip()):
-        raise InputError(FIELD, f"{spec!r} is not a factory reference", SPEC_FORMAT)
-    module_name, attr_path = spec.strip().split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(FIELD, f"cannot import module {module_name!r} ({exc}){user_frame(exc)}; is its folder on "
-                                "PYTHONPATH?", SPEC_FORMAT) from None
-    except (Exception, SystemExit) as exc:
-        raise InputError(FIELD, f"importing {module_name!r} failed: {describe(exc)}{user_frame(exc)}") from None
-    factory: object = module
-    for part in attr_path.split("."):
-        if not hasattr(factory, part):
-            raise InputError(FIELD, f"module {module_name!r} has no attribute {attr_path!r}", SPEC_FORMAT)
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise InputError(FIELD, f"{spec!r} is a {type(factory).__name__}, not a callable factory", SPEC_FORMAT)
-    return factory
+    return import_factory(spec, FIELD, SPEC_FORMAT)
 
 
 def _splits(spec: str, result: Any) -> dict[str, Any]:
@@ -208,28 +184,3 @@ def _num_classes(spec: str, splits: dict[str, Any], train: Dataset | DataLoader)
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
         raise InputError(FIELD, f"{spec}(): num_classes is {value!r}", "an integer >= 2")
     return value
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: first line of the message`` (``SystemExit``: the code called ``sys.exit``). The same words as
-    ``tricklab.models.user.describe`` — data and models are independent layers, so each keeps its copy."""
-    if isinstance(exc, SystemExit):
-        return f"SystemExit({exc.code!r}): the code called sys.exit() or raised SystemExit"
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def user_frame(exc: BaseException) -> str:
-    """`` (at FILE:LINE: CODE)`` for the user's own line where ``exc`` arose (outside tricklab, torch and the
-    standard library); '' if none."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        code = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
-        return f" (at {exc.filename}:{exc.lineno}{code})"
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        path = Path(frame.filename).resolve() if not frame.filename.startswith("<") else None
-        if path is None or any(path.is_relative_to(lib) for lib in _LIBRARIES) or (
-                path.is_relative_to(_STDLIB) and "site-packages" not in path.relative_to(_STDLIB).parts):
-            continue
-        code = f": {frame.line.strip()}" if frame.line and frame.line.strip() else ""
-        return f" (at {frame.filename}:{frame.lineno}{code})"
-    return ""

@@ -16,25 +16,17 @@ the factory, says what is wrong and points at the user's own line (file:line and
 
 from __future__ import annotations
 
-import importlib
-import re
-import sysconfig
-import traceback
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from tricklab.errors import InputError
+from tricklab.user_code import describe, import_factory, user_frame
 
 FIELD = "model.python"
 SPEC_FORMAT = '"package.module:factory", e.g. "mymodels.nets:make_net"'
 FACTORY_CONTRACT = "a factory(input_shape, num_classes) that returns a torch.nn.Module"
 TRIAL_BATCH = 2
 """Examples in the trial forward pass: the smallest batch whose shape shows the batch dimension is kept."""
-_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_LIBRARIES = tuple(Path(p).resolve() for p in (Path(__file__).parents[1], Path(torch.__file__).parent))
-_STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 
 
 def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -46,23 +38,7 @@ def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -
     non-callable factory, a factory that raises (or exits), a result that is not an ``nn.Module``, and a model
     that fails the check.
     """
-    if not isinstance(spec, str) or not _SPEC.match(spec.strip()):
-        raise InputError(FIELD, f"{spec!r} is not a factory reference", SPEC_FORMAT)
-    module_name, attr_path = spec.strip().split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(FIELD, f"cannot import module {module_name!r} ({exc}){user_frame(exc)}; is its folder on "
-                                "PYTHONPATH?", SPEC_FORMAT) from None
-    except (Exception, SystemExit) as exc:  # the user's module itself fails (or exits) while being imported
-        raise InputError(FIELD, f"importing {module_name!r} failed: {describe(exc)}{user_frame(exc)}") from None
-    factory: object = module
-    for part in attr_path.split("."):
-        if not hasattr(factory, part):
-            raise InputError(FIELD, f"module {module_name!r} has no attribute {attr_path!r}", SPEC_FORMAT)
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise InputError(FIELD, f"{spec!r} is a {type(factory).__name__}, not a callable factory", SPEC_FORMAT)
+    factory = import_factory(spec, FIELD, SPEC_FORMAT)
     shape = tuple(input_shape)
     try:
         model = factory(shape, num_classes)
@@ -127,33 +103,3 @@ def _trial_forward(model: nn.Module, spec: str, batch: tuple[int, ...], device: 
                                     f"{user_frame(exc)}", "a model that accepts the data's input shape") from None
         finally:
             model.train(was_training)
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: first line of the message``; for ``SystemExit``, that the user's code called ``sys.exit``."""
-    if isinstance(exc, SystemExit):
-        return f"SystemExit({exc.code!r}): the code called sys.exit() or raised SystemExit"
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def user_frame(exc: BaseException) -> str:
-    """`` (at FILE:LINE: CODE)`` for the user's own line where ``exc`` arose: the innermost frame of its traceback
-    outside tricklab, torch and Python's standard library (a ``SyntaxError``: the line it names); '' if none."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        code = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
-        return f" (at {exc.filename}:{exc.lineno}{code})"
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if frame.filename.startswith("<") or _is_library(frame.filename):
-            continue
-        code = f": {frame.line.strip()}" if frame.line and frame.line.strip() else ""
-        return f" (at {frame.filename}:{frame.lineno}{code})"
-    return ""
-
-
-def _is_library(filename: str) -> bool:
-    """Whether ``filename`` belongs to tricklab, torch or the standard library (not to its site-packages)."""
-    path = Path(filename).resolve()
-    if any(path.is_relative_to(lib) for lib in _LIBRARIES):
-        return True
-    return path.is_relative_to(_STDLIB) and "site-packages" not in path.relative_to(_STDLIB).parts
