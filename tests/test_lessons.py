@@ -351,7 +351,11 @@ def test_one_quick_lesson_end_to_end_then_resumed_without_training(tmp_path):
     first = last_json(done.stdout)
     assert JSON_KEYS <= set(first) and first["lesson"] == "scaling"
     assert first["verdict"] == SMOKE and first["verdict_at_this_budget"] in VERDICTS and consistent(first)
-    assert first["variant"] == "quick" and first["n_seeds"] == 3 and first["trained_now"] == 12
+    changed = sum(a["lr"] != a["shared_lr"] for a in first["arms"])
+    # 4 arms × 3 seeds at the shared LR, 4 arms × 3 LRs × 1 tuning seed, 3 seeds of every arm whose LR changed
+    assert first["variant"] == "quick" and first["n_seeds"] == 3 and first["trained_now"] == 12 + 12 + 3 * changed
+    assert all(a["tuned"] and len(a["lr_grid"]) == 3 and a["tuning_seeds"] == [1000] for a in first["arms"])
+    assert first["checks"][1]["check"] == "shared_lr"
     assert first["margin"] == 0.01 and isinstance(first["test_examples"], int) and first["test_examples"] > 300
     assert all(c["verdict"] == SMOKE and c["verdict_at_this_budget"] in VERDICTS and consistent(c)
                for c in first["checks"])

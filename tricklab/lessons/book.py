@@ -136,7 +136,8 @@ def _bounded(x: float | None) -> float | None:
 def _images(r: LessonResult) -> list[tuple[str, BookImage]]:
     out: list[tuple[str, BookImage]] = []
     rows = [plots.ForestRow(c.check.name, _bounded(c.oriented.effect), _bounded(c.oriented.ci_low),
-                            _bounded(c.oriented.ci_high), VERDICT_COLORS.get(c.verdict, plots.UNCLEAR))
+                            _bounded(c.oriented.ci_high),
+                            plots.UNCLEAR if r.smoke else VERDICT_COLORS.get(c.verdict, plots.UNCLEAR))
             for c in r.checks]
     png = plots.forest_plot(rows, "checks: oriented effect with 95% CI (right of 0 = the claim holds)",
                             "effect (each check in its own measure's units)")

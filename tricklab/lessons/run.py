@@ -60,8 +60,7 @@ def run_lesson(lesson: Lesson, *, quick: bool = False, out_dir: str | os.PathLik
                          report=write_study_report if report else None)
 
     outcome = study(spec, executor, with_report)
-    init = init_profiles({arm.name: arm.recipe for arm in spec.arms()}, spec.seed_list()) \
-        if "init" in lesson.views else {}
+    init = _init_views(spec) if "init" in lesson.views else {}
     shared = _views(outcome.trials, init)
     trained_now = outcome.trained_now
     trials, tuned = shared, None
@@ -88,6 +87,15 @@ def run_lesson(lesson: Lesson, *, quick: bool = False, out_dir: str | os.PathLik
     result.seconds = time.perf_counter() - started
     result.cpu_seconds = _cpu_seconds() - cpu_started
     return result
+
+
+def _init_views(spec: StudySpec) -> dict[str, dict[int, InitProfile]]:
+    """Each arm's profile at initialisation per seed, on the trial's own recipe (its seed and its split)."""
+    out: dict[str, dict[int, InitProfile]] = {}
+    for seed in spec.seed_list():
+        for arm, by_seed in init_profiles({a: spec.trial_recipe(a, seed) for a in spec.arm_names()}, [seed]).items():
+            out.setdefault(arm, {}).update(by_seed)
+    return out
 
 
 def grid_executor(executor: str) -> str:
