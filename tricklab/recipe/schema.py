@@ -116,6 +116,13 @@ def float32_problem(value: float, bounds: list[Any]) -> str | None:
     return None
 
 
+def _factory_reference(v: str | None) -> str | None:
+    """``model.python`` / ``data.python``: None or ``package.module:factory`` (imported only when a run needs it)."""
+    if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
+        raise ValueError(f"expected 'package.module:factory', got {brief(v)}")
+    return v
+
+
 def _is_numeric(annotation: Any) -> bool:
     """Whether a field's type holds numbers (``int``, ``float``, ``int | None``, ``tuple[float, float]``, ...)."""
     if annotation in (int, float):
@@ -204,9 +211,7 @@ class DataConfig(Section):
     @field_validator("python")
     @classmethod
     def _python(cls, v: str | None) -> str | None:
-        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
-            raise ValueError(f"expected 'package.module:factory', got {brief(v)}")
-        return v
+        return _factory_reference(v)
 
     @field_validator("name")
     @classmethod
@@ -248,9 +253,7 @@ class ModelConfig(Section):
     @field_validator("python")
     @classmethod
     def _python(cls, v: str | None) -> str | None:
-        if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
-            raise ValueError(f"expected 'package.module:factory', got {brief(v)}")
-        return v
+        return _factory_reference(v)
 
 
 class InitConfig(Section):
