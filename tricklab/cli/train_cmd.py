@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from tricklab.cli import add_recipe_arguments, plain
@@ -30,6 +31,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run directories are made (default: runs)")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH",
                    help="SQLite store to record the run in (default: tricklab.sqlite; 'none' to skip)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train on N processes (DistributedDataParallel under torchrun; gloo on CPUs, NCCL on GPUs): "
+                        "each takes 1/N of every batch, process 0 writes the run (default: 1)")
     p.add_argument("--tensorboard", action="store_true",
                    help="log to TensorBoard while training, into RUN_DIR/tensorboard (view: tensorboard --logdir "
                         "runs); needs pip install 'tricklab[tensorboard]'")
@@ -44,9 +48,19 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.recipe:
         raise InputError("--resume", "give either a recipe or --resume RUN_DIR, not both")
     check_run_paths(None if args.resume else args.runs_dir, args.store)
+    if not 1 <= args.nproc <= MAX_NPROC:
+        raise InputError("--nproc", f"must be an integer from 1 to {MAX_NPROC}, got {args.nproc}")
+    if args.nproc > 1 and "RANK" not in os.environ:
+        if args.resume:
+            raise InputError("--nproc", "a run is resumed on one process: its checkpoint is an ordinary one",
+                             allowed=f"tricklab train --resume {args.resume} (without --nproc)")
+        _check_several_processes(args)
+        return _launch(args.nproc)
     result = train(args.recipe, overrides=args.overrides, runs_root=args.runs_dir, resume=args.resume,
                    store=None if args.store == "none" else args.store, progress=not args.quiet,
                    callbacks=tensorboard_callbacks(args.tensorboard))
+    if os.environ.get("RANK", "0") != "0":   # one of --nproc's other processes: process 0 reports
+        return 0
     payload = result.to_json()
     if args.json:
         payload.pop("recipe", None)
@@ -54,6 +68,40 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(payload)
     return 0
+
+
+MAX_NPROC = 1024
+
+
+def _check_several_processes(args: argparse.Namespace) -> None:
+    """Refuse, before any process starts, a recipe that cannot train on several (exit 2, the keys named)."""
+    from tricklab.errors import InputError
+    from tricklab.recipe import load_recipe
+    from tricklab.train.run import several_processes_refusal
+
+    refused = several_processes_refusal(load_recipe(args.recipe, args.overrides))
+    if refused:
+        raise InputError("--nproc", refused, allowed="precision fp32, accumulate 1, no augment, mixup or label "
+                                                     "smoothing; or --nproc 1")
+
+
+def _launch(nproc: int) -> int:
+    """Run this very command on ``nproc`` processes under torchrun (``--nproc`` dropped: each process sees the
+    world torchrun made, ``tricklab.train.distributed``); its exit code is theirs."""
+    import subprocess
+    import sys
+
+    argv, skip = [], False
+    for word in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            argv.append(word)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "tricklab", *argv]
+    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))).returncode
 
 
 def tensorboard_callbacks(wanted: bool) -> list[Any]:

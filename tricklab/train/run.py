@@ -12,7 +12,9 @@ import math
 import os
 import secrets
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +42,7 @@ from tricklab.recipe import (
 from tricklab.recipe.identity import data_fingerprint, recipe_differences, recipe_hash, with_absolute_paths
 from tricklab.store import Store
 from tricklab.store.records import Alarm
+from tricklab.train import distributed
 from tricklab.train.best_checkpoints import BEST_DIR, BestCheckpoints
 from tricklab.train.callbacks import EarlyStoppingCallback, GradientClipping, PlateauSchedule, WeightAveraging
 from tricklab.train.events import Callback, TrainState
@@ -336,7 +339,44 @@ def train(
     (finished or not) to N epochs, the schedule planned anew for N and N recorded (``extension``).
     ``store``: a ``Store`` or a path (the run and its metric series are recorded there). ``callbacks`` run
     before the trick callbacks (so they see gradients before clipping).
+
+    Started by torchrun on several processes (``tricklab train --nproc N``: ``train.distributed``), process 0
+    makes the run as above and the others train into a temporary directory that is removed, without store,
+    progress or ``callbacks``; the result is process 0's.
     """
+    world = distributed.current_world()
+    if world is None:
+        return _train(recipe, overrides, run_dir, runs_root, store, resume, progress, callbacks, study, None)
+    if resume is not None:
+        raise InputError("--nproc", "a run is resumed on one process: its checkpoint is an ordinary one",
+                         allowed=f"tricklab train --resume {resume} (without --nproc)")
+    scratch = None if world.is_main else Path(tempfile.mkdtemp(prefix=f"tricklab-rank{world.rank}-"))
+    try:
+        if scratch is None:
+            return _train(recipe, overrides, run_dir, runs_root, store, resume, progress, callbacks, study, world)
+        return _train(recipe, overrides, scratch / "run", runs_root, None, None, False, (), None, world)
+    finally:
+        distributed.leave()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def several_processes_refusal(recipe: Recipe) -> str | None:
+    """Why ``recipe`` cannot train on several processes (None: it can): they run the plain step only."""
+    d = recipe.data
+    tricks = {"precision": recipe.precision != "fp32", "accumulate": recipe.accumulate != 1,
+              "data.augment": d.augment != "none", "data.mixup": bool(d.mixup),
+              "loss.label_smoothing": bool(recipe.loss.label_smoothing)}
+    named = [key for key, on in tricks.items() if on]
+    return (f"{', '.join(named)}: several processes train the plain step only (each takes its shard of the "
+            "batch as it comes)") if named else None
+
+
+def _train(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None, overrides: Sequence[str] | None,
+           run_dir: str | os.PathLike[str] | None, runs_root: str | os.PathLike[str],
+           store: Store | str | os.PathLike[str] | None, resume: str | os.PathLike[str] | None, progress: bool,
+           callbacks: Sequence[Callback], study: dict[str, Any] | None,
+           world: distributed.World | None) -> RunResult:
     if resume is not None:
         run_path = Path(resume)
         if not (run_path / RECIPE_FILE).is_file():
@@ -375,6 +415,13 @@ def train(
     # or a store row exists.
     started = time.perf_counter()
     device = select_device(rec.device)
+    if world is not None:
+        refused = several_processes_refusal(rec)
+        if refused:
+            raise InputError("--nproc", refused, allowed="precision fp32, accumulate 1, no augment, mixup or label "
+                                                         "smoothing; or one process")
+        device = distributed.device_of(world, device)
+        distributed.join(world, device)
     splits = prepare_data(rec, device)
     if resume is None:
         check_buildable(rec, splits)
@@ -540,7 +587,8 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
             cbs.append(ProgressReporter(label))
         trainer = Trainer(model, optimizer, splits.train_data(), splits.val_data(),
                           epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
-                          callbacks=cbs, checkpoint_dir=ckpt_dir, **step_tricks(rec))
+                          callbacks=cbs, checkpoint_dir=ckpt_dir, world=distributed.current_world(),
+                          **step_tricks(rec))
         state = trainer.fit(resume=resume)
         train_seconds += trainer.wall_seconds
         models.append(state.eval_model or model)

@@ -23,8 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tricklab.data.loader import DataBatches, EpochBatches, evaluation_batches, is_data, known_length
-from tricklab.train import loop
+from tricklab.train import distributed, loop
 from tricklab.train.checkpoint import load_checkpoint, save_checkpoint, training_state_mismatch
+from tricklab.train.distributed import World
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.loop import batches_per_epoch, epoch_order, scheduled_lr, split_metrics
 from tricklab.train.loop import data_order_generator as data_order_generator  # re-exported (its old home)
@@ -133,6 +134,7 @@ class Trainer:
         augment: Augment | None = None,
         mixup: float = 0.0,
         label_smoothing: float = 0.0,
+        world: World | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -177,6 +179,11 @@ class Trainer:
         # the plain step (no trick in the step itself): today's fast path, op for op
         self._plain = precision == "fp32" and accumulate == 1 and augment is None and not mixup \
             and not label_smoothing
+        self.world = world   # several processes (tricklab.train.distributed): each trains its shard of a batch
+        if world is not None and not self._plain:
+            raise ValueError("several processes train the plain step only: precision fp32, accumulate 1, no "
+                             "augment, mixup or label smoothing")
+        self._ddp = distributed.wrap(model, self.device) if world is not None else None
         self.wall_seconds = 0.0
         self.rows: list[TrainState] = []   # the loop's rows: this run's state while ``fit`` runs
 
@@ -220,7 +227,9 @@ class Trainer:
         state.x, state.y = x, y
         self._set_lr(state)
         self._fire("on_batch_begin", state)
-        if self._plain:
+        if self._ddp is not None:
+            out, loss = self._sharded_forward_backward(x, y)
+        elif self._plain:
             out = self.model(x)
             loss = self.loss_fn(out, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -237,6 +246,20 @@ class Trainer:
         else:
             self.optimizer.step()
         return state.loss, out
+
+    def _sharded_forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's shard of the global batch through DDP (gradients all-reduced: the global batch's mean
+        gradient, ``distributed.shard_weight``); returns the global batch's logits and mean loss, the same in
+        every process."""
+        assert self.world is not None and self._ddp is not None
+        xs, ys = distributed.shard(x, self.world), distributed.shard(y, self.world)
+        out = self._ddp(xs)
+        loss = self.loss_fn(out, ys)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * distributed.shard_weight(len(ys), len(y), self.world)).backward()
+        with torch.no_grad():
+            return (distributed.gather_batch(out.detach(), len(y), self.world),
+                    distributed.global_mean_loss(loss, len(ys), len(y)))
 
     def _tricked_forward_backward(self, x: torch.Tensor, y: torch.Tensor, step: int
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,6 +297,8 @@ class Trainer:
 
     def validate(self) -> list[dict[str, float] | None]:
         model = self.rows[0].eval_model or self.model
+        if self.world is not None:   # every process evaluates the same model
+            distributed.average_buffers(model)
         if is_data(self.val):
             return [evaluate(model, self.val, batch_size=self.eval_batch_size, loss_fn=self.loss_fn)]
         if self.val is None or not len(self.val[0]):
