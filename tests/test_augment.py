@@ -186,3 +186,12 @@ def test_the_augment_registry_builds_each_augmentation():
     assert build_augment("none") is None
     assert build_augment("shift_noise", shift=2, noise=0.0)(x, torch.Generator()).shape == x.shape
     assert build_augment("crop_flip", shift=1)(torch.randn(4, 1, 5, 5), torch.Generator()).shape == (4, 1, 5, 5)
+
+
+def test_shift_is_the_contracts_name_for_shift_noise():
+    """DESIGN.md's recipe shape spells it `data.augment: shift`; the recipe keeps the canonical name."""
+    from tricklab.recipe import load_recipe
+    from tricklab.tricks.augment import AUGMENTATIONS
+
+    assert load_recipe(None, ["data.augment=shift"]).data.augment == "shift_noise"
+    assert AUGMENTATIONS.canonical("shift") == "shift_noise"

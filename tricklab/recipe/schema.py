@@ -189,6 +189,12 @@ class DataConfig(Section):
     augment_noise: float = Field(0.05, ge=0.0, le=100.0, description="shift_noise: std of the added noise")
     mixup: float = Field(0.0, ge=0.0, le=100.0, description="mixup's alpha (Beta(α, α) mixing); 0 = off")
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        """``shift`` (DESIGN.md's name) is ``shift_noise``: the recipe keeps the canonical name."""
+        return "shift_noise" if v == "shift" else v
+
     @model_validator(mode="after")
     def _path_given(self) -> DataConfig:
         if self.name in FILE_DATASETS and not self.path and not self.python:

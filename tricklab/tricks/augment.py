@@ -41,7 +41,7 @@ def batch_generator(seed: int, step: int, device: torch.device | str) -> torch.G
 @AUGMENTATIONS.register(
     "shift_noise", formula="x'_t = x_{t-s} + σ·ε_t, s ~ U{-S..S}, ε_t ~ N(0, 1) (zero-filled)",
     reference="Greydanus 2020, Scaling down deep learning (MNIST-1D's own shifts and noise)",
-    lesson="make more data: label-preserving shifts and noise of 1-D signals")
+    lesson="make more data: label-preserving shifts and noise of 1-D signals", aliases=("shift",))
 def shift_noise(x: Tensor, generator: torch.Generator, max_shift: int, noise_std: float) -> Tensor:
     """Every example of ``x`` (B, C, L) shifted by its own s ~ U{−max_shift..max_shift} (zero-filled), plus
     N(0, noise_std²) noise; see the module's docstring."""
