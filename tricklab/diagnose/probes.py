@@ -434,7 +434,7 @@ def _output_tensor(output: Any) -> torch.Tensor | None:
     tensor of a tuple."""
     if isinstance(output, torch.Tensor):
         return output
-    logits = getattr(output, "logits", None)
+    logits = output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
         return logits
     if isinstance(output, (tuple, list)):

@@ -19,9 +19,11 @@ each repair) on three numbers that a sound initialisation fixes:
   normal: that is ``unscaled_inputs``). The gradient at step 0 is evidence too: the first/last gradient ratio
   (AUTOTRAINER's β₃ = 70 for an explosion) and each end's ‖g‖/‖W‖.
 
-Not judged here: a layer more than half saturated (a sigmoid/tanh net with oversized weights — the saturation
-rule names it after ``persist`` probes, and the gradient rules stand back as well), and a ReLU layer that is
-≥ 70 % dead (the dead-units rule): both are the same bad initial state seen through its activation, and those
+Not judged here: an explosion in a sigmoid/tanh net (half or more of its activations) with a layer more than
+half saturated, and a collapse in any net with such a layer (oversized weights in a sigmoid/tanh net — the lesson's
+deep sigmoid net with N(0, 1) weights: the saturation rule names it after ``persist`` probes, and the gradient
+rules stand back as well; one tanh elsewhere, BERT's pooler behind an exploding attention stack, does not hide an
+explosion), and a ReLU layer that is ≥ 70 % dead (the dead-units rule): both are the same bad initial state seen through its activation, and those
 rules carry the remedies that fit. Batch norm after a layer makes its scale harmless; the signal checks then
 see nothing, as they should.
 """
@@ -72,14 +74,21 @@ def gradient_evidence(layers: list[LayerStats]) -> dict[str, float]:
     return out
 
 
+def saturating_net(layers: list[LayerStats], fraction: float) -> bool:
+    """A sigmoid/tanh net (at least half of the layers with an activation have one) with a layer more than
+    ``fraction`` saturated: the saturation rule's case."""
+    acts = [lay.activation for lay in layers if lay.activation is not None]
+    return bool(acts) and 2 * sum(a in SATURATING for a in acts) >= len(acts) and max_saturation(layers) > fraction
+
+
 class _InitRule(Detector):
     """Shared by both directions: judged on the first record kept (the first probe of the run or after a reset)."""
 
     def judged(self, record: ProbeRecord, ctx: Context) -> list[LayerStats] | None:
         if len(ctx.records) != 1:
             return None
-        layers = [lay for lay in weight_layers(record)]
-        if len(layers) < 1 or max_saturation(layers) > self.t.saturated_fraction:
+        layers = weight_layers(record)
+        if not layers:
             return None
         if any(lay.activation == "relu" and finite(lay.frac_dead) and lay.frac_dead >= self.t.dead_fraction  # type: ignore[operator]
                for lay in layers):
@@ -121,7 +130,7 @@ class ExplodingInit(_InitRule):
             return None
         culprit = next((lay for lay in layers if finite(lay.weight_gain)
                         and lay.weight_gain >= self.t.init_gain_high), None)  # type: ignore[operator]
-        if culprit is None:
+        if culprit is None or saturating_net(layers, self.t.saturated_fraction):
             return None
         signal = signal_extremes(layers, record)
         ratio = init_loss_ratio(record, ctx)
@@ -146,6 +155,8 @@ class VanishingInit(_InitRule):
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         layers = self.judged(record, ctx)
         if not layers or len(layers) < 2:
+            return None
+        if max_saturation(layers) > self.t.saturated_fraction:
             return None
         signal = signal_extremes(layers, record)
         if signal is None or signal[1] > self.t.init_signal_decay:
