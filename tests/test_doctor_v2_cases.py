@@ -226,3 +226,22 @@ def test_rates_inside_the_range_are_not_named(make):
     model = scaled_(Net(), 1.0)
     kinds = train_watched(model, make(model.parameters()), steps=60).diagnosis()
     assert not {"lr_too_high", "lr_too_low"} & set(kinds), kinds
+
+
+def test_watch_tells_a_doctor_made_without_one_which_optimizer_runs():
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    doctor = Doctor()
+    w = watch(model, opt, every=5, doctor=doctor)
+    assert doctor.ctx.optimizer == "adam"
+    x, y = teacher()
+    for i in range(0, 60 * BATCH, BATCH):
+        i %= len(x) - BATCH
+        loss = F.cross_entropy(model(x[i:i + BATCH]), y[i:i + BATCH])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        w.step(loss)
+    w.close()
+    assert "lr_too_high" in doctor.diagnosis()

@@ -60,6 +60,9 @@ class Watch:
         self.alarms: list[Any] = []          # everything doctor.observe returned, in order
         self.steps = 0                       # iterations finished (calls of step)
         self._lr: float | None = None
+        if optimizer is not None and callable(getattr(doctor, "set_optimizer", None)) \
+                and getattr(getattr(doctor, "ctx", None), "optimizer", None) is None:
+            doctor.set_optimizer(optimizer)   # the learning-rate rules compare with this optimizer's range
         self._handles = [model.register_forward_pre_hook(self._on_forward, with_kwargs=True)]
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
@@ -125,6 +128,7 @@ def watch(
     """Watch ``model`` in a hand-written loop: per-layer statistics every ``every`` steps (see ``Watch``).
 
     ``doctor``: any object with ``observe(record) -> list`` (``tricklab.diagnose.Doctor``); its alarms
-    collect in ``Watch.alarms``.
+    collect in ``Watch.alarms``. A ``Doctor`` made without an optimizer is told ``optimizer``'s (its learning-rate
+    rules compare the rate with that optimizer's typical range).
     """
     return Watch(model, optimizer, every, doctor, keep=keep, on_record=on_record)
