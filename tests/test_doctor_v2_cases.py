@@ -245,3 +245,16 @@ def test_watch_tells_a_doctor_made_without_one_which_optimizer_runs():
         w.step(loss)
     w.close()
     assert "lr_too_high" in doctor.diagnosis()
+
+
+def test_a_dead_nets_logits_in_0_1_are_not_taken_for_probabilities():
+    torch.manual_seed(0)
+    dead = Net()
+    with torch.no_grad():
+        for layer in dead.layers:
+            layer.bias.fill_(-10.0)
+        dead.out.bias.fill_(0.5)                                          # every logit 0.5: in [0, 1], no softmax
+    kinds = train_watched(dead, steps=2, every=1, loss="cross_entropy").diagnosis()
+    assert "output_loss_mismatch" not in kinds
+    sigmoid_head = train_watched(Net(head=torch.sigmoid), steps=2, every=1, loss="cross_entropy")
+    assert sigmoid_head.diagnosis() == ["output_loss_mismatch"]

@@ -9,7 +9,8 @@
   once; elsewhere the loss is unknown (log + NLL is right for the same output, BCE for sigmoid outputs), so the
   finding also needs the loss to stay at or above the cross-entropy floor for ``plateau_window`` probes — a
   correct loss falls below it (BCE of a fresh sigmoid head is ≈ 0.69). Outputs all in [0, 1] without summing to
-  1 (a sigmoid head) count as probabilities too.
+  1 count as probabilities where the probe saw an activation function produce them (a sigmoid head) — the
+  logits of a net whose ReLUs are all dead are its last layer's bias, and those can lie in [0, 1] too.
 - **The wrong number of outputs.** With C classes and a C′-wide output, C′ > C trains silently (the extra
   classes are never a target; the loss at init is ln C′, not ln C); C′ < C fails on the first target ≥ C′.
   Needs the class count (the Trainer gives it; ``Doctor(num_classes=...)`` elsewhere).
@@ -57,12 +58,15 @@ class OutputLossMismatch(Detector):
                 "output_dim": dim, "classes": ctx.num_classes, "loss": record.loss,
                 "ln_output_dim": math.log(dim), "ln_classes": math.log(ctx.num_classes)}, explainable=False)
         bounded, softmax = outputs_probabilities(record, self.t.probability_tolerance)
+        # rows that sum to 1, or values in [0, 1] that an activation at the end of forward produced (the logits of
+        # a dead net are its last bias: they can lie in [0, 1] without being probabilities)
+        probabilities = softmax or (bounded and record.output_activation is not None)
         c = dim or 0
         floor = probability_floor(c) if c >= 2 else math.nan
         if ctx.loss == "cross_entropy":
-            holds, need = bounded, 1
+            holds, need = probabilities, 1
         else:
-            holds = bounded and finite(record.loss) and record.loss >= floor - self.t.probability_tolerance
+            holds = probabilities and finite(record.loss) and record.loss >= floor - self.t.probability_tolerance
             need = self.t.plateau_window
         if self.streak.update(bool(holds), record.step) < need:
             return None
