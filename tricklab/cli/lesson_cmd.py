@@ -22,7 +22,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 EPILOG = """lessons: {names}
 
 examples:
-  tricklab lesson init --quick           # one lesson, small budget (3 seeds, few epochs; under a minute on 2 cores)
+  tricklab lesson init --quick           # smoke: 3 seeds, few epochs, 1 tuning seed (1-2 minutes on 2 cores)
   tricklab lesson all                    # the verdicts of record (docs/LESSONS.md has their runtime)
   tricklab lesson all --quick --json     # last line: a JSON list, one object per lesson
 

@@ -4,8 +4,8 @@ A ``Lesson`` names its section of ``seed/TrainingTricks.de.md`` (the German titl
 the claim, verbatim), states the claim in English, and defines
 
 - the study: a base recipe, named arms (override sets, one or two factors), and two budgets — ``full`` (the
-  verdict of record, documented in docs/LESSONS.md) and ``quick`` (at least 3 seeds, fewer epochs: a check
-  that the lesson runs, each in under a minute on 2 cores);
+  verdict of record, documented in docs/LESSONS.md) and ``quick`` (3 seeds, fewer epochs, one tuning seed: a
+  smoke check that the lesson's machinery runs — its verdict is ``smoke`` —, 15–100 s of CPU per lesson);
 - the checks: paired comparisons ``treatment − baseline`` of one per-trial measure, where each side is the
   mean over one or more arms *at the same seed*, judged against the measure's margin of practical relevance by
   the method made for it (``verdicts``, ``inference``). The first check is the claim's test and gives the lesson's
