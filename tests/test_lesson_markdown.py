@@ -30,6 +30,8 @@ def test_a_changed_verdict_says_why_from_the_new_numbers(tmp_path, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| 1 | `batchnorm`"))
     assert "**inconclusive** | not_supported" in row and "disagree in sign" in row and "mlp +0.07" in row
     assert "| `batchnorm` | untuned" in text      # judged here without the LR grid
+    smoke = {**r, "verdict": "smoke"}
+    assert "gives no verdict" in render([smoke], {"batchnorm": "not_supported"})
     assert main([str(out), "--old", str(DOCS)]) == 0
     assert "## Verdicts" in capsys.readouterr().out
 

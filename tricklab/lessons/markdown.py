@@ -64,6 +64,8 @@ def _check(r: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
 def why_changed(r: Mapping[str, Any], old: str) -> str:
     """Why the verdict of ``r`` differs from ``old``, from ``r``'s own numbers (first reason that applies)."""
     new = r["verdict"]
+    if new == "smoke":
+        return "a quick run is smoke: it checks the machinery and gives no verdict"
     primary = (r.get("checks") or [{}])[0]
     pool = primary.get("pool")
     if pool and not pool.get("agree_in_sign"):
