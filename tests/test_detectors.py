@@ -327,14 +327,22 @@ def test_overfitting_compares_the_training_split_evaluated_like_the_validation_s
 
 
 def test_overfitting_is_not_judged_before_the_model_has_learned():
-    rows = [{"train_eval_accuracy": 0.7, "val_accuracy": 0.12, "train_loss": 0.9, "val_loss": 2.3}] * 3
+    # the loss rule: a validation loss rising beyond its noise while the training loss falls
+    rows = [{"train_loss": t, "val_loss": v, "val_loss_se": 0.02, "val_accuracy": 0.12}
+            for t, v in [(2.2, 2.3), (1.8, 2.4), (1.5, 2.5)]]
     ctx = Context(T)
     ctx.add_record(rec(0, loss=2.5))                                      # the untrained net's loss: ~ln 10
     assert all(f is None for f in epochs(Overfitting(T), rows, ctx))     # validation never beat 0.9 × 2.5
-    learned = [dict(r, val_loss=2.0) for r in rows]
+    learned = [dict(r, val_loss=r["val_loss"] - 0.3) for r in rows]
     ctx = Context(T)
     ctx.add_record(rec(0, loss=2.5))
     assert epochs(Overfitting(T), learned, ctx)[-1] is not None
+    # the gap rule: the training split must be fit well above chance (ten classes: 23.5 %), evaluated
+    gap_rows = [{"train_eval_accuracy": 0.2, "val_accuracy": 0.05, "train_loss": 2.2, "val_loss": 2.3}] * 3
+    ctx = Context(T, num_classes=10)
+    assert all(f is None for f in epochs(Overfitting(T), gap_rows, ctx))
+    fit = [dict(r, train_eval_accuracy=1.0) for r in gap_rows]           # memorised: 100 % vs 5 %
+    assert epochs(Overfitting(T), fit, Context(T, num_classes=10))[-1] is not None
 
 
 def test_overfitting_is_not_judged_while_the_run_is_unstable():

@@ -125,6 +125,8 @@ class Thresholds:
                                            # 23.5 % for ten classes (an unstable start at SGD lr 50 sat at 23 %
                                            # with its training loss rising; 60 examples of the teacher task
                                            # memorised by a wide MLP reach 36 % while the val loss climbs ×6)
+    overfit_gap_large: float = 0.3         # ours: 3 × AUTOTRAINER's gap — memorisation, even while the
+                                           # validation loss still creeps down
     plateau_floor: float = 0.05            # train loss below 5 % of the start loss is a floor, not a plateau
 
     def __post_init__(self) -> None:
