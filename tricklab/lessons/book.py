@@ -156,6 +156,15 @@ def _images(r: LessonResult) -> list[tuple[str, BookImage]]:
     if png:
         out.append((f"{m.label} per arm", BookImage(png, f"{r.lesson.name}: {m.label} per arm and seed",
                                                      "Small dots: seeds; diamond: mean; bar: 95% t interval.")))
+    if any(c.check.measure.method == "permutation" and c.check.measure.key.startswith(("steps_to", "seconds_to"))
+           for c in r.checks):
+        target = (r.lesson.target or {}).get("value")
+        png = lesson_plots.time_to_accuracy([(arm, r.histories(arm)) for arm in r.arms],
+                                            float(target) if isinstance(target, int | float) else None)
+        if png:
+            out.append(("Time to accuracy", BookImage(png, f"{r.lesson.name}: validation accuracy by steps and by "
+                                                           "seconds", "One line per seed, measured at epoch ends; "
+                                                           "dashed: the target of the speed checks.")))
     curves = plots.arm_curves([(arm, r.histories(arm)) for arm in r.arms])
     if curves:
         out.append(("Learning curves", BookImage(curves, f"{r.lesson.name}: learning curves per arm",

@@ -103,3 +103,39 @@ def layer_profiles(panels: Sequence[ProfilePanel], ncols: int = 2) -> str | None
         for ax in flat[len(panels):]:
             ax.set_visible(False)
         return to_base64_png(fig)
+
+
+def time_to_accuracy(arms: Sequence[tuple[str, Sequence[Sequence[Mapping[str, object]]]]], target: float | None,
+                     metric: str = "val_accuracy") -> str | None:
+    """``metric`` against optimizer steps (left) and against training wall seconds (right, the summed
+    ``epoch_seconds``), one thin line per seed coloured by arm, a dashed line at ``target``: "faster" in both units
+    a lesson checks it in. None when no history has the metric."""
+    def points(history: Sequence[Mapping[str, object]]) -> tuple[list[float], list[float], list[float]]:
+        steps, seconds, values, elapsed = [], [], [], 0.0
+        for h in history:
+            step, sec, value = h.get("step"), h.get("epoch_seconds"), h.get(metric)
+            elapsed += float(sec) if isinstance(sec, int | float) and math.isfinite(sec) else math.nan
+            if isinstance(step, int | float) and isinstance(value, int | float):
+                steps.append(float(step))
+                seconds.append(elapsed)
+                values.append(float(value))
+        return steps, seconds, values
+
+    drawn = [(name, [points(h) for h in histories]) for name, histories in arms]
+    if not any(values for _, runs in drawn for _, _, values in runs):
+        return None
+    colors = _arm_colors(len(drawn))
+    with _figure(3.6, ncols=2) as (fig, axes):
+        for ax, index, xlabel in ((axes[0, 0], 0, "optimizer steps"), (axes[0, 1], 1, "training seconds (wall)")):
+            for (name, runs), color in zip(drawn, colors):
+                for k, run in enumerate(runs):
+                    xs, ys = finite(run[index]), finite(run[2])
+                    if xs.size:
+                        ax.plot(xs, ys, color=color, linewidth=1.0, alpha=0.6, marker="o", markersize=2,
+                                label=_label(_short(name, 30)) if k == 0 else None)
+            if target is not None:
+                ax.axhline(target, color="black", linestyle="--", linewidth=0.8)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(plain(metric))
+        axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+        return to_base64_png(fig)
