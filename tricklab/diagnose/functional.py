@@ -56,6 +56,11 @@ OTHER_NONLINEAR = frozenset({
 """Nonlinear functions that are not a unit's activation: counted for the linear-model check only."""
 
 
+_CALLS: dict[Any, str] = {**{f: "other" for f in OTHER_NONLINEAR}, **{f: "clamp" for f in CLAMPS},
+                          **ACTIVATION_FUNCTIONS}
+"""Every function the capture looks at → its family, ``clamp`` or ``other``: one dictionary lookup per call."""
+
+
 def _clamp_is_relu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     low = kwargs.get("min", args[1] if len(args) > 1 else None)
     high = kwargs.get("max", args[2] if len(args) > 2 else None)
@@ -64,12 +69,13 @@ def _clamp_is_relu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 def call_family(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """The activation family of one call (``relu`` … ``selu``), ``"other"`` for another nonlinearity, else None."""
-    family = ACTIVATION_FUNCTIONS.get(func)
-    if family is not None:
-        return family
-    if func in CLAMPS:
+    try:
+        family = _CALLS.get(func)
+    except TypeError:     # an unhashable callable: not one of ours
+        return None
+    if family == "clamp":
         return "relu" if _clamp_is_relu(args, kwargs) else None
-    return "other" if func in OTHER_NONLINEAR else None
+    return family
 
 
 class ActivationCapture(TorchFunctionMode):
@@ -85,14 +91,10 @@ class ActivationCapture(TorchFunctionMode):
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        try:
-            hashable = func in ACTIVATION_FUNCTIONS or func in CLAMPS or func in OTHER_NONLINEAR
-        except TypeError:     # an unhashable callable: not one of ours
-            hashable = False
-        if hashable:
-            family = call_family(func, args, kwargs)
+        family = call_family(func, args, kwargs)
+        if family is not None:
             result = out[0] if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) else out
-            if family is not None and isinstance(result, torch.Tensor):
+            if isinstance(result, torch.Tensor):
                 first = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input")
                 self.on_call(family, first if isinstance(first, torch.Tensor) else None, result)
         return out
