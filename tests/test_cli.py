@@ -159,8 +159,11 @@ def test_the_tricks_catalogue_lists_every_registry_of_the_tricks_package():
 
     import tricklab.tricks
     from tricklab.cli.tricks_cmd import CATALOGUE
-    from tricklab.registry import ALL_REGISTRIES
+    from tricklab.registry import Registry
 
-    for module in pkgutil.iter_modules(tricklab.tricks.__path__):
-        importlib.import_module(f"tricklab.tricks.{module.name}")
-    assert set(ALL_REGISTRIES) - set(CATALOGUE) == set()
+    # the registries the tricks package defines (ALL_REGISTRIES also holds those of whatever else the process
+    # imported — tricklab.data's datasets are no trick)
+    kinds = {value.kind for module in pkgutil.iter_modules(tricklab.tricks.__path__)
+             for value in vars(importlib.import_module(f"tricklab.tricks.{module.name}")).values()
+             if isinstance(value, Registry)}
+    assert len(kinds) >= 15 and kinds - set(CATALOGUE) == set()
