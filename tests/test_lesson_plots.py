@@ -28,3 +28,21 @@ def test_a_lesson_with_a_speed_check_shows_the_figure_in_its_book_section(tmp_pa
     section = book_section(_batchnorm(tmp_path, 0.05, 0.03), tmp_path / "book.html")
     assert "Time to accuracy" in [title for title, _ in section.images]
     assert any("learning rate" == key for key, _ in section.setup)
+
+
+def test_the_checks_forest_plot_gives_each_measure_its_own_panel(tmp_path, monkeypatch):
+    """Accuracy points and step counts never share an axis (issue 18 item 8): one panel per measure."""
+    from tricklab.lessons import book
+    from tricklab.report import plots
+
+    drawn = []
+    real = plots.forest_panels
+    monkeypatch.setattr(plots, "forest_panels", lambda panels, title: drawn.append(panels) or real(panels, title))
+    result = _batchnorm(tmp_path, 0.05, 0.03)
+    section = book.book_section(result, tmp_path / "book.html")
+    assert "Checks" in [title for title, _ in section.images]
+    (panels,) = drawn
+    by_label = {c.check.name: c.check.measure.label for c in result.checks}
+    assert len(panels) == len(set(by_label.values())) >= 2             # the speed check's steps apart from accuracy
+    for xlabel, rows in panels:
+        assert {by_label[row.label] for row in rows} == {xlabel.removeprefix("effect on ")}

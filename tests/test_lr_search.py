@@ -85,11 +85,14 @@ def test_a_run_with_lr_auto_trains_with_the_suggestion_and_keeps_its_recipe(tmp_
     assert result.lr_found == expected and result.recipe["optimizer"]["lr"] == "auto"
     assert json.loads((run / "result.json").read_text())["lr_found"] == expected
     assert "lr: auto" in (run / "recipe.yaml").read_text()                # its identity: the recipe as written
+    assert f"lr: auto  # the range test chose {expected:.4g}" in (run / "recipe.yaml").read_text()  # and the η
+    assert load_recipe(run / "recipe.yaml").optimizer.lr == "auto"
     assert json.loads((run / LR_FIND_JSON).read_text())["suggestion"] == expected and (run / LR_FIND_PNG).is_file()
     # a resumed (here: extended) run trains on with the η its first start chose, read from lr_find.json
     saved = json.loads((run / LR_FIND_JSON).read_text())
     (run / LR_FIND_JSON).write_text(json.dumps({**saved, "suggestion": 0.0123}))
     assert train(resume=run, overrides=["epochs=3"]).lr_found == 0.0123
+    assert "# the range test chose 0.0123" in (run / "recipe.yaml").read_text()
     assert population_unsupported(auto) == "optimizer.lr"                   # each trial runs its own range test
     # the run report shows the range test it ran first (redrawn from lr_find.json), or says the file is damaged
     from tricklab.report import write_run_report

@@ -135,12 +135,13 @@ def _bounded(x: float | None) -> float | None:
 
 def _images(r: LessonResult) -> list[tuple[str, BookImage]]:
     out: list[tuple[str, BookImage]] = []
-    rows = [plots.ForestRow(c.check.name, _bounded(c.oriented.effect), _bounded(c.oriented.ci_low),
-                            _bounded(c.oriented.ci_high),
-                            plots.UNCLEAR if r.smoke else VERDICT_COLORS.get(c.verdict, plots.UNCLEAR))
-            for c in r.checks]
-    png = plots.forest_plot(rows, "checks: oriented effect with 95% CI (right of 0 = the claim holds)",
-                            "effect (each check in its own measure's units)")
+    by_measure: dict[str, list[plots.ForestRow]] = {}     # one panel per measure: one unit per axis
+    for c in r.checks:
+        by_measure.setdefault(c.check.measure.label, []).append(plots.ForestRow(
+            c.check.name, _bounded(c.oriented.effect), _bounded(c.oriented.ci_low), _bounded(c.oriented.ci_high),
+            plots.UNCLEAR if r.smoke else VERDICT_COLORS.get(c.verdict, plots.UNCLEAR)))
+    png = plots.forest_panels([(f"effect on {label}", rows) for label, rows in by_measure.items()],
+                              "checks: oriented effect with 95% CI (right of 0 = the claim holds)")
     if png:
         out.append(("Checks", BookImage(png, f"{r.lesson.name}: forest plot of the checks",
                                         "Green: supported, red: not supported, gray: inconclusive or no meaningful difference "

@@ -313,6 +313,11 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return recipe.model_dump(mode="json")
 
 
-def save_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
-    """Write the resolved recipe as YAML, atomically."""
-    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+def save_recipe(recipe: Recipe, path: str | os.PathLike[str], *, lr_found: float | None = None) -> None:
+    """Write the resolved recipe as YAML, atomically. ``lr_found``: the η an ``optimizer.lr: auto`` run chose,
+    written as a comment on that line — the recipe stays as written (its identity), a reader sees the η."""
+    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+    if lr_found is not None:
+        text = text.replace("\n  lr: auto\n", f"\n  lr: auto  # the range test chose {lr_found:.4g} (lr_find.json); "
+                                                "the run trains with it\n", 1)
+    atomic_write_text(path, text)

@@ -444,6 +444,8 @@ def _train(recipe: Recipe | dict[str, Any] | str | os.PathLike[str] | None, over
                            git_rev=git_revision(), **(study or {}))
             try:
                 lr_found = choose_lr(rec, splits, run_path, resume is not None) if rec.optimizer.lr == "auto" else None
+                if lr_found is not None:
+                    save_recipe(rec, run_path / RECIPE_FILE, lr_found=lr_found)
                 work = rec if lr_found is None else with_lr(rec, lr_found)
                 result = _execute(work, run_path, resume is not None, progress, list(callbacks), splits, device,
                                   started)
