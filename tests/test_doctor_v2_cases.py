@@ -228,6 +228,37 @@ def test_rates_inside_the_range_are_not_named(make):
     assert not {"lr_too_high", "lr_too_low"} & set(kinds), kinds
 
 
+@pytest.mark.parametrize("given", [False, True], ids=["read-from-the-scheduler", "given"])
+def test_a_warming_up_rate_is_named_by_the_rate_the_loop_was_set_to(given):
+    """A 1cycle warm-up reads max_lr / 25 at the start: the alarm names the rate the user set (the schedule's
+    peak: torch's schedulers keep it in the groups' max_lr/initial_lr, or ``Doctor(lr=...)``), and the rate at
+    the step beside it; the advice divides the set rate."""
+    from tricklab.diagnose.detectors.learning_rate import scheduled_peak
+
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=400)
+    assert scheduled_peak(opt) == 1.0 and scheduled_peak("adam") is None
+    doctor = Doctor(num_classes=CLASSES, optimizer="adam", lr=1.0) if given else Doctor(num_classes=CLASSES)
+    w = watch(model, opt, every=5, doctor=doctor)
+    x, y = teacher()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        idx = torch.randint(0, len(x), (BATCH,), generator=g)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        w.step(loss)
+    w.close()
+    alarm = next(a for a in doctor.alarms if a.kind == "lr_too_high")
+    assert alarm.evidence["lr"] == 1.0 and alarm.evidence["lr_now"] < 0.5
+    assert alarm.message.startswith(f"Learning rate too high since step {alarm.step}: 1 (set; ")
+    assert "at this step, on its schedule" in alarm.message and alarm.advice[0].startswith("optimizer.lr=0.1:")
+
+
 def test_watch_tells_a_doctor_made_without_one_which_optimizer_runs():
     torch.manual_seed(0)
     model = Net()

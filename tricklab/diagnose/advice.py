@@ -294,9 +294,19 @@ def _range(e: dict[str, float]) -> str:
     return f"{fmt(e.get('range_low'), 2)} … {fmt(e.get('range_high'), 2)}" + (f" for {name}" if name else "")
 
 
+def _rate(e: dict[str, float], lr: float | None) -> tuple[float | None, str]:
+    """The rate to name and how: the set rate, with the scheduled rate at the step when a warm-up or decay has
+    moved it by more than a tenth ("50 (12.7 at this step, on its schedule)")."""
+    rate, now = e.get("lr", lr), e.get("lr_now")
+    shown = fmt(rate)
+    if rate and now and math.isfinite(now) and abs(now - rate) > 0.1 * rate:
+        shown += f" (set; {fmt(now)} at this step, on its schedule)"
+    return rate, shown
+
+
 def _lr_high(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     e = f.evidence
-    rate = e.get("lr", lr)
+    rate, shown = _rate(e, lr)
     sign = {"nonfinite": "the loss became NaN/Inf",
             "oversized": (f"each step changes the median layer by 10^{fmt(e.get('log10_update_ratio'), 2)} of its "
                           "weights (healthy ≈ 1e-3)"),
@@ -306,7 +316,7 @@ def _lr_high(f: Finding, lr: float | None) -> tuple[str, list[str]]:
             "wrecked": (f"the first steps were oversized, and since then the net is wrecked: ReLUs dead, weights inflated "
                         f"or the loss stuck at {fmt(e.get('loss'))} (start {fmt(e.get('loss_start'))})")
             }.get(f.criterion, "the steps are too large")
-    msg = (f"Learning rate too high since step {f.step}: {fmt(rate)} is {fmt(e.get('times_high'), 2)} × the top of "
+    msg = (f"Learning rate too high since step {f.step}: {shown} is {fmt(e.get('times_high'), 2)} × the top of "
            f"the typical range {_range(e)}, and {sign}.")
     return msg, [
         f"{lr_times(rate, 0.1)}: a ten times smaller learning rate (or one inside {_range(e)})",
@@ -317,11 +327,11 @@ def _lr_high(f: Finding, lr: float | None) -> tuple[str, list[str]]:
 
 def _lr_low(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     e = f.evidence
-    rate = e.get("lr", lr)
+    rate, shown = _rate(e, lr)
     sign = (f"each step changes the median layer by only 10^{fmt(e.get('log10_update_ratio'), 2)} of its weights"
             if f.criterion == "tiny" else f"the loss has not moved from {fmt(e.get('loss_start'))} "
                                           f"(now {fmt(e.get('loss'))})")
-    msg = (f"Learning rate too low since step {f.step}: {fmt(rate)} is {fmt(e.get('times_low'), 2)} × below the "
+    msg = (f"Learning rate too low since step {f.step}: {shown} is {fmt(e.get('times_low'), 2)} × below the "
            f"bottom of the typical range {_range(e)}, and {sign}.")
     return msg, [
         f"{lr_times(rate, 100)}: a learning rate inside {_range(e)}",

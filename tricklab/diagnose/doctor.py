@@ -56,7 +56,7 @@ from tricklab.diagnose.detectors import (
     VanishingGradients,
     VanishingInit,
 )
-from tricklab.diagnose.detectors.learning_rate import optimizer_family
+from tricklab.diagnose.detectors.learning_rate import optimizer_family, scheduled_peak
 from tricklab.diagnose.detectors.loss import nonfinite_finding
 from tricklab.diagnose.records import Alarm, ProbeRecord
 
@@ -125,24 +125,29 @@ class Doctor:
     capacity check (too many parameters per training example); ``max_records``/``max_epochs``: memory bounds;
     ``num_classes``: the targets' class count (the output-width and ln C checks; else the output's width is
     taken); ``optimizer``: the optimizer in use or its name (``adamw``, ``sgd`` ...; the learning-rate rules
-    compare the rate with its typical range); ``loss``: ``"cross_entropy"`` when the loop is known to use it.
+    compare the rate with its typical range); ``loss``: ``"cross_entropy"`` when the loop is known to use it;
+    ``lr``: the rate the loop was set to (a schedule's peak) — the learning-rate alarms name it rather than the
+    rate a warm-up has reached at the step (read from the optimizer's ``initial_lr``/``max_lr`` when not given).
     """
 
     def __init__(self, thresholds: Thresholds | None = None, *, num_params: int | None = None,
                  num_examples: int | None = None, max_records: int = MAX_RECORDS, max_epochs: int = 64,
                  detectors: Sequence[type[Detector]] = DETECTORS, num_classes: int | None = None,
-                 optimizer: Any = None, loss: str | None = None) -> None:
+                 optimizer: Any = None, loss: str | None = None, lr: float | None = None) -> None:
         self.thresholds = thresholds or Thresholds()
         self.max_records, self.max_epochs = max_records, max_epochs
         self._num_params, self._num_examples = num_params, num_examples
         self._setup = {"num_classes": num_classes, "optimizer": optimizer_family(optimizer),
-                       "loss": loss if loss in ("cross_entropy",) else None}
+                       "loss": loss if loss in ("cross_entropy",) else None, "lr": lr}
+        self._optimizer = None if lr is not None else optimizer   # where the set rate is read (``scheduled_peak``)
         self._detector_types = tuple(detectors)
         self.reset(keep_static=False)
 
     # -- the three inputs ---------------------------------------------------------------------------------
     def observe(self, record: ProbeRecord) -> list[Alarm]:
         """Judge one probe record; returns the alarms raised for the first time."""
+        if self._optimizer is not None and (peak := scheduled_peak(self._optimizer)) is not None:
+            self.ctx.configured_lr = self._setup["lr"] = peak   # a scheduler made after the doctor sets it late
         self.ctx.add_record(record)
         findings = [f for d in self.detectors if (f := d.observe(record, self.ctx)) is not None]
         return self._raise(findings, record.step)
@@ -185,6 +190,13 @@ class Doctor:
         """The optimizer in use (or its name) — for loops that make it after the doctor."""
         self._setup["optimizer"] = optimizer_family(optimizer)
         self.ctx.optimizer = self._setup["optimizer"]
+        if self._optimizer is None and self._setup["lr"] is None:
+            self._optimizer = optimizer
+
+    def set_lr(self, lr: float | None) -> None:
+        """The rate the loop is set to now (a schedule's peak) — e.g. after a repair changed it."""
+        self._optimizer = None
+        self.ctx.configured_lr = self._setup["lr"] = lr
 
     def diagnosis(self) -> list[str]:
         """The alarm kinds found, in the order first raised, each once."""
@@ -242,7 +254,8 @@ class Doctor:
             self._entries[(entry.alarm.kind, entry.group)] = entry
         self.ctx.raised = {e.alarm.kind for e in self._entries.values()}
         self._info = {a["kind"]: Alarm(**a) for a in state.get("info", [])}
-        self._setup.update(num_classes=self.ctx.num_classes, optimizer=self.ctx.optimizer, loss=self.ctx.loss)
+        self._setup.update(num_classes=self.ctx.num_classes, optimizer=self.ctx.optimizer, loss=self.ctx.loss,
+                           lr=self.ctx.configured_lr)
 
     # -- internals ----------------------------------------------------------------------------------------
     def _raise(self, findings: list[Finding], step: int) -> list[Alarm]:

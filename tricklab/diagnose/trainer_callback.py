@@ -103,6 +103,7 @@ class DoctorCallback(Callback):
             "num_classes": _class_count(trainer),
             "optimizer": named if optimizer_family(named) is not None else state.optimizer,
             "loss": "cross_entropy" if trainer.loss_fn is F.cross_entropy else None,
+            "lr": self._peak(state),
         }
         self.doctor = Doctor(num_params=num_params, num_examples=trainer.num_examples,
                              **{**setup, **self.doctor_kwargs})
@@ -285,6 +286,7 @@ class DoctorCallback(Callback):
             state.stop, state.stop_reason = True, f"doctor: start again with {what}"
             return " + ".join(done) + ("" if action.rebuild else " (restart: no healthy epoch to roll back to)")
         self.doctor.reset()
+        self.doctor.set_lr(self._peak(state))
         self._ratios.clear()
         return " + ".join(done)
 

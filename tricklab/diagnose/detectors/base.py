@@ -122,7 +122,7 @@ class Context:
 
     def __init__(self, thresholds: Thresholds, *, num_params: int | None = None, num_examples: int | None = None,
                  max_records: int = 64, max_epochs: int = 64, num_classes: int | None = None,
-                 optimizer: str | None = None, loss: str | None = None) -> None:
+                 optimizer: str | None = None, loss: str | None = None, lr: float | None = None) -> None:
         self.thresholds = thresholds
         self.num_params = num_params
         self.num_examples = num_examples
@@ -139,7 +139,8 @@ class Context:
         self.start_loss = math.nan              # the first finite probe loss (see ``add_record``)
         self.start_grad_norm = math.nan         # and global gradient norm
         self.start_weight_norm = math.nan       # and the median weight layer's ‖W‖
-        self.peak_lr: float | None = None
+        self.peak_lr: float | None = None       # the highest rate seen in the records and epochs so far
+        self.configured_lr: float | None = lr   # the rate the loop was set to (a schedule's peak), when known
 
     # -- feeding ----------------------------------------------------------------------------------------
     def add_record(self, record: ProbeRecord) -> None:
@@ -198,6 +199,12 @@ class Context:
         improvement = self.loss_improvement()
         return improvement is None or improvement < self.thresholds.moving_improvement
 
+    def named_lr(self, lr: float | None) -> float | None:
+        """The rate to name for ``lr``, a rate read at a step: the rate the loop was set to when known (what a
+        user wrote — a schedule's warm-up reads ``lr`` / 25 at the start of a 1cycle run), else ``lr``."""
+        configured = self.configured_lr
+        return configured if finite(configured) and configured > 0 else lr  # type: ignore[operator]
+
     def lr_near_peak(self, lr: float | None, gate: float) -> bool:
         """True unless the schedule has annealed ``lr`` below ``gate`` × the peak lr seen so far."""
         if not finite(lr) or not finite(self.peak_lr) or not self.peak_lr:
@@ -214,6 +221,7 @@ class Context:
             "start_grad_norm": self.start_grad_norm,
             "start_weight_norm": self.start_weight_norm,
             "peak_lr": self.peak_lr,
+            "configured_lr": self.configured_lr,
             "unstable_step": self.unstable_step,
             "num_params": self.num_params,
             "num_examples": self.num_examples,
@@ -232,6 +240,7 @@ class Context:
         self.start_grad_norm = float(state.get("start_grad_norm", math.nan))
         self.start_weight_norm = float(state.get("start_weight_norm", math.nan))
         self.peak_lr = state.get("peak_lr")
+        self.configured_lr = state.get("configured_lr", self.configured_lr)
         self.unstable_step = state.get("unstable_step")
         self.num_params = state.get("num_params", self.num_params)
         self.num_examples = state.get("num_examples", self.num_examples)

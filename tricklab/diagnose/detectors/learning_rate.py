@@ -89,6 +89,17 @@ def optimizer_family(optimizer: Any) -> str | None:
     return family
 
 
+def scheduled_peak(optimizer: Any) -> float | None:
+    """The rate a ``torch.optim.Optimizer`` was set to before its scheduler moved it: torch's schedulers keep it
+    in each group's ``initial_lr`` (``OneCycleLR``: ``max_lr``). None for a name, or a group without either."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not groups:
+        return None
+    rates = [v for key in ("max_lr", "initial_lr") if isinstance(v := groups[0].get(key), (int, float))
+             and math.isfinite(v) and v > 0]
+    return float(max(rates)) if rates else None
+
+
 def typical_range(ctx: Context) -> tuple[float, float] | None:
     if ctx.optimizer is None or ctx.optimizer not in TYPICAL_LR:
         return None
@@ -140,8 +151,10 @@ class LearningRateTooHigh(Detector):
             return None
         criterion = ("nonfinite" if nonfinite else "oversized" if oversized else "diverging" if diverging
                      else "growth" if growing else "wrecked")
+        named = ctx.named_lr(lr)
         return self.finding(self.streak.start(record.step), criterion, (), {
-            "lr": lr, "range_low": bounds[0], "range_high": bounds[1], "times_high": lr / bounds[1],  # type: ignore[operator]
+            "lr": named, "lr_now": lr, "range_low": bounds[0], "range_high": bounds[1],
+            "times_high": named / bounds[1],  # type: ignore[operator]
             "family_index": list(TYPICAL_LR).index(ctx.optimizer),  # type: ignore[arg-type]
             "log10_update_ratio": med if med is not None and math.isfinite(med) else (30.0 if nonfinite else -30.0),
             "loss": record.loss, "loss_start": start_loss, "grad_norm": record.grad_norm,
@@ -171,8 +184,10 @@ class LearningRateTooLow(Detector):
         holds = near_start and (tiny or (len(ctx.records) > self.t.persist and ctx.stalled()))
         if self.streak.update(holds, record.step) < self.t.persist:
             return None
+        named = ctx.named_lr(lr)
         return self.finding(self.streak.start(record.step), "tiny" if tiny else "stalled", (), {
-            "lr": lr, "range_low": bounds[0], "range_high": bounds[1], "times_low": bounds[0] / lr,  # type: ignore[operator]
+            "lr": named, "lr_now": lr, "range_low": bounds[0], "range_high": bounds[1],
+            "times_low": bounds[0] / named,  # type: ignore[operator]
             "family_index": list(TYPICAL_LR).index(ctx.optimizer),  # type: ignore[arg-type]
             "log10_update_ratio": med if med is not None and math.isfinite(med) else -30.0,
             "loss": record.loss, "loss_start": start})
