@@ -74,11 +74,12 @@ def first_fire(results: list[Finding | None]) -> int | None:
     return next((i for i, f in enumerate(results) if f is not None), None)
 
 
-def epochs(detector: Detector, rows: list[dict[str, float]], ctx: Context | None = None) -> list[Finding | None]:
+def epochs(detector: Detector, rows: list[dict[str, float]], ctx: Context | None = None,
+           steps_per_epoch: int = 10) -> list[Finding | None]:
     ctx = ctx or Context(detector.t)
     out = []
     for i, row in enumerate(rows):
-        m = EpochMetrics.from_metrics(i, 10 * (i + 1), row)
+        m = EpochMetrics.from_metrics(i, steps_per_epoch * (i + 1), row)
         ctx.add_epoch(m)
         out.append(detector.end_epoch(m, ctx))
     return out
@@ -279,11 +280,21 @@ def test_plateau_on_probes_while_the_learning_rate_is_up():
 
 def test_plateau_on_epochs_unless_the_training_set_is_fit():
     rows = [{"train_loss": v, "train_accuracy": 0.6, "lr": 1e-3} for v in (1.0, 0.995, 0.99)]
-    assert epochs(Plateau(T), rows)[-1] is not None
+    assert epochs(Plateau(T), rows, steps_per_epoch=20)[-1] is not None
     fit = [dict(r, train_accuracy=0.995) for r in rows]
-    assert epochs(Plateau(T), fit)[-1] is None
+    assert epochs(Plateau(T), fit, steps_per_epoch=20)[-1] is None
     moving = [{"train_loss": v, "train_accuracy": 0.6, "lr": 1e-3} for v in (1.0, 0.97, 0.94)]
-    assert epochs(Plateau(T), moving)[-1] is None
+    assert epochs(Plateau(T), moving, steps_per_epoch=20)[-1] is None
+
+
+def test_no_plateau_on_epochs_of_a_few_steps_or_during_a_warm_up():
+    rows = [{"train_loss": v, "train_accuracy": 0.6, "lr": 1e-3} for v in (1.0, 0.995, 0.99)]
+    # two epochs of one step each (60 examples, batch 64) span fewer than plateau_min_steps: no evidence
+    assert epochs(Plateau(T), rows, steps_per_epoch=1)[-1] is None
+    assert epochs(Plateau(T), rows, steps_per_epoch=T.plateau_min_steps // 2)[-1] is not None
+    # a 1cycle warm-up at 1/25 of the rate the loop was set to: the loss is not moving yet, by plan
+    assert epochs(Plateau(T), rows, Context(T, lr=25e-3), steps_per_epoch=20)[-1] is None
+    assert epochs(Plateau(T), rows, Context(T, lr=5e-3), steps_per_epoch=20)[-1] is not None   # 0.2 × set: up
 
 
 # -- overfitting and capacity -----------------------------------------------------------------------------------

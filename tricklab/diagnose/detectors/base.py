@@ -206,10 +206,12 @@ class Context:
         return configured if finite(configured) and configured > 0 else lr  # type: ignore[operator]
 
     def lr_near_peak(self, lr: float | None, gate: float) -> bool:
-        """True unless the schedule has annealed ``lr`` below ``gate`` × the peak lr seen so far."""
-        if not finite(lr) or not finite(self.peak_lr) or not self.peak_lr:
+        """True unless ``lr`` is below ``gate`` × the peak: the highest rate seen so far or, higher during a
+        warm-up, the rate the loop was set to (``configured_lr``) — annealed or not yet warmed up."""
+        peaks = [p for p in (self.peak_lr, self.configured_lr) if finite(p) and p]  # type: ignore[operator]
+        if not finite(lr) or not peaks:
             return True
-        return lr >= gate * self.peak_lr  # type: ignore[operator]
+        return lr >= gate * max(peaks)  # type: ignore[operator,type-var]
 
     # -- persistence ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

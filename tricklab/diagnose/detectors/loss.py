@@ -20,8 +20,10 @@ is broken from one that is merely noisy, whatever the loss's units.
   (the run has not got going: slower progress drowns in per-batch noise over 8 probes). Per epoch: the training
   loss improved by less than 1 % (AUTOTRAINER ε) per epoch over ``plateau_epochs`` (2) epochs while the run is not
   at its floor — training accuracy below 0.99 (running or evaluated) and the training loss above
-  ``plateau_floor`` (5 %) of the start loss: a loss ≈ 0 cannot fall further, a memorised set is converged. Neither while the schedule has
-  annealed the learning rate below 0.1 × its peak (a flat loss at the end of a one-cycle run is the plan).
+  ``plateau_floor`` (5 %) of the start loss: a loss ≈ 0 cannot fall further, a memorised set is converged — and
+  the epochs span at least ``plateau_min_steps`` (30) optimizer steps (two one-step epochs of a 60-example set
+  show nothing). Neither while the learning rate is below 0.1 × its peak: annealed (a flat loss at the end of a
+  one-cycle run is the plan) or still warming up to the rate the loop was set to.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class Plateau(Detector):
         if len(epochs) < n + 1 or not all(finite(e.train_loss) for e in epochs):
             return None
         if not ctx.lr_near_peak(metrics.lr, self.t.plateau_lr_gate):
+            return None
+        if epochs[-1].step - epochs[0].step < self.t.plateau_min_steps:
             return None
         if finite(metrics.train_accuracy) and metrics.train_accuracy >= self.t.plateau_fit_accuracy:  # type: ignore[operator]
             return None
