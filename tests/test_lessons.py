@@ -211,9 +211,10 @@ def test_init_profile_shows_the_growth_per_layer_the_variance_argument_predicts(
 
 
 # -- the registry and the lesson definitions -----------------------------------------------------------------------
-def test_ten_lessons_in_the_lessons_order_each_with_a_valid_study_in_both_variants(tmp_path):
-    assert list(LESSONS) == ["scaling", "init", "batchnorm", "dropout", "overfitting", "optimizers", "clipping",
-                             "lr_decay", "architectures", "gradients"]
+def test_every_lesson_in_the_lessons_order_each_with_a_valid_study_in_both_variants(tmp_path):
+    assert list(LESSONS) == ["scaling", "floats", "init", "batchnorm", "bn_placement", "layernorm", "weightnorm",
+                             "dropout", "dropout_averaging", "overfitting", "capacity", "averaging", "optimizers",
+                             "clipping", "large_lr", "lr_decay", "architectures", "gradients"]
     for lesson in LESSONS.values():
         assert lesson.title_de and lesson.quote_de and lesson.claim and lesson.definition
         for quick in (True, False):
@@ -335,7 +336,7 @@ def test_bad_input_exits_2_with_the_allowed_values(args, tmp_path):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     if args[1] == "nope":
-        assert "allowed: scaling, init, batchnorm" in done.stderr and "all" in done.stderr
+        assert "allowed: scaling, floats, init, batchnorm" in done.stderr and "all" in done.stderr
 
 
 def test_an_out_path_that_is_a_file_exits_2(tmp_path):

@@ -15,7 +15,8 @@ from tricklab.errors import InputError
 if TYPE_CHECKING:
     from tricklab.lessons.lesson import Lesson
 
-NAMES = ("scaling", "init", "batchnorm", "dropout", "overfitting", "optimizers", "clipping", "lr_decay",
+NAMES = ("scaling", "floats", "init", "batchnorm", "bn_placement", "layernorm", "weightnorm", "dropout",
+         "dropout_averaging", "overfitting", "capacity", "averaging", "optimizers", "clipping", "large_lr", "lr_decay",
          "architectures", "gradients")
 ALL = "all"
 
@@ -29,19 +30,28 @@ def all_lessons() -> dict[str, Lesson]:
     """Every lesson by name, in ``NAMES`` order (built once: the catalog imports the measures, hence torch)."""
     from tricklab.lessons.catalog import (
         architectures,
+        averaging,
         batchnorm,
+        bn_placement,
+        capacity,
         clipping,
         dropout,
+        dropout_averaging,
+        floats,
         gradients,
         init,
+        large_lr,
+        layernorm,
         lr_decay,
         optimizers,
         overfitting,
         scaling,
+        weightnorm,
     )
 
     lessons = {m.LESSON.name: m.LESSON for m in (
-        scaling, init, batchnorm, dropout, overfitting, optimizers, clipping, lr_decay, architectures, gradients)}
+        scaling, floats, init, batchnorm, bn_placement, layernorm, weightnorm, dropout, dropout_averaging,
+        overfitting, capacity, averaging, optimizers, clipping, large_lr, lr_decay, architectures, gradients)}
     if tuple(lessons) != NAMES:
         raise RuntimeError(f"lessons.registry: NAMES {NAMES} differ from the catalog's lessons {tuple(lessons)}")
     return lessons

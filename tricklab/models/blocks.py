@@ -23,7 +23,7 @@ from torch import nn
 
 from tricklab.errors import InputError
 from tricklab.tricks.activations import ACTIVATIONS, make_activation
-from tricklab.tricks.norm import NORMS, make_norm
+from tricklab.tricks.norm import NORMS, after_activation, make_norm
 
 MAX_DOWNSAMPLES = 3
 """Pooling steps at most: 40 → 5 positions on MNIST-1D, 32×32 → 4×4 on CIFAR."""
@@ -109,7 +109,8 @@ def pool_positions(depth: int, spatial: tuple[int, ...]) -> set[int]:
 
 
 class HiddenLayer(nn.Sequential):
-    """weights → norm → activation → dropout, with these names (``weights``, ``norm``, ``act``, ``drop``).
+    """weights → norm → activation → dropout, with these names (``weights``, ``norm``, ``act``, ``drop``);
+    a norm kind placed after the activation (``batch_after_act``) gives weights → activation → norm → dropout.
 
     ``norm`` is ``nn.Identity`` for ``weight``/``none`` (weight norm re-parametrises ``weights`` after the
     initialisation instead); ``drop`` exists only when p > 0.
@@ -126,11 +127,14 @@ class HiddenLayer(nn.Sequential):
         norm: str = "batch",
         dropout: float = 0.0,
     ) -> None:
-        parts: OrderedDict[str, nn.Module] = OrderedDict(
-            weights=weight_layer(dims, in_features, out_features, kernel_size),
-            norm=make_norm(norm, out_features, dims),
-            act=make_activation(activation),
-        )
+        parts: OrderedDict[str, nn.Module] = OrderedDict(weights=weight_layer(dims, in_features, out_features,
+                                                                             kernel_size))
+        if after_activation(norm):
+            parts["act"] = make_activation(activation)
+            parts["norm"] = make_norm(norm, out_features, dims)
+        else:
+            parts["norm"] = make_norm(norm, out_features, dims)
+            parts["act"] = make_activation(activation)
         if dropout > 0:
             parts["drop"] = nn.Dropout(dropout)
         super().__init__(parts)

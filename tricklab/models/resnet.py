@@ -47,7 +47,7 @@ from tricklab.models.blocks import (
 )
 from tricklab.models.cnn import KERNEL_SIZE
 from tricklab.tricks.activations import make_activation
-from tricklab.tricks.norm import make_norm
+from tricklab.tricks.norm import after_activation, make_norm
 
 
 class PreActBlock(nn.Module):
@@ -70,8 +70,12 @@ class PreActBlock(nn.Module):
         super().__init__()
         parts: OrderedDict[str, nn.Module] = OrderedDict()
         for j in range(1, layers + 1):
-            parts[f"norm{j}"] = make_norm(norm, width, dims)
-            parts[f"act{j}"] = make_activation(activation)
+            if after_activation(norm):   # activation → norm → weights
+                parts[f"act{j}"] = make_activation(activation)
+                parts[f"norm{j}"] = make_norm(norm, width, dims)
+            else:
+                parts[f"norm{j}"] = make_norm(norm, width, dims)
+                parts[f"act{j}"] = make_activation(activation)
             if dropout > 0:
                 parts[f"drop{j}"] = nn.Dropout(dropout)
             parts[f"weights{j}"] = weight_layer(dims, width, width, kernel_size)
@@ -131,8 +135,9 @@ class ResNet(nn.Module):
                 pooled += 1
                 body[f"pool{pooled}"] = downsample(dims)
         self.body = nn.Sequential(body)
-        final: OrderedDict[str, nn.Module] = OrderedDict(
-            norm=make_norm(norm, width, dims), act=make_activation(activation)
+        final: OrderedDict[str, nn.Module] = (
+            OrderedDict(act=make_activation(activation), norm=make_norm(norm, width, dims)) if after_activation(norm)
+            else OrderedDict(norm=make_norm(norm, width, dims), act=make_activation(activation))
         )
         if dropout > 0 and dims == 0:
             final["drop"] = nn.Dropout(dropout)

@@ -7,6 +7,9 @@
 - ``weight``: weight normalisation (Salimans & Kingma 2016) — w = g·v/‖v‖ per output unit; no layer is
   inserted, the weights themselves are re-parametrised (``apply_weight_norm``) after initialisation.
 - ``none``: nothing.
+- ``batch_after_act``: BatchNorm placed *after* the activation (weights → activation → norm) — the other order,
+  so that the lesson's placement ("nach der Anwendung der Gewichte, aber vor der Aktivierungsfunktion") can be
+  tested against it. In a pre-activation ResNet block it is activation → norm → weights.
 """
 
 from __future__ import annotations
@@ -45,6 +48,21 @@ NORMS.register(
     obj="weight",
 )
 NORMS.register("none", formula="identity", reference="—", obj="none")
+NORMS.register(
+    "batch_after_act",
+    formula="as batch, placed after the activation: y = BN(act(W·x + b))",
+    reference="Ioffe & Szegedy 2015 place it before the activation; after it is the common alternative",
+    lesson="the other placement, against the lesson's \"nach den Gewichten, vor der Aktivierung\"",
+    obj="batch_after_act",
+)
+
+AFTER_ACTIVATION = frozenset({"batch_after_act"})
+"""Norm kinds that sit after the activation instead of before it (``after_activation``)."""
+
+
+def after_activation(kind: str) -> bool:
+    """True when norm ``kind`` is placed after the activation (weights → activation → norm)."""
+    return NORMS.canonical(kind) in AFTER_ACTIVATION
 
 
 def _groups(channels: int, target: int = 8) -> int:
@@ -62,7 +80,7 @@ def make_norm(kind: str, channels: int, dims: int) -> nn.Module:
     ``weight`` and ``none`` give ``nn.Identity`` (weight norm re-parametrises the weights instead).
     """
     kind = NORMS.canonical(kind)
-    if kind == "batch":
+    if kind in ("batch", "batch_after_act"):
         return (nn.BatchNorm1d, nn.BatchNorm1d, nn.BatchNorm2d)[dims](channels)
     if kind == "layer":
         return nn.LayerNorm(channels) if dims == 0 else nn.GroupNorm(1, channels)

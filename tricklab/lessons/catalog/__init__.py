@@ -1,1 +1,1 @@
-"""The ten lessons, one module each, in the order of the German lesson's sections."""
+"""The lessons, one module each, in the order of the German lesson's sections (``lessons.registry.NAMES``)."""
