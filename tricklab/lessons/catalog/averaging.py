@@ -68,7 +68,7 @@ LESSON = Lesson(
               TEST_ACCURACY, ("ensemble",), ("single",)),
     ),
     full=Variant(seeds=8, epochs=30),
-    quick=Variant(seeds=3, epochs=4, tuning_seeds=1),
+    quick=Variant(seeds=3, epochs=3, tuning_seeds=1),
     explain=explain,
     views=("training",),
 )

@@ -72,7 +72,7 @@ LESSON = Lesson(
               (SMALL,), expects="lower"),
     ),
     full=Variant(seeds=8, epochs=60),
-    quick=Variant(seeds=3, epochs=8, tuning_seeds=1),
+    quick=Variant(seeds=3, epochs=5, tuning_seeds=1),
     explain=explain,
     views=("training",),
 )

@@ -64,7 +64,7 @@ LESSON = Lesson(
               ("dropout",), ("none",)),
     ),
     full=Variant(seeds=8, epochs=30),
-    quick=Variant(seeds=3, epochs=4, tuning_seeds=1),
+    quick=Variant(seeds=3, epochs=3, tuning_seeds=1),
     explain=explain,
     views=("training",),
 )

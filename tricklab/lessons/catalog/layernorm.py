@@ -82,7 +82,7 @@ def alternative_lesson(*, name: str, kind: str, label: str, title_de: str, what:
                   ("batch",), ("none",)),
         ),
         full=Variant(seeds=8, epochs=15),
-        quick=Variant(seeds=3, epochs=3, tuning_seeds=1),
+        quick=Variant(seeds=3, epochs=2, tuning_seeds=1),
         explain=alternative_explain(kind),
         views=("init", "training"),
         target={"metric": "val_accuracy", "value": TARGET},
