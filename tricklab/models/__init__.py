@@ -1,7 +1,8 @@
-"""Built-in architectures (``mlp``, ``cnn``, ``resnet``, ``inception``) and user models ("pkg.module:factory")."""
+"""Built-in architectures (``mlp``, ``cnn``, ``cnn_flatten``, ``resnet``, ``inception``) and user models
+("pkg.module:factory")."""
 
 from tricklab.models.blocks import HiddenLayer
-from tricklab.models.cnn import CNN
+from tricklab.models.cnn import CNN, FlattenCNN
 from tricklab.models.inception import Inception, InceptionModule
 from tricklab.models.mlp import MLP
 from tricklab.models.registry import MODELS, build_model
@@ -10,6 +11,7 @@ from tricklab.models.user import load_user_model
 
 __all__ = [
     "CNN",
+    "FlattenCNN",
     "MLP",
     "MODELS",
     "HiddenLayer",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from tricklab.errors import InputError
-from tricklab.models.cnn import CNN
+from tricklab.models.cnn import CNN, FlattenCNN
 from tricklab.models.inception import Inception
 from tricklab.models.mlp import MLP
 from tricklab.models.resnet import ResNet
@@ -59,9 +59,20 @@ MODELS.register(
     note="depth counts Inception modules (each has 1 + 2 + 2 + 1 convolutions in four parallel branches)",
     obj=Inception,
 )
+MODELS.register(
+    "cnn_flatten",
+    formula="depth × [conv → norm → act], max-pool 2 while ≥ 256 features remain, flatten, drop, linear",
+    reference="LeCun et al. 1998; the head of the lesson's Dropout.ipynb (Flatten → Dropout → Dense)",
+    lesson="Dropout ... als Schicht ... während des Trainings werden zufällige Elemente des Eingabevektors auf null "
+    "gesetzt, bevor sie an die nächste Schicht weitergegeben werden (dropout on the flattened features, as in "
+    "Dropout.ipynb); " + CAPACITY_LESSON,
+    note="the notebook's layout: dropout acts on every position of the last convolution (≥ 256 features where the "
+    "input allows), not on a globally pooled vector of width channels as in cnn",
+    obj=FlattenCNN,
+)
 
 
-DEFAULT_WIDTH = {"mlp": 256, "cnn": 32, "resnet": 32, "inception": 32}
+DEFAULT_WIDTH = {"mlp": 256, "cnn": 32, "cnn_flatten": 32, "resnet": 32, "inception": 32}
 """``width`` when a recipe leaves it unset: channels of a conv layer and units of a dense layer are different
 quantities. 32 channels suffice for MNIST-1D's CNN (0.979 test accuracy, 3 seeds); an MLP of 32 units
 under-fits it (0.484; train accuracy 0.59), one of 256 reaches 0.68 (paper: 0.68). Measured on the default

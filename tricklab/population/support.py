@@ -11,9 +11,9 @@ on a key that is on none, so a key added to the recipe is trained alone until so
   implements only some values of a shared key (``SHARED_VALUES``: the stacked architectures, the norms a stack
   can run), a recipe with another value is trained alone;
 - ``TRAINED_ALONE``: keys the engine does not implement (user models and datasets, weight averaging and
-  ensembles, augmentation, mixup, label smoothing, mixed precision, gradient accumulation, best checkpoints). A recipe
-  whose value of such a key — or of any key on neither of the first two lists — differs from the default is
-  trained on its own (``population_unsupported`` names the key).
+  ensembles, augmentation, mixup, label smoothing, mixed precision, gradient accumulation, best checkpoints,
+  evaluations inside an epoch). A recipe whose value of such a key — or of any key on neither of the first two
+  lists — differs from the default is trained on its own (``population_unsupported`` names the key).
 
 A dotted name ending in ``.*`` stands for every key of that section.
 """
@@ -50,6 +50,7 @@ SHARED_VALUES: dict[str, frozenset[str]] = {
 TRAINED_ALONE: tuple[str, ...] = (
     "model.python", "averaging.*", "data.python", "data.augment", "data.augment_shift", "data.augment_noise",
     "data.mixup", "loss.*", "precision", "accumulate", "checkpoint.*",
+    "evals_per_epoch",   # the loop has the cadence (tricklab.train.loop); the population's learner does not set it
 )
 """Keys the engine does not implement: a recipe that sets one (away from its default) is trained alone."""
 

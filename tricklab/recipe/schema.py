@@ -392,6 +392,8 @@ class Recipe(Section):
         "fp32", description="bf16: autocast (CPU, CUDA); fp16: autocast and a dynamic loss scale (CUDA only)")
     accumulate: int = Field(1, ge=1, le=4096, description="optimizer steps every N batches (gradients summed): "
                                                           "an N-times larger batch")
+    evals_per_epoch: int = Field(1, ge=1, le=1000, description="validation evaluations per epoch, evenly spaced "
+                                 "(the last at the epoch's end): time to accuracy at a finer resolution than an epoch")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     init: InitConfig = Field(default_factory=InitConfig)

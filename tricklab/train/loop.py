@@ -15,6 +15,15 @@ and nowhere else:
   its epoch without validation and leaves; the other rows go on untouched;
 - the epoch's metrics (the names and order of ``TrainState.history``), validation and its ``on_evaluate``,
   ``on_epoch_end``, the history;
+- the evaluation cadence: a learner with ``evals_per_epoch`` = k > 1 (an optional attribute; 1 when absent) is also
+  validated k − 1 times inside each epoch, after the steps ``eval_steps`` plans (evenly spaced). Each evaluation
+  is recorded as ``{"step", "seconds", "val_loss", "val_accuracy"}`` — ``seconds``: wall seconds of training
+  since the run began, the evaluations' own time left out — in the epoch's history row under ``"evals"``, the
+  epoch-end validation last (``EVALS``). It fires no event and changes nothing the training sees: the model is
+  evaluated in eval mode under ``no_grad`` (no random numbers drawn, batch-norm statistics untouched) and is back in
+  training mode after, so the epoch-end numbers of k = 4 are those of k = 1. With k = 1 the history is exactly
+  what it was before the cadence existed (no ``"evals"`` key). A learner may evaluate in between with its own
+  ``validate_between()`` (optional; default ``validate``);
 - leaving: a row leaves when it diverged, ran its epochs, or a callback wrote ``state.stop`` (in the middle of an
   epoch the epoch ends once every row has); ``on_fit_end`` fires for it, then the learner drops it.
 
@@ -28,13 +37,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from tricklab.train.events import Callback, TrainState
+from tricklab.train.rows import EVALS
 
 
 def data_order_generator(seed: int, epoch: int) -> torch.Generator:
@@ -76,6 +86,24 @@ def split_metrics(loss_sum: Tensor, correct: Tensor, n: int) -> list[dict[str, f
             for v, c in zip(losses, correct.reshape(-1).tolist())]
 
 
+def eval_steps(steps: int, evals_per_epoch: int) -> list[int]:
+    """The batches of an epoch of ``steps`` optimizer steps (counted from 1) after which the k − 1 evaluations
+    inside the epoch run: ⌊j·steps/k⌋ for j = 1 … k − 1, evenly spaced; the k-th is the epoch's end. A batch
+    planned twice (k > steps) is evaluated once; an epoch of unknown length (an iterable dataset) has none."""
+    k = evals_per_epoch
+    return sorted({j * steps // k for j in range(1, k)} - {0, steps}) if steps > 0 and k > 1 else []
+
+
+def trained_seconds(history: Sequence[Mapping[str, Any]]) -> float:
+    """Wall seconds of training recorded in ``history`` (a resumed run's start): the ``seconds`` of its latest
+    evaluation (``EVALS``), 0 when it has none."""
+    for row in reversed(history):
+        evals = row.get(EVALS)
+        if isinstance(evals, list) and evals:
+            return float(evals[-1]["seconds"])
+    return 0.0
+
+
 def fire(callbacks: Sequence[Callback], event: str, state: TrainState, *args: Any) -> None:
     """Call ``event`` of every callback, in order."""
     for cb in callbacks:
@@ -84,13 +112,18 @@ def fire(callbacks: Sequence[Callback], event: str, state: TrainState, *args: An
 
 class EpochTotals:
     """One epoch's running sums per row, on the device: loss × examples (float64), correct predictions, and the
-    first step with a non-finite loss (-1: none yet). Every row sees the same number of examples (``seen``)."""
+    first step with a non-finite loss (-1: none yet). Every row sees the same number of examples (``seen``).
+    With an evaluation cadence (``evals_per_epoch`` > 1): each row's evaluations so far (``evals``), its training
+    seconds before this epoch (``before``), and the seconds this epoch spent evaluating (``eval_seconds``)."""
 
     def __init__(self, rows: int, device: torch.device) -> None:
         self.loss_sum = torch.zeros(rows, dtype=torch.float64, device=device)
         self.correct = torch.zeros(rows, dtype=torch.int64, device=device)
         self.first_bad = torch.full((rows,), -1, dtype=torch.int64, device=device)
         self.seen = 0
+        self.evals: list[list[dict[str, float]]] | None = None   # None: no cadence (k = 1)
+        self.before: list[float] = []
+        self.eval_seconds = 0.0
 
     def add(self, losses: Tensor, logits: Tensor, y: Tensor, step: int) -> None:
         """Count one step: ``losses`` (one per row: shape () for one model, (K,) stacked), ``logits`` (…, B,
@@ -119,6 +152,17 @@ class EpochTotals:
 
     def keep(self, rows: list[int]) -> None:
         self.loss_sum, self.correct, self.first_bad = (t[rows] for t in (self.loss_sum, self.correct, self.first_bad))
+        if self.evals is not None:
+            self.evals, self.before = [self.evals[r] for r in rows], [self.before[r] for r in rows]
+
+    def record(self, rows: Sequence[TrainState], validation: list[dict[str, float] | None], trained: float) -> None:
+        """Add an evaluation of every row (those with a validation split that have not diverged) after ``trained``
+        seconds of training in this epoch."""
+        assert self.evals is not None
+        for r, (state, val) in enumerate(zip(rows, validation, strict=True)):
+            if val is not None and state.status != "diverged":
+                self.evals[r].append({"step": state.step, "seconds": self.before[r] + trained,
+                                      "val_loss": val["loss"], "val_accuracy": val["accuracy"]})
 
 
 class Learner(Protocol):
@@ -196,7 +240,11 @@ def run_epoch(learner: Learner) -> None:
     started = time.perf_counter()
     totals = _train_steps(learner, started)
     if learner.rows:
-        _end_epoch(learner, range(len(learner.rows)), totals, started, learner.validate())
+        trained = time.perf_counter() - started - totals.eval_seconds
+        validation = learner.validate()
+        if totals.evals is not None:
+            totals.record(learner.rows, validation, trained)
+        _end_epoch(learner, range(len(learner.rows)), totals, started, validation)
 
 
 class TensorBatches:
@@ -242,6 +290,11 @@ def _train_steps(learner: Learner, started: float) -> EpochTotals:
     totals = EpochTotals(len(rows), learner.device)
     totals.attach(rows)
     last = batches.steps - 1 if batches.steps is not None else -1
+    cadence = getattr(learner, "evals_per_epoch", 1)
+    planned: set[int] = set()
+    if cadence > 1:
+        totals.evals, totals.before = [[] for _ in rows], [trained_seconds(state.history) for state in rows]
+        planned = set(eval_steps(batches.steps or 0, cadence))
     checked = False
     for b, (x, y) in enumerate(batches):
         step = rows[0].step
@@ -256,10 +309,21 @@ def _train_steps(learner: Learner, started: float) -> EpochTotals:
             rows = _check(learner, totals, started, batches)
         if all(state.stop for state in rows):   # also when no row is left
             break
+        if b + 1 in planned:
+            _evaluate_between(learner, totals, started)
     else:
         if not checked and totals.seen:   # a source of unknown length ended: its last batch is checked here
             _check(learner, totals, started, batches)
     return totals
+
+
+def _evaluate_between(learner: Learner, totals: EpochTotals, started: float) -> None:
+    """An evaluation inside the epoch (``evals_per_epoch`` > 1): every row's validation metrics, recorded with the
+    step and the training seconds so far; its own time is counted in ``totals.eval_seconds``, not as training."""
+    now = time.perf_counter()
+    validate = getattr(learner, "validate_between", learner.validate)
+    totals.record(learner.rows, validate(), now - started - totals.eval_seconds)
+    totals.eval_seconds += time.perf_counter() - now
 
 
 def _check(learner: Learner, totals: EpochTotals, started: float, batches: Batches) -> list[TrainState]:
@@ -308,7 +372,9 @@ def _end_epoch(learner: Learner, rows: Sequence[int], totals: EpochTotals, start
         if val is not None and state.status != "diverged":
             metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
             fire(callbacks, "on_evaluate", state, "val", val)
-        metrics["epoch_seconds"] = time.perf_counter() - started
+        metrics["epoch_seconds"] = time.perf_counter() - started - totals.eval_seconds
+        if totals.evals is not None:
+            metrics[EVALS] = totals.evals[r]   # type: ignore[assignment]  # a list: the epoch's evaluations
         state.epoch_metrics.update(metrics)
         fire(callbacks, "on_epoch_end", state)
         state.history.append(dict(state.epoch_metrics))

@@ -110,6 +110,11 @@ class Trainer:
     times ``state.lr_scale`` (metric-driven schedules write it) and each group's ``lr_scale``, is written into
     the optimizer before every step. With ``checkpoint_dir`` the full training state is saved atomically at
     the end of every epoch, and ``fit(resume=True)`` continues from it exactly.
+
+    ``evals_per_epoch`` = k > 1 validates k times per epoch (evenly spaced steps, the last at the epoch's end; the
+    epoch-end validation and its events as with k = 1): each evaluation's step, training seconds, validation loss
+    and accuracy in the epoch's history row under ``"evals"`` (``tricklab.train.loop``), for time-to-accuracy at
+    a finer resolution than an epoch. Evaluation leaves training as it was: the numbers at epoch ends equal k = 1's.
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class Trainer:
         mixup: float = 0.0,
         label_smoothing: float = 0.0,
         world: World | None = None,
+        evals_per_epoch: int = 1,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -168,6 +174,9 @@ class Trainer:
             self.batches = None   # the loop's tensor fast path
         if accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        if isinstance(evals_per_epoch, bool) or not isinstance(evals_per_epoch, int) or evals_per_epoch < 1:
+            raise ValueError(f"evals_per_epoch must be a whole number >= 1, got {evals_per_epoch!r}")
+        self.evals_per_epoch = evals_per_epoch
         if label_smoothing and loss_fn is not F.cross_entropy:
             raise ValueError("label_smoothing smooths the cross-entropy's targets; this Trainer has another loss_fn")
         problem = precision_refusal(precision, self.device)
@@ -304,6 +313,15 @@ class Trainer:
         if self.val is None or not len(self.val[0]):
             return [None]
         return [evaluate(model, *self.val, batch_size=self.eval_batch_size, loss_fn=self.loss_fn)]
+
+    def validate_between(self) -> list[dict[str, float] | None]:
+        """An evaluation inside an epoch (``evals_per_epoch`` > 1): as ``validate``, but several processes do not
+        average their batch-norm statistics first (that would change what each process trains on from here; the
+        epoch end averages them as always) — process 0 records its own model's numbers."""
+        if self.world is None:
+            return self.validate()
+        model = self.rows[0].eval_model or self.model
+        return [evaluate_split(model, self.val, batch_size=self.eval_batch_size, loss_fn=self.loss_fn)]  # type: ignore[list-item]
 
     def end_epoch(self) -> None:
         if self.checkpoint_dir is not None:
