@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tricklab.lessons.outcome import SMOKE_NOTE, LessonResult
 from tricklab.lessons.registry import lesson_names
-from tricklab.lessons.verdicts import SMOKE
+from tricklab.lessons.verdicts import MIN_SEEDS, SMOKE
 from tricklab.lessons.words import effect_texts, interval, interval_note, num, test_set
 from tricklab.report import lesson_plots, plots
 from tricklab.report.lesson_book import BookImage, BookSection, BookTable, write_lesson_book
+from tricklab.study.stats import ALPHA
 
 VERDICT_COLORS = {"supported": plots.BETTER, "not_supported": plots.WORSE, "inconclusive": plots.UNCLEAR,
                   "no_meaningful_difference": plots.UNCLEAR}
@@ -208,7 +210,137 @@ def _init_panels(r: LessonResult) -> list[lesson_plots.ProfilePanel]:
     return panels
 
 
-def book_section(r: LessonResult, book_path: Path) -> BookSection:
+CROSS_CHECK_FILE = "lessons_keras.json"
+"""The Keras cross-check's output (``bench/lessons_keras.py --out``). ``write_book`` shows it where it finds it:
+beside the book, else in the source checkout's ``docs/`` (``cross_check_path``)."""
+
+
+def cross_check_path(book_path: str | os.PathLike[str]) -> Path | None:
+    """The cross-check JSON for a book at ``book_path``: ``lessons_keras.json`` beside the book, else the source
+    checkout's ``docs/lessons_keras.json``; None when neither exists."""
+    for candidate in (Path(book_path).parent / CROSS_CHECK_FILE,
+                      Path(__file__).resolve().parents[2] / "docs" / CROSS_CHECK_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_cross_check(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The cross-check JSON at ``path``; None when it cannot be read or is not one (the book goes on without)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("bench") != "lessons_keras" or not isinstance(data.get("lessons"), list):
+        return None
+    return data
+
+
+def _cross_entry(cross_check: Mapping[str, Any] | None, lesson: str) -> Mapping[str, Any] | None:
+    for entry in (cross_check or {}).get("lessons", []):
+        if isinstance(entry, Mapping) and entry.get("lesson") == lesson and isinstance(entry.get("checks"), list):
+            return entry
+    return None
+
+
+def _ends(side: Mapping[str, Any]) -> tuple[float, float]:
+    """An interval as the JSON holds it: a missing end is one the method could not bound (±∞)."""
+    low, high = side.get("ci_low"), side.get("ci_high")
+    return (-math.inf if low is None else float(low)), (math.inf if high is None else float(high))
+
+
+def position(side: Mapping[str, Any]) -> str:
+    """One side's oriented effect and interval and where the interval lies in the verdict rule's terms
+    (``verdicts.verdict``): relative to 0 and to the margin, and which of the rule's guards spoke."""
+    n, margin = int(side.get("n") or 0), float(side.get("margin") or 0.0)
+    low, high = _ends(side)
+    effect, ci = effect_texts(side.get("effect"), low, high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        where = f"the method cannot bound the interval at n = {n}"
+    elif n < MIN_SEEDS:
+        where = f"n = {n} paired seeds, fewer than the rule's {MIN_SEEDS}"
+    elif low == high:
+        where = "a degenerate interval (no spread)"
+    elif -margin <= low and high <= margin:
+        where = f"the interval lies inside the margin ±{num(margin)}"
+    else:
+        where = ("the interval lies above 0" if low > 0 else "the interval lies below 0" if high < 0
+                 else f"the interval includes 0 and reaches past the margin ±{num(margin)}")
+        p_holm = side.get("p_holm")
+        if isinstance(p_holm, int | float) and p_holm >= ALPHA and (low > 0 or high < 0):
+            where += f", but its Holm-adjusted p = {p_holm:.2g} is not below {ALPHA:g}"
+        pool = side.get("pool")
+        if isinstance(pool, Mapping) and not pool.get("agree_in_sign", True):
+            parts = ", ".join(f"{p.get('check')} {effect_texts(p.get('effect'), None, None)[0]}"
+                              for p in pool.get("parts", []))
+            where += f"; the pooled models' effects differ in sign ({parts}), so the pool is not judged"
+    return f"{effect} {ci} ({where})"
+
+
+def disagreement(row: Mapping[str, Any]) -> str:
+    """How tricklab's and Keras's judgement of one check differ, from their numbers: each side's effect,
+    interval and where it lies for the verdict rule, the difference of the effects, whether the intervals
+    overlap. ``row``: a check of the cross-check JSON (``check``, ``measure_label``, ``tricklab``, ``keras``)."""
+    t, k = row["tricklab"], row["keras"]
+    text = (f"{row.get('check')} ({row.get('measure_label') or row.get('measure')}): tricklab {t.get('verdict')}, "
+            f"{position(t)}; Keras {k.get('verdict')}, {position(k)}.")
+    te, ke = t.get("effect"), k.get("effect")
+    if isinstance(te, int | float) and isinstance(ke, int | float):
+        text += f" Keras's effect is {effect_texts(ke - te, None, None)[0]} from tricklab's"
+        (tl, th), (kl, kh) = _ends(t), _ends(k)
+        low, high = max(tl, kl), min(th, kh)
+        text += (f"; the two intervals overlap on {interval(low, high)}." if low <= high
+                 else "; the two intervals do not overlap.")
+    return text
+
+
+def cross_check_table(cross_check: Mapping[str, Any], entry: Mapping[str, Any]) -> BookTable:
+    """The lesson's checks judged on both frameworks, side by side, with how a differing verdict differs."""
+    rows = []
+    for c in entry["checks"]:
+        cells = []
+        for side in ("tricklab", "keras"):
+            s = c.get(side, {})
+            effect, ci = effect_texts(s.get("effect"), *_ends(s))
+            cells += [effect, ci, str(s.get("verdict"))]
+        agree = c.get("tricklab", {}).get("verdict") == c.get("keras", {}).get("verdict")
+        rows.append([c.get("check"), *cells, "yes" if agree else "no"])
+    differing = [disagreement(c) for c in entry["checks"]
+                 if c.get("tricklab", {}).get("verdict") != c.get("keras", {}).get("verdict")]
+    seeds = entry.get("seeds") or []
+    caption = (f"The same checks judged, by the same statistics, on Keras {cross_check.get('keras')} "
+               f"({cross_check.get('keras_backend')} backend) trainings of the same arms on the same splits and batch "
+               f"order (bench/lessons_keras.py): {entry.get('variant')} variant, {len(seeds)} seeds, "
+               f"{entry.get('epochs')} epochs, each arm at the learning rate tricklab's tuning chose; tricklab's "
+               f"numbers are those of study {entry.get('study')}. ")
+    caption += (" ".join(["Where the verdicts differ:", *differing]) if differing
+                else "The verdicts agree on every check.")
+    differences = cross_check.get("differences") or []
+    if differences:
+        caption += " Known design differences between the two runs (listed by the bench, not measured one by one): " \
+                   + "; ".join(map(str, differences)) + "."
+    return BookTable(["check", "tricklab effect", "95% CI", "verdict", "Keras effect", "95% CI", "verdict", "agree"],
+                     rows, caption=caption)
+
+
+def cross_check_notes(entry: Mapping[str, Any], r: LessonResult) -> list[str]:
+    """A note where the verdicts differ, and where the cross-check compared another run than this section's."""
+    notes = []
+    differ = [c.get("check") for c in entry["checks"]
+              if c.get("tricklab", {}).get("verdict") != c.get("keras", {}).get("verdict")]
+    if differ:
+        notes.append(f"Keras cross-check: the verdicts differ on {len(differ)} of {len(entry['checks'])} checks "
+                     f"({', '.join(map(str, differ))}) — the table \"Keras cross-check\" says how.")
+    if entry.get("study") != r.spec.name:
+        notes.append(f"The Keras cross-check compared tricklab's study {entry.get('study')} ({entry.get('variant')} "
+                     f"variant, {len(entry.get('seeds') or [])} seeds, {entry.get('epochs')} epochs), not this "
+                     f"section's run ({r.spec.name}): its tricklab numbers are that study's.")
+    return notes
+
+
+def book_section(r: LessonResult, book_path: Path, cross_check: Mapping[str, Any] | None = None) -> BookSection:
+    """The lesson's section; with ``cross_check`` (the Keras cross-check's JSON, ``load_cross_check``) holding
+    this lesson, its table and notes too."""
     number = lesson_names().index(r.lesson.name) + 1 if r.lesson.name in lesson_names() else 0
     notes = []
     if r.quick:
@@ -222,18 +354,25 @@ def book_section(r: LessonResult, book_path: Path) -> BookSection:
     if r.study_report:
         links.append(("the study's own report (every trial, alarms, per-layer views)",
                       os.path.relpath(r.study_report, book_path.parent)))
+    tables = [("Checks", checks_table(r)), ("Arms", arms_table(r))]
+    entry = _cross_entry(cross_check, r.lesson.name)
+    if cross_check is not None and entry is not None:
+        tables.append(("Keras cross-check", cross_check_table(cross_check, entry)))
+        notes += cross_check_notes(entry, r)
     return BookSection(
         anchor=f"lesson-{r.lesson.name}",
         title=f"{number}. {r.lesson.name}" if number else r.lesson.name,
         title_de=r.lesson.title_de, quote_de=r.lesson.quote_de, claim=r.lesson.claim,
         definition=r.lesson.definition, verdict=r.verdict, verdict_numbers=verdict_numbers(r),
         setup=setup_rows(r), explanation=list(r.explanation),
-        tables=[("Checks", checks_table(r)), ("Arms", arms_table(r))],
+        tables=tables,
         images=_images(r), notes=notes, links=links)
 
 
-def write_book(results: Sequence[LessonResult], path: str | Path) -> Path:
-    """Write the lesson book of ``results`` to ``path`` and set each result's ``report`` to it."""
+def write_book(results: Sequence[LessonResult], path: str | Path,
+               cross_check: str | os.PathLike[str] | None = None) -> Path:
+    """Write the lesson book of ``results`` to ``path`` and set each result's ``report`` to it. ``cross_check``:
+    the Keras cross-check's JSON (default: ``cross_check_path``), shown in the sections of the lessons it holds."""
     from tricklab.provenance import environment
 
     path = Path(path)
@@ -242,7 +381,9 @@ def write_book(results: Sequence[LessonResult], path: str | Path) -> Path:
     total = sum(r.seconds for r in results)
     subtitle = (f"{len(results)} lesson(s) · {variant} · {total:.0f} s · claims of TrainingTricks.de.md tested "
                 "with seeded studies and 95% intervals")
-    sections = [book_section(r, path) for r in results]
+    found = cross_check if cross_check is not None else cross_check_path(path)
+    checked = load_cross_check(found) if found is not None else None
+    sections = [book_section(r, path, checked) for r in results]
     env = [(k, "—" if v is None else v) for k, v in environment().items()]
     write_lesson_book(path, "tricklab lesson book", subtitle, sections, env)
     for r in results:
