@@ -268,23 +268,32 @@ def test_oscillation_up_and_down_without_progress():
 
 
 def test_plateau_on_probes_while_the_learning_rate_is_up():
-    stuck = [rec(5 * i, loss=2.30 - 0.001 * i) for i in range(8)]
+    stuck = [rec(20 * i, loss=2.30 - 0.001 * i) for i in range(8)]              # the probe's default period
     f = feed(Plateau(T), stuck)[-1]
     assert f is not None and f.criterion == "probes" and f.step == 0
     assert first_fire(feed(Plateau(T), stuck[:7])) is None                       # not a full window yet
-    annealed = stuck[:4] + [rec(5 * i, loss=2.3, lr=1e-5) for i in range(4, 8)]
+    annealed = stuck[:4] + [rec(20 * i, loss=2.3, lr=1e-5) for i in range(4, 8)]
     assert feed(Plateau(T), annealed)[-1] is None
-    learning = [rec(5 * i, loss=2.3 * 0.9**i) for i in range(8)]
+    learning = [rec(20 * i, loss=2.3 * 0.9**i) for i in range(8)]
     assert feed(Plateau(T), learning)[-1] is None
+
+
+def test_a_plateau_on_probes_spans_a_hundred_steps_whatever_the_probe_period():
+    # every 5 steps, 8 probes are 35 steps — an LSTM's usual slow start (2.32 … 2.25, then it learns)
+    slow_start = [rec(5 * i, loss=2.32 - 0.002 * i) for i in range(8)]
+    assert first_fire(feed(Plateau(T), slow_start)) is None
+    stuck = [rec(5 * i, loss=2.32 - 0.001 * i) for i in range(21)]               # 100 steps: judged, on all 21
+    f = feed(Plateau(T), stuck)[-1]
+    assert first_fire(feed(Plateau(T), stuck)) == 20 and f.evidence["window"] == 21
 
 
 def test_plateau_on_epochs_unless_the_training_set_is_fit():
     rows = [{"train_loss": v, "train_accuracy": 0.6, "lr": 1e-3} for v in (1.0, 0.995, 0.99)]
-    assert epochs(Plateau(T), rows, steps_per_epoch=20)[-1] is not None
+    assert epochs(Plateau(T), rows, steps_per_epoch=50)[-1] is not None
     fit = [dict(r, train_accuracy=0.995) for r in rows]
-    assert epochs(Plateau(T), fit, steps_per_epoch=20)[-1] is None
+    assert epochs(Plateau(T), fit, steps_per_epoch=50)[-1] is None
     moving = [{"train_loss": v, "train_accuracy": 0.6, "lr": 1e-3} for v in (1.0, 0.97, 0.94)]
-    assert epochs(Plateau(T), moving, steps_per_epoch=20)[-1] is None
+    assert epochs(Plateau(T), moving, steps_per_epoch=50)[-1] is None
 
 
 def test_no_plateau_on_epochs_of_a_few_steps_or_during_a_warm_up():
@@ -292,9 +301,12 @@ def test_no_plateau_on_epochs_of_a_few_steps_or_during_a_warm_up():
     # two epochs of one step each (60 examples, batch 64) span fewer than plateau_min_steps: no evidence
     assert epochs(Plateau(T), rows, steps_per_epoch=1)[-1] is None
     assert epochs(Plateau(T), rows, steps_per_epoch=T.plateau_min_steps // 2)[-1] is not None
+    # epochs of 21 steps (the digits): judged once enough of them span 100 steps, with the bar per epoch
+    flat = [{"train_loss": 1.0 - 0.004 * i, "train_accuracy": 0.6, "lr": 1e-3} for i in range(6)]
+    assert first_fire(epochs(Plateau(T), flat, steps_per_epoch=21)) == 5
     # a 1cycle warm-up at 1/25 of the rate the loop was set to: the loss is not moving yet, by plan
-    assert epochs(Plateau(T), rows, Context(T, lr=25e-3), steps_per_epoch=20)[-1] is None
-    assert epochs(Plateau(T), rows, Context(T, lr=5e-3), steps_per_epoch=20)[-1] is not None   # 0.2 × set: up
+    assert epochs(Plateau(T), rows, Context(T, lr=25e-3), steps_per_epoch=50)[-1] is None
+    assert epochs(Plateau(T), rows, Context(T, lr=5e-3), steps_per_epoch=50)[-1] is not None   # 0.2 × set: up
 
 
 # -- overfitting and capacity -----------------------------------------------------------------------------------

@@ -136,7 +136,8 @@ def test_messages_say_where_since_when_and_the_numbers_and_advice_names_override
 
 CRITERIA = {"vanishing_gradients": ["ratio", "signal"], "exploding_gradients": ["nonfinite", "growth", "ratio"],
             "update_ratio": ["high", "low"], "plateau": ["probes", "epochs"], "loss_spike": ["jump", "epoch"], "overfitting": ["gap", "val_rising"],
-            "unscaled_inputs": ["large", "small", "outliers", "nonfinite"], "saturation": ["tanh", "sigmoid"]}
+            "unscaled_inputs": ["large", "small", "outliers", "nonfinite"], "saturation": ["tanh", "sigmoid"],
+            "vanishing_init": ["signal", "gradient"]}
 
 
 @pytest.mark.parametrize("kind", ALARM_KINDS)

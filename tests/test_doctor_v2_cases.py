@@ -152,6 +152,21 @@ def test_a_vanishing_init_is_named_with_where_the_signal_dies():
     assert alarm.evidence["signal_min"] < 1e-3
 
 
+def test_a_vanishing_init_whose_biases_keep_the_signal_is_named_by_its_gradient():
+    """N(0, 0.01) weights with PyTorch's default biases in a 12-layer tanh net: the biases (U(±1/√64)) hold
+    the forward signal at ≈ 0.05, but every backward step multiplies by the weights' gain ≈ 0.08 — the first
+    layer's gradient is ~1e-10 × the last's. The cause is the init, named at step 0 by the gradient."""
+    torch.manual_seed(0)
+    model = Net(act=torch.tanh, depth=12)
+    with torch.no_grad():
+        for layer in [*model.layers, model.out]:
+            nn.init.normal_(layer.weight, 0.0, 0.01)
+    doctor = train_watched(model, steps=6)
+    alarm = next(a for a in doctor.alarms if a.kind == "vanishing_init")
+    assert alarm.step == 0 and alarm.layer == "layers.0" and alarm.evidence["signal_min"] > 1e-3
+    assert alarm.evidence["grad_ratio"] < 1e-6 and "gradient shrinks on its way back" in alarm.message
+
+
 @pytest.mark.parametrize("make", [
     lambda: Net(),                                     # PyTorch's default init
     lambda: scaled_(Net(depth=6), 1.0),                # Kaiming, deep

@@ -273,9 +273,11 @@ def _exploding_init(f: Finding, lr: float | None) -> tuple[str, list[str]]:
 
 def _vanishing_init(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     e = f.evidence
-    msg = (f"Vanishing initialisation at step {f.step}: the signal shrinks to {fmt(e.get('signal_min'), 2)} × the "
-           f"first layer's input by layer #{int(e.get('signal_layer_index', 0))} of {int(e.get('layers', 0))}; it "
-           f"starts at {where(f.layers)} (layer #{int(e.get('layer_index', 0))}), whose weights multiply the signal's "
+    shrinks = (f"the signal shrinks to {fmt(e.get('signal_min'), 2)} × the first layer's input by layer "
+               f"#{int(e.get('signal_layer_index', 0))} of {int(e.get('layers', 0))}" if f.criterion == "signal" else
+               f"the gradient shrinks on its way back: the first layer's is {fmt(e.get('grad_ratio'), 2)} × the last "
+               f"layer's over {int(e.get('layers', 0))} layers")
+    msg = (f"Vanishing initialisation at step {f.step}: {shrinks}; it starts at {where(f.layers)} (layer #{int(e.get('layer_index', 0))}), whose weights multiply the signal's "
            f"rms by {fmt(e.get('weight_gain'), 2)} (He init: 1.41, LeCun: 1). The gradients at step {f.step}: first "
            f"layer ‖g‖ = {fmt(e.get('grad_first'))}, last {fmt(e.get('grad_last'))}.")
     return msg, [

@@ -9,7 +9,9 @@ each repair) on three numbers that a sound initialisation fixes:
   at init ≥ ``init_loss_factor`` (3) × ln C means logits an order of magnitude too large.
 - **The signal along the forward pass.** Each weight layer's input rms is measured; the signal reaching a
   later layer (or the output) relative to the first layer's input: ≥ ``init_signal_growth`` (100) is an
-  explosion, ≤ ``init_signal_decay`` (1e-3) a collapse. He et al. 2015 ("Delving Deep into Rectifiers", §2.2):
+  explosion, ≤ ``init_signal_decay`` (1e-3) a collapse — or, backwards, a first/last gradient ratio below
+  AUTOTRAINER's β₁ = 1e-3 (biases keep the forward signal at their own scale while weak weights still
+  shrink the gradient at every layer). He et al. 2015 ("Delving Deep into Rectifiers", §2.2):
   with Var(w) = c/n_in every ReLU layer multiplies the signal's second moment by c/2, so anything but c = 2
   grows or shrinks geometrically with depth; Glorot & Bengio 2010 saw the same for tanh and sigmoid nets.
 - **Where it starts.** Each layer's *weight gain* √(n_in · mean W²) — what its weights alone multiply the
@@ -159,11 +161,17 @@ class VanishingInit(_InitRule):
         if max_saturation(layers) > self.t.saturated_fraction:
             return None
         signal = signal_extremes(layers, record)
-        if signal is None or signal[1] > self.t.init_signal_decay:
+        grads = first_last_ratio(layers)
+        by_signal = signal is not None and signal[1] <= self.t.init_signal_decay
+        # the biases' own scale (PyTorch's default U(±1/√n_in)) keeps the forward signal off zero while weak
+        # weights still shrink every backward step: twelve layers of gain 0.11 leave the first a 1e-10 gradient
+        by_gradient = grads is not None and grads[2] < self.t.vanishing_ratio
+        if not (by_signal or by_gradient):
             return None
         weak = [lay for lay in layers if finite(lay.weight_gain) and 0 < lay.weight_gain <= self.t.init_gain_low]  # type: ignore[operator]
         if not weak:
             return None
         e = self.evidence(record, ctx, layers, weak[0], signal)
-        e["signal_layer_index"] = signal[2].depth_index if signal[2] is not None else len(layers)
-        return self.finding(record.step, "signal", weak, e)
+        if by_signal:
+            e["signal_layer_index"] = signal[2].depth_index if signal[2] is not None else len(layers)  # type: ignore[index]
+        return self.finding(record.step, "signal" if by_signal else "gradient", weak, e)

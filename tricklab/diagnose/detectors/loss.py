@@ -15,21 +15,32 @@ is broken from one that is merely noisy, whatever the loss's units.
 - Oscillation: over the last ``oscillation_window`` (8) probes, at least ``oscillation_turns`` (4) changes of
   direction, a swing (max − min) of at least ``oscillation_amplitude`` (0.5) × the start loss, and no net
   improvement (AUTOTRAINER's "unstable loss" looks at the same up-and-down pattern in the accuracy).
-- Plateau: the loss is not moving. Per probe: the median of the second half of the last ``plateau_window``
-  (8) probes improved on the first half's by less than 2 %, while the loss is still ≥ 0.9 × the start loss
+- Plateau: the loss is not moving. Each rule's window spans ``plateau_min_steps`` (100) optimizer steps at
+  least, so what it sees does not depend on how often the probe looks. Per probe: the median of the second half
+  of the last ``plateau_window`` (8) probes — or more, as many as span 100 steps — improved on the first half's
+  by less than 2 %, while the loss is still ≥ 0.9 × the start loss
   (the run has not got going: slower progress drowns in per-batch noise over 8 probes). Per epoch: the training
-  loss improved by less than 1 % (AUTOTRAINER ε) per epoch over ``plateau_epochs`` (2) epochs while the run is not
+  loss improved by less than 1 % (AUTOTRAINER ε) per epoch over ``plateau_epochs`` (2) epochs (or as many as span
+  100 steps) while the run is not
   at its floor — training accuracy below 0.99 (running or evaluated) and the training loss above
-  ``plateau_floor`` (5 %) of the start loss: a loss ≈ 0 cannot fall further, a memorised set is converged — and
-  the epochs span at least ``plateau_min_steps`` (30) optimizer steps (two one-step epochs of a 60-example set
-  show nothing). Neither while the learning rate is below 0.1 × its peak: annealed (a flat loss at the end of a
+  ``plateau_floor`` (5 %) of the start loss: a loss ≈ 0 cannot fall further, a memorised set is converged. Neither while the learning rate is below 0.1 × its peak: annealed (a flat loss at the end of a
   one-cycle run is the plan) or still warming up to the rate the loop was set to.
 """
 
 from __future__ import annotations
 
+from typing import Protocol, TypeVar
+
 from tricklab.diagnose.detectors.base import Context, Detector, EpochMetrics, Finding, finite, median
 from tricklab.diagnose.records import ProbeRecord
+
+
+class _Stepped(Protocol):
+    @property
+    def step(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Stepped)
 
 
 class NonFiniteLoss(Detector):
@@ -110,6 +121,18 @@ class Oscillation(Detector):
         return None
 
 
+def _spanning(items: list[S], count: int, steps: int) -> list[S] | None:
+    """The last ``count`` or more of ``items`` (probe records or epochs, oldest first, each with a ``step``):
+    as many as it takes to span ``steps`` optimizer steps; None when all of them span less."""
+    if len(items) < count:
+        return None
+    last = items[-1].step
+    for first in range(len(items) - count, -1, -1):
+        if last - items[first].step >= steps:
+            return items[first:]
+    return None
+
+
 class Plateau(Detector):
     """The loss is not moving while the learning rate is still up (see the module docstring).
 
@@ -123,11 +146,11 @@ class Plateau(Detector):
                     "lr_too_low", "linear_model", "output_loss_mismatch")
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
-        w = self.t.plateau_window
-        recs = [r for r in list(ctx.records)[-w:] if finite(r.loss)]
+        recs = _spanning([r for r in ctx.records if finite(r.loss)], self.t.plateau_window, self.t.plateau_min_steps)
         start = ctx.start_loss
-        if len(recs) < w or not finite(start) or start <= 0:
+        if recs is None or not finite(start) or start <= 0:
             return None
+        w = len(recs)
         if not ctx.lr_near_peak(record.lr, self.t.plateau_lr_gate):
             return None
         losses = [float(r.loss) for r in recs]
@@ -143,13 +166,11 @@ class Plateau(Detector):
         return None
 
     def end_epoch(self, metrics: EpochMetrics, ctx: Context) -> Finding | None:
-        n = self.t.plateau_epochs
-        epochs = list(ctx.epochs)[-(n + 1):]
-        if len(epochs) < n + 1 or not all(finite(e.train_loss) for e in epochs):
+        epochs = _spanning(list(ctx.epochs), self.t.plateau_epochs + 1, self.t.plateau_min_steps)
+        if epochs is None or not all(finite(e.train_loss) for e in epochs):
             return None
+        n = len(epochs) - 1
         if not ctx.lr_near_peak(metrics.lr, self.t.plateau_lr_gate):
-            return None
-        if epochs[-1].step - epochs[0].step < self.t.plateau_min_steps:
             return None
         if finite(metrics.train_accuracy) and metrics.train_accuracy >= self.t.plateau_fit_accuracy:  # type: ignore[operator]
             return None

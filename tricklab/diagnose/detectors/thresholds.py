@@ -87,8 +87,10 @@ class Thresholds:
     plateau_epoch_improvement: float = 0.01  # ... improved by less than this (relative; AUTOTRAINER ε = 0.01)
     plateau_fit_accuracy: float = 0.99     # a training set fit this well is converged, not stuck
     plateau_lr_gate: float = 0.1           # ours: not while the schedule has annealed lr below 0.1 × peak
-    plateau_min_steps: int = 30            # ours: the epoch-level rule's epochs span this many steps at least (two
-                                           # epochs of one step each — 60 examples, batch 64 — show no plateau)
+    plateau_min_steps: int = 100           # ours: either rule's window spans this many optimizer steps at least
+                                           # (8 probes at the default period of 20 span 140; at a period of 5, 35
+                                           # steps are an LSTM's usual slow start; two one-step epochs — 60
+                                           # examples, batch 64 — show nothing)
 
     # -- overfitting (AUTOTRAINER's "test not well" gap and "test turns bad")
     overfit_gap: float = 0.1               # train accuracy − val accuracy at least this ...
