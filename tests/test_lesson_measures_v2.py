@@ -101,6 +101,39 @@ def test_the_plain_cnn_keeps_its_global_pooling_head():
     assert model.head.out.in_features == 32
 
 
+@pytest.mark.parametrize("data", [{"name": "digits"}, {"name": "synthetic", "variant": "teacher", "size": 600}])
+def test_a_population_of_cnn_flatten_members_trains_each_as_the_trainer_does(data, one_thread):
+    """Two members stacked (channels-last, the flatten reordered to the Trainer's channel-first order), one with
+    dropout: in float64 each member's loss follows its own Trainer's over 50 steps to ~1e-15."""
+    import dataclasses
+
+    from tests.test_population import _MemberLosses, _trainer_losses
+    from tricklab.population.engine import PopulationMember, train_population
+    from tricklab.population.support import population_unsupported
+    from tricklab.recipe import recipe_from_dict
+    from tricklab.train.run import prepare_data
+
+    recipes = [recipe_from_dict({"data": {**data, "batch_size": 32}, "epochs": 4, "seed": seed,
+                                 "model": {"name": "cnn_flatten", "depth": 2, "width": 8, "norm": "none",
+                                           "dropout": p}}) for seed, p in ((0, 0.0), (1, 0.3))]
+    assert all(population_unsupported(r) is None for r in recipes)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        splits = prepare_data(recipes[0])
+        splits = dataclasses.replace(splits, x_train=splits.x_train.double(), x_val=splits.x_val.double(),
+                                     x_test=splits.x_test.double())
+        observers = [_MemberLosses() for _ in recipes]
+        train_population([PopulationMember(r, observer=o) for r, o in zip(recipes, observers, strict=True)],
+                         splits=splits, probe_every=1)
+        for recipe, observer in zip(recipes, observers, strict=True):
+            alone = _trainer_losses(recipe, splits)
+            assert len(alone) >= 50
+            assert max(abs(a - b) / abs(a) for a, b in zip(alone[:50], observer.losses[:50])) < 1e-9
+    finally:
+        torch.set_default_dtype(default)
+
+
 def test_the_dropout_lesson_trains_the_notebook_layout_on_the_digits_and_mnist1d(tmp_path):
     from tricklab.train.run import build_recipe_model, prepare_data
 

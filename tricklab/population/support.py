@@ -42,7 +42,7 @@ SHARED: tuple[str, ...] = (
 """Keys a population shares (its members' recipes agree on them; ``population_key``)."""
 
 SHARED_VALUES: dict[str, frozenset[str]] = {
-    "model.name": frozenset({"mlp", "cnn"}),                  # resnet, inception: a forward pass of their own
+    "model.name": frozenset({"mlp", "cnn", "cnn_flatten"}),   # resnet, inception: a forward pass of their own
     "model.norm": frozenset({"batch", "layer", "group", "none"}),   # weight norm reparametrises the weights
 }
 """The values the engine implements of a shared key that has others (canonical registry names)."""

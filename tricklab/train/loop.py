@@ -94,6 +94,16 @@ def eval_steps(steps: int, evals_per_epoch: int) -> list[int]:
     return sorted({j * steps // k for j in range(1, k)} - {0, steps}) if steps > 0 and k > 1 else []
 
 
+def synced_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has run the work queued on it (CUDA and MPS run asynchronously:
+    without the wait, training kernels still queued would be timed as the evaluation that waits for them)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
+
+
 def trained_seconds(history: Sequence[Mapping[str, Any]]) -> float:
     """Wall seconds of training recorded in ``history`` (a resumed run's start): the ``seconds`` of its latest
     evaluation (``EVALS``), 0 when it has none."""
@@ -240,10 +250,10 @@ def run_epoch(learner: Learner) -> None:
     started = time.perf_counter()
     totals = _train_steps(learner, started)
     if learner.rows:
-        trained = time.perf_counter() - started - totals.eval_seconds
+        ended = synced_clock(learner.device) if totals.evals is not None else 0.0
         validation = learner.validate()
         if totals.evals is not None:
-            totals.record(learner.rows, validation, trained)
+            totals.record(learner.rows, validation, ended - started - totals.eval_seconds)
         _end_epoch(learner, range(len(learner.rows)), totals, started, validation)
 
 
@@ -320,10 +330,10 @@ def _train_steps(learner: Learner, started: float) -> EpochTotals:
 def _evaluate_between(learner: Learner, totals: EpochTotals, started: float) -> None:
     """An evaluation inside the epoch (``evals_per_epoch`` > 1): every row's validation metrics, recorded with the
     step and the training seconds so far; its own time is counted in ``totals.eval_seconds``, not as training."""
-    now = time.perf_counter()
+    now = synced_clock(learner.device)
     validate = getattr(learner, "validate_between", learner.validate)
     totals.record(learner.rows, validate(), now - started - totals.eval_seconds)
-    totals.eval_seconds += time.perf_counter() - now
+    totals.eval_seconds += synced_clock(learner.device) - now
 
 
 def _check(learner: Learner, totals: EpochTotals, started: float, batches: Batches) -> list[TrainState]:
