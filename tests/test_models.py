@@ -14,14 +14,15 @@ from tricklab.errors import InputError
 from tricklab.models import MODELS, HiddenLayer, InceptionModule, PreActBlock, build_model, load_user_model
 from tricklab.models.blocks import pool_positions
 from tricklab.models.inception import branch_widths
-from tricklab.tricks.norm import NORMS
+from tricklab.tricks.norm import NORMS, after_activation
 
-NAMES = ["mlp", "cnn", "resnet", "inception"]
+NAMES = ["mlp", "cnn", "resnet", "inception", "cnn_flatten"]
 SHAPES = {1: (12,), 2: (2, 16), 3: (3, 8, 8)}  # a vector, a 2-channel signal, a small RGB image
 WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 CONVS = (nn.Conv1d, nn.Conv2d)
 NORM_TYPE = {
     "batch": (nn.BatchNorm1d, nn.BatchNorm2d),
+    "batch_after_act": (nn.BatchNorm1d, nn.BatchNorm2d),  # the same layer, placed after the activation
     "layer": (nn.LayerNorm, nn.GroupNorm),  # LayerNorm for vectors, GroupNorm(1, C) for feature maps
     "group": (nn.GroupNorm,),
     "weight": (nn.Identity,),  # weight norm re-parametrises the weights later; no layer here
@@ -130,21 +131,24 @@ def test_inception_branch_widths_sum_to_width(width: int) -> None:
 @pytest.mark.parametrize("rank", sorted(SHAPES))
 @pytest.mark.parametrize("name", NAMES)
 def test_every_weight_layer_is_followed_by_norm_then_activation(name: str, rank: int, norm: str) -> None:
+    """weights → norm → activation; for ``batch_after_act`` weights → activation → norm."""
     model = build_model(name, SHAPES[rank], 4, depth=4, width=8, activation="tanh", norm=norm, dropout=0.2)
     order = [m for m in leaves(model) if not isinstance(m, SKIP_IN_ORDER)]
     weights = [i for i, m in enumerate(order) if isinstance(m, WEIGHTS)]
     logits = order[weights[-1]]
     assert isinstance(logits, nn.Linear) and logits.out_features == 4 and weights[-1] == len(order) - 1
+    expected = (nn.Tanh, NORM_TYPE[norm]) if after_activation(norm) else (NORM_TYPE[norm], nn.Tanh)
     for i in weights[:-1]:  # every hidden weight layer (pooling and dropout skipped; a residual add is not a module)
         after = order[i + 1 : i + 3]
-        assert isinstance(after[0], NORM_TYPE[norm]) and isinstance(after[1], nn.Tanh), (name, i, after)
+        assert isinstance(after[0], expected[0]) and isinstance(after[1], expected[1]), (name, i, after)
 
 
 @pytest.mark.parametrize("norm", NORMS.names())
 def test_hidden_layer_order_and_norm_kind(norm: str) -> None:
     for dims, x in ((0, torch.randn(4, 6)), (1, torch.randn(4, 6, 9)), (2, torch.randn(4, 6, 5, 5))):
         layer = HiddenLayer(dims, 6, 8, kernel_size=3, activation="gelu", norm=norm, dropout=0.1)
-        assert list(dict(layer.named_children())) == ["weights", "norm", "act", "drop"]
+        order = ["weights", "act", "norm", "drop"] if after_activation(norm) else ["weights", "norm", "act", "drop"]
+        assert list(dict(layer.named_children())) == order
         assert isinstance(layer.weights, WEIGHTS[dims]) and isinstance(layer.act, nn.GELU)
         assert isinstance(layer.norm, NORM_TYPE[norm]) and layer.drop.p == 0.1
         assert layer(x).shape[:2] == (4, 8) and layer(x).shape[2:] == x.shape[2:]  # "same" padding

@@ -95,6 +95,8 @@ class RunResult:
     device: str = "cpu"
     recipe: dict[str, Any] = field(default_factory=dict)
     lr_found: float | None = None    # optimizer.lr: auto — the η the range test chose (lr_find.json beside it)
+    train_accuracy: float | None = None   # the training split after training, in eval mode, by the evaluated model
+    train_loss: float | None = None       # (an ensemble's averaged probabilities), as test_* and val_*
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (non-finite numbers become null)."""
@@ -590,7 +592,7 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
         trainer = Trainer(model, optimizer, splits.train_data(), splits.val_data(),
                           epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
                           callbacks=cbs, checkpoint_dir=ckpt_dir, world=distributed.current_world(),
-                          **step_tricks(rec))
+                          evals_per_epoch=rec.evals_per_epoch, **step_tricks(rec))
         state = trainer.fit(resume=resume)
         train_seconds += trainer.wall_seconds
         models.append(state.eval_model or model)
@@ -621,10 +623,12 @@ def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[T
                                           else "completed")
     test: dict[str, float | None] = {"loss": None, "accuracy": None}
     val: dict[str, float | None] = {"loss": None, "accuracy": None}
+    train: dict[str, float | None] = {"loss": None, "accuracy": None}
     if diverged is None:
         final_model = model if evaluated is None else evaluated
         test = evaluate_split(final_model, splits.test_data()) or test
         val = evaluate_split(final_model, splits.val_data()) or val
+        train = evaluate_split(final_model, splits.train_data()) or train
     alarms = core_alarms(rec, splits, model, states)
     best = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
                   else best_epoch(first.history, rec.early_stopping.monitor))
@@ -640,6 +644,7 @@ def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[T
         diverged_step=diverged.diverged_step if diverged else None,
         stop_reason="; ".join(s.stop_reason for s in states if s.stop_reason),
         val_accuracy=val["accuracy"], val_loss=val["loss"], train_seconds=train_seconds,
+        train_accuracy=train["accuracy"], train_loss=train["loss"],
         num_params=sum(p.numel() for p in model.parameters()),
         data=splits.summary(), device=str(device), recipe=recipe_to_dict(rec),
     )
