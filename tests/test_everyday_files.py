@@ -13,6 +13,8 @@ from tests.test_everyday_errors import FAST, tricklab
 from tricklab.fsutil import exclusive_lock
 
 LEFTOVERS = (".lock", ".tmp", "-wal", "-shm", "-journal")
+UMASK = os.umask(0o022)
+os.umask(UMASK)
 
 
 def leftovers(root: Path) -> list[str]:
@@ -46,8 +48,22 @@ def test_train_study_and_report_leave_only_their_results(tmp_path):
     assert last_json(r.stdout)["report"] == "elsewhere/mine.html" and (elsewhere / "mine.html").is_file()
 
     assert leftovers(tmp_path) == []
+    # every file is as readable as an ordinary write makes it (umask 022 here: 0o644), not mkstemp's 0o600
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in [*run_dir.iterdir(), tmp_path / "tiny-report.html"]}
+    assert set(modes.values()) == {oct(0o666 & ~UMASK)}, modes
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         "elsewhere", "runs", "s.yaml", "tricklab.sqlite", "tiny-report.html", "tiny-trials.csv", "tiny-summary.md"])
+
+
+def test_an_atomic_write_keeps_an_ordinary_files_mode(tmp_path):
+    from tricklab.fsutil import atomic_write_text
+
+    new = tmp_path / "new.txt"
+    atomic_write_text(new, "a")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~UMASK
+    new.chmod(0o640)                                       # the user's own choice survives a rewrite
+    atomic_write_text(new, "b")
+    assert new.stat().st_mode & 0o777 == 0o640 and new.read_text() == "b"
 
 
 def test_the_lock_file_goes_with_its_holder(tmp_path):

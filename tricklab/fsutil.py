@@ -3,6 +3,7 @@ exclusive lock between processes that a crash cannot leave behind."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
@@ -15,12 +16,31 @@ from typing import IO
 from tricklab.errors import InputError, brief
 
 
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process umask (read once; setting it back at
+    once is the only way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    The file gets the mode an ordinary write would give it — the old file's, else 0o666 less the umask (0o644
+    usually) — not ``mkstemp``'s private 0o600, so a run's report and results stay readable to whoever could
+    read the directory."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except OSError:
+        mode = _new_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tricklab.fsutil import atomic_write
 
 _FORMAT = 1  # bump when the stored layout changes: old files then simply stop matching
 
@@ -60,22 +61,11 @@ def _read(file: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
 
 
 def _write_atomically(file: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``file`` via a temporary file and ``os.replace``; warn (do not fail) if impossible."""
-    tmp: str | None = None
+    """Write ``arrays`` to ``file`` atomically (``fsutil.atomic_write``); warn (do not fail) if impossible."""
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, file)
-        tmp = None
+        atomic_write(file, lambda fh: np.savez(fh, **arrays))
     except OSError as err:
         warnings.warn(f"could not write the dataset cache {file}: {err}; continuing without it", stacklevel=3)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def cached_arrays(
