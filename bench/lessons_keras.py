@@ -447,23 +447,27 @@ def tuned_arms(tricklab: Mapping[str, Any]) -> list[TunedArm] | None:
 # -- the cross-check ----------------------------------------------------------------------------------------------
 
 def keras_side(lesson: Lesson, quick: bool, spec: StudySpec, tuned: list[TunedArm] | None,
-               lrs: Mapping[str, float], progress: bool = True,
-               cache: Path | None = None) -> tuple[LessonResult, dict[str, Any], float, int]:
+               lrs: Mapping[str, float], progress: bool = True, cache: Path | None = None,
+               inner_evals: bool = True) -> tuple[LessonResult, dict[str, Any], float, int]:
     """Train every arm × seed in Keras (at its tuned LR; at its own LR too where that differs and the lesson
     tunes), judge them with tricklab's ``judge``; returns (the result, each arm's mirror check, seconds, the
     number of Keras runs trained). ``cache``: a directory keeping each Keras run's record (by study, arm, seed
-    and LR), so a second invocation trains only what is missing."""
+    and LR), so a second invocation trains only what is missing. ``inner_evals`` False: the records are judged on
+    their epoch-end evaluations only (as tricklab trials that recorded none inside their epochs)."""
     started = time.perf_counter()
 
     def train(arm: str, recipe: Recipe, splits: Any, lr: float) -> dict[str, Any]:
         name = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{arm}-seed{recipe.seed}-lr{lr:.6g}")
         path = None if cache is None else cache / spec.name / f"{name}.json"
         if path is not None and path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-        record = train_keras(recipe, splits, lr)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(json_safe(record)), encoding="utf-8")
+            record = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            record = train_keras(recipe, splits, lr)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(json_safe(record)), encoding="utf-8")
+        if not inner_evals:
+            record = {**record, "history": [{k: v for k, v in h.items() if k != "evals"} for h in record["history"]]}
         return record
 
     mirrors: dict[str, Any] = {}
@@ -566,12 +570,12 @@ def cross_check(name: str, args: argparse.Namespace, given: dict[str, Any] | Non
     print(f"{name}: tricklab side {source} ({tricklab_wall:.0f} s); Keras: {len(spec.arm_names())} arms × "
           f"{len(spec.seed_list())} seeds × {lesson.variant(quick).epochs} epochs", file=sys.stderr, flush=True)
     result, mirrors, keras_seconds, trained = keras_side(lesson, quick, spec, tuned, lrs, progress=args.progress,
-                                                         cache=work / "keras")
+                                                         cache=work / "keras", inner_evals=args.inner_evals)
     keras_json = result.to_json()
     checks = compare(name, tricklab, keras_json)
     return {"lesson": name, "claim": lesson.claim, "variant": tricklab.get("variant"), "seeds": spec.seed_list(),
             "epochs": lesson.variant(quick).epochs, "tuning_seeds": lesson.variant(quick).tuning_seeds,
-            "arm_names": spec.arm_names(), "dropout_datasets": args.dropout_datasets if name == "dropout" else None, "study": spec.name, "tricklab_source": source,
+            "arm_names": spec.arm_names(), "keras_inner_evals": args.inner_evals, "dropout_datasets": args.dropout_datasets if name == "dropout" else None, "study": spec.name, "tricklab_source": source,
             "tricklab_seconds": tricklab.get("seconds"), "tricklab_cpu_seconds": tricklab.get("cpu_seconds"),
             "tricklab_wall_here": round(tricklab_wall, 1), "keras_seconds": round(keras_seconds, 1),
             "keras_trials": trained,
@@ -618,6 +622,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=1, help="tricklab's trial workers (in-process run)")
     parser.add_argument("--out", default=None, help="write the JSON object here too")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument("--no-inner-evals", dest="inner_evals", action="store_false",
+                        help="judge the Keras runs on their epoch-end validations only, as tricklab trials that recorded "
+                             "none inside their epochs (a recipe's evals_per_epoch that tricklab's runs did not honour)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="combine outputs of this bench (e.g. one lesson each, run side by side) into one: print "
                              "the table, write --out; trains nothing")

@@ -239,7 +239,15 @@ def _cross_check(result, keras_side_of: dict[str, dict]) -> dict:
                          "study": result.spec.name, "checks": checks}]}
 
 
-def test_the_book_shows_the_keras_effects_and_says_how_a_verdict_differs(tmp_path):
+@pytest.fixture
+def no_figures(monkeypatch):
+    """The book's figures are another test's business (tests/test_lesson_plots.py): drawing them here is slow."""
+    from tricklab.lessons import book
+
+    monkeypatch.setattr(book, "_images", lambda r: [])
+
+
+def test_the_book_shows_the_keras_effects_and_says_how_a_verdict_differs(tmp_path, no_figures):
     result = _batchnorm(tmp_path, 0.05, 0.03)          # both models gain: tricklab says supported
     primary = result.primary.oriented
     assert primary.verdict == "supported" and primary.ci_low > 0
@@ -280,7 +288,7 @@ def test_where_an_interval_lies_is_read_from_the_numbers():
     assert "do not overlap" in apart and "−0.1" in apart.replace("-", "−")
 
 
-def test_write_book_finds_the_cross_check_beside_the_book_and_skips_a_broken_one(tmp_path):
+def test_write_book_finds_the_cross_check_beside_the_book_and_skips_a_broken_one(tmp_path, no_figures):
     result = _batchnorm(tmp_path, 0.05, 0.03)
     data = _cross_check(result, {"final_accuracy": _side("inconclusive", 0.004, -0.003, 0.011)})
     (tmp_path / "lessons_keras.json").write_text(json.dumps(data), encoding="utf-8")
