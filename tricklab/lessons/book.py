@@ -310,9 +310,10 @@ def cross_check_table(cross_check: Mapping[str, Any], entry: Mapping[str, Any]) 
     seeds = entry.get("seeds") or []
     caption = (f"The same checks judged, by the same statistics, on Keras {cross_check.get('keras')} "
                f"({cross_check.get('keras_backend')} backend) trainings of the same arms on the same splits and batch "
-               f"order (bench/lessons_keras.py): {entry.get('variant')} variant, {len(seeds)} seeds, "
-               f"{entry.get('epochs')} epochs, each arm at the learning rate tricklab's tuning chose; tricklab's "
-               f"numbers are those of study {entry.get('study')}. ")
+               f"order (bench/lessons_keras.py): the {entry.get('variant')} variant's arms"
+               + (f" on {entry['dropout_datasets']} only" if entry.get("dropout_datasets") else "")
+               + f" at {len(seeds)} seeds and {entry.get('epochs')} epochs, each arm at the learning rate tricklab's "
+               f"tuning chose; tricklab's numbers are those of study {entry.get('study')}. ")
     caption += (" ".join(["Where the verdicts differ:", *differing]) if differing
                 else "The verdicts agree on every check.")
     differences = cross_check.get("differences") or []
