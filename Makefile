@@ -11,7 +11,7 @@ run: $(VENV)/bin/activate
 	$(VENV)/bin/tricklab train
 
 test: $(VENV)/bin/activate
-	$(PY) -m pip install -q -e ".[dev,lightning,ray,tensorboard,transformers]"
+	$(PY) -m pip install -q -e ".[dev,lightning,ray,tensorboard,transformers,keras]"
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(VENV)/bin/activate
