@@ -73,3 +73,24 @@ def test_the_doctor_and_lr_find_name_their_runs_alike(tmp_path):
     r = tricklab("lr-find", *FAST, "--steps", "10", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"lr-find-digits-mlp-\d{8}-\d{6}", Path(last_json(r.stdout)["png"]).parent.name)
+
+
+def test_a_users_module_beside_the_command_and_a_factory_without_arguments(tmp_path):
+    """``mymodels.py`` in the directory the console script runs in is found (as ``python -m`` finds it), and
+    ``def make(): return Net()`` — the sizes fixed in the user's code — is called without arguments."""
+    (tmp_path / "mymodels.py").write_text(
+        "import torch.nn as nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))\n"
+        "def sized(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n"
+        "def wrong():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n")
+    for factory in ("make", "sized"):
+        r = tricklab("train", *FAST, f"model.python=mymodels:{factory}", "--json", "--quiet", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert last_json(r.stdout)["status"] == "completed"
+    r = tricklab("train", *FAST, "model.python=mymodels:wrong", "--json", cwd=tmp_path)
+    assert r.returncode == 2 and "model.python" in last_json(r.stdout)["error"]["field"]   # 3 outputs for 10
+    r = tricklab("train", *FAST, "model.python=nothere:make", "--json", cwd=tmp_path)
+    assert r.returncode == 2 and "current directory" in last_json(r.stdout)["error"]["message"]

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import re
+import sys
 import sysconfig
 import traceback
 from collections.abc import Callable
@@ -47,10 +49,10 @@ def import_factory(spec: Any, field: str, spec_format: str) -> Callable[..., Any
         raise InputError(field, f"{spec!r} is not a factory reference", spec_format)
     module_name, attr_path = spec.strip().split(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except ImportError as exc:
-        raise InputError(field, f"cannot import module {module_name!r} ({exc}){user_frame(exc)}; is its folder on "
-                                "PYTHONPATH?", spec_format) from None
+        raise InputError(field, f"cannot import module {module_name!r} ({exc}){user_frame(exc)}; is it in the "
+                                "current directory or its folder on PYTHONPATH?", spec_format) from None
     except (Exception, SystemExit) as exc:  # the user's module itself fails (or exits) while being imported
         raise InputError(field, f"importing {module_name!r} failed: {describe(exc)}{user_frame(exc)}") from None
     factory: object = module
@@ -61,6 +63,25 @@ def import_factory(spec: Any, field: str, spec_format: str) -> Callable[..., Any
     if not callable(factory):
         raise InputError(field, f"{spec!r} is a {type(factory).__name__}, not a callable factory", spec_format)
     return factory
+
+
+def _import(module_name: str) -> Any:
+    """``importlib.import_module``, and where the module's top-level package is not found, again with the current
+    directory on ``sys.path`` — as ``python -m tricklab`` and ``python script.py`` have it, so ``mymodels.py``
+    beside the command works for the ``tricklab`` console script too (whose ``sys.path`` starts at its bin/)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != module_name.split(".")[0] or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.insert(0, cwd)   # kept: the module may import its siblings later
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as again:
+            if again.name == exc.name:   # not there either: as it was
+                sys.path.remove(cwd)
+            raise
 
 
 def describe(exc: BaseException) -> str:

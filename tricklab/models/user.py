@@ -16,6 +16,9 @@ the factory, says what is wrong and points at the user's own line (file:line and
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -24,7 +27,7 @@ from tricklab.user_code import describe, import_factory, user_frame
 
 FIELD = "model.python"
 SPEC_FORMAT = '"package.module:factory", e.g. "mymodels.nets:make_net"'
-FACTORY_CONTRACT = "a factory(input_shape, num_classes) that returns a torch.nn.Module"
+FACTORY_CONTRACT = "a factory(input_shape, num_classes) (or one without arguments) that returns a torch.nn.Module"
 TRIAL_BATCH = 2
 """Examples in the trial forward pass: the smallest batch whose shape shows the batch dimension is kept."""
 
@@ -41,7 +44,7 @@ def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -
     factory = import_factory(spec, FIELD, SPEC_FORMAT)
     shape = tuple(input_shape)
     try:
-        model = factory(shape, num_classes)
+        model = factory() if _takes_no_arguments(factory, shape, num_classes) else factory(shape, num_classes)
     except (Exception, SystemExit) as exc:
         raise InputError(FIELD, f"{spec}({shape}, {num_classes}) raised {describe(exc)}{user_frame(exc)}",
                          FACTORY_CONTRACT) from None
@@ -52,6 +55,26 @@ def load_user_model(spec: str, input_shape: tuple[int, ...], num_classes: int) -
         raise InputError(FIELD, f"{spec} returned a {type(model).__name__}, not a torch.nn.Module", FACTORY_CONTRACT)
     check_user_model(model, spec, shape, num_classes)
     return model
+
+
+def _takes_no_arguments(factory: Any, *args: Any) -> bool:
+    """True for a factory that cannot take ``(input_shape, num_classes)`` but can be called with nothing —
+    ``def make(): return Net()``, the model's sizes fixed in the user's code (its output width is then checked
+    like any other's). A factory whose signature cannot be read is called with both."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind(*args)
+        return False
+    except TypeError:
+        pass
+    try:
+        signature.bind()
+        return True
+    except TypeError:
+        return False
 
 
 def check_user_model(model: nn.Module, spec: str, input_shape: tuple[int, ...], num_classes: int) -> None:
