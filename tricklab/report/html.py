@@ -98,7 +98,7 @@ def paragraph(text: Any, class_: str | None = None) -> Markup:
 
 def not_recorded(what: str, why: str = "") -> Markup:
     """The placeholder of a section whose data the run did not record."""
-    return paragraph(f"{what}: not recorded{'. ' + why[:1].upper() + why[1:] if why else '.'}", class_="missing")
+    return paragraph(f"{what}: not recorded{' — ' + why if why else ''}.", class_="missing")
 
 
 def note(text: Any) -> Markup:
