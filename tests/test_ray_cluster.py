@@ -57,9 +57,11 @@ def _cluster_env() -> dict[str, str]:
 def _alive_nodes(address: str, env: dict[str, str]) -> int:
     """Alive nodes of the cluster, asked from a separate driver process (the test never joins the cluster)."""
     code = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
-            "print(sum(bool(n['Alive']) for n in ray.nodes()))")
+            "print('ALIVE_NODES', sum(bool(n['Alive']) for n in ray.nodes()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+    # Ray writes its own warnings to stdout too ("raylet has lagging heartbeats" under load): read our line only
+    counts = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("ALIVE_NODES ")]
+    return int(counts[-1]) if out.returncode == 0 and counts else 0
 
 
 @pytest.fixture
