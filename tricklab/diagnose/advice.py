@@ -385,6 +385,55 @@ def _mismatch(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     ]
 
 
+BF16 = ("precision=bf16: bfloat16 has float32's range (up to 3.4e38, down to 1.2e-38) at the same 16 bits — no "
+        "overflow, no underflow, no loss scale (recent GPUs and CPUs compute it natively)")
+
+
+def _scale(e: dict[str, float]) -> str:
+    return f"the loss scale is {fmt(e['loss_scale'])}" if "loss_scale" in e else "no loss scaler is known to run"
+
+
+def _fp16_overflow(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    if f.criterion == "forward":
+        loss = e.get("loss", math.nan)
+        what = (f"the forward pass overflowed float16 at step {f.step}: the loss is {'NaN' if math.isnan(loss) else fmt(loss)} while every "
+                f"weight is finite — an activation of {where(f.layers)} went past float16's largest value, 65504 "
+                "(a loss scale only scales the backward pass and cannot help)")
+        first = NORM
+    elif f.criterion == "scale":
+        what = (f"the loss scale is below 1 since step {f.step} ({fmt(e.get('loss_scale'))} now): the gradients overflow "
+                "float16 (above 65504) even at their true size, so the scaler must shrink them, skipping a step each time "
+                "it halves")
+        first = CLIP
+    else:
+        what = (f"float16 overflow since step {f.step}: the loss scaler skipped {int(e.get('skipped', 0))} of "
+                f"{int(e.get('observed', 0))} steps ({fmt(100 * e.get('skip_share', 0.0))} %; a healthy one "
+                f"skips about 1 in 2000) — every skip halves the scale and wastes the step; {_scale(e)}")
+        first = CLIP
+    return f"{what[0].upper()}{what[1:]}.", [
+        BF16,
+        first,
+        f"{lr_times(lr, 0.1)}: smaller steps keep weights, activations and gradients inside float16's range",
+    ]
+
+
+def _fp16_underflow(f: Finding, lr: float | None) -> tuple[str, list[str]]:
+    e = f.evidence
+    scaled = "loss_scale" in e
+    after = "after the loss scale" if scaled else "unscaled"
+    return (f"float16 underflow since step {f.step}: {fmt(100 * e.get('subnormal_share', 0.0))} % of the weight "
+            f"gradients' nonzero entries lie below float16's smallest normal number (6.1e-5) {after} — they lose "
+            f"precision, and smaller ones flush to 0; {_scale(e)}.", [
+                ("raise the loss scale: torch.amp.GradScaler(init_scale=2.**16) grows it every 2000 clean steps; a "
+                 "larger init_scale or a shorter growth_interval reaches it sooner") if scaled else
+                ("a loss scaler: torch.amp.GradScaler() — backpropagate scaler.scale(loss), then scaler.step(optimizer) "
+                 "and scaler.update() (precision=fp16 in a recipe always has one)"),
+                BF16,
+                "model.norm=batch: normalised layers keep the gradients at a healthier scale",
+            ])
+
+
 WRITERS: dict[str, Callable[[Finding, float | None], tuple[str, list[str]]]] = {
     "vanishing_gradients": _vanishing,
     "exploding_gradients": _exploding,
@@ -404,6 +453,8 @@ WRITERS: dict[str, Callable[[Finding, float | None], tuple[str, list[str]]]] = {
     "lr_too_low": _lr_low,
     "linear_model": _linear,
     "output_loss_mismatch": _mismatch,
+    "fp16_overflow": _fp16_overflow,
+    "fp16_underflow": _fp16_underflow,
 }
 
 

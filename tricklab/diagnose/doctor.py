@@ -39,6 +39,8 @@ from tricklab.diagnose.detectors import (
     ExplodingGradients,
     ExplodingInit,
     Finding,
+    Fp16Overflow,
+    Fp16Underflow,
     LearningRateTooHigh,
     LearningRateTooLow,
     LinearModel,
@@ -61,6 +63,7 @@ from tricklab.diagnose.detectors.loss import nonfinite_finding
 from tricklab.diagnose.records import Alarm, ProbeRecord
 
 DETECTORS: tuple[type[Detector], ...] = (
+    Fp16Overflow,
     NonFiniteLoss,
     UnscaledInputs,
     TooManyParameters,
@@ -74,6 +77,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     Saturation,
     VanishingGradients,
     ExplodingGradients,
+    Fp16Underflow,
     UpdateRatio,
     LossSpike,
     Oscillation,
@@ -81,6 +85,10 @@ DETECTORS: tuple[type[Detector], ...] = (
     Overfitting,
 )
 """Every detector, causes before symptoms (the order in which one observation is judged)."""
+
+HALF_PRECISION = (Fp16Overflow, Fp16Underflow)
+"""The detectors that judge a step a loss scaler skipped (``ProbeRecord.overflow_skip``): nothing else does —
+the step changed nothing, and its gradients are the overflow the scaler caught, not the model's state."""
 
 INSTABILITY = frozenset({"nan_loss", "exploding_gradients", "loss_spike", "oscillation", "lr_too_high"})
 """Kinds that say the steps are too large for the loss surface (so is an update ratio in the ``high`` group):
@@ -148,8 +156,12 @@ class Doctor:
         """Judge one probe record; returns the alarms raised for the first time."""
         if self._optimizer is not None and (peak := scheduled_peak(self._optimizer)) is not None:
             self.ctx.configured_lr = self._setup["lr"] = peak   # a scheduler made after the doctor sets it late
-        self.ctx.add_record(record)
-        findings = [f for d in self.detectors if (f := d.observe(record, self.ctx)) is not None]
+        detectors = self.detectors
+        if record.overflow_skip:
+            detectors = [d for d in detectors if isinstance(d, HALF_PRECISION)]
+        else:
+            self.ctx.add_record(record)
+        findings = [f for d in detectors if (f := d.observe(record, self.ctx)) is not None]
         return self._raise(findings, record.step)
 
     def end_epoch(self, epoch: int, step: int, metrics: dict[str, float]) -> list[Alarm]:

@@ -49,11 +49,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from tricklab.diagnose.detectors.precision import FP16_TINY
 from tricklab.diagnose.functional import ActivationCapture
 from tricklab.diagnose.records import LayerStats, ProbeRecord
 from tricklab.tricks.activations import RECTIFIERS as DEAD_FAMILIES
 from tricklab.tricks.activations import SATURATION, activation_family  # noqa: F401  (re-exported)
 from tricklab.tricks.init import layer_kind
+
+UNKNOWN: Any = type("Unknown", (), {"__repr__": lambda self: "UNKNOWN"})()
+"""``Probe.scaler`` when the loop has not said whether a loss scaler runs (``None`` says: none runs)."""
 
 DEFAULT_EVERY = 20
 """Probe every 20th step: the worst measured overhead stays under 5% and MNIST-1D (57 steps per epoch at batch
@@ -151,13 +155,20 @@ class Probe:
     ``optimizer.step()``. ``after_step`` returns a ``ProbeRecord`` on probe steps, None otherwise.
     Call ``close()`` (or use ``with Probe(model) as probe:``) to remove every hook. Like an optimizer, the
     probe takes the model's layers and parameters when it is made: make it after weight norm is applied.
+
+    Half precision: a weight layer's float16/bfloat16 output sets the record's ``compute_dtype``. ``scaler`` is
+    the loop's loss scaler (``torch.amp.GradScaler``), or None when it has none: then float16 records carry the
+    scale after the step's update and the share of gradient entries that float16 held as subnormals
+    (``grad_subnormal``; measured on probe steps only, in float16 runs only). Left ``UNKNOWN``, neither is
+    recorded — with a scaler unknown, unscaled gradients would read as underflow (``detectors.precision``).
     """
 
-    def __init__(self, model: nn.Module, every: int = DEFAULT_EVERY) -> None:
+    def __init__(self, model: nn.Module, every: int = DEFAULT_EVERY, *, scaler: Any = UNKNOWN) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a whole number >= 1, got {every!r}")
         self.model = model
         self.every = every
+        self.scaler: Any = scaler              # the loop's loss scaler, None for none, ``UNKNOWN`` when not told
         self.layers: list[tuple[str, nn.Module, str]] = []      # (name, module, kind) in module order
         for name, module in model.named_modules():
             kind = layer_kind(module)
@@ -196,6 +207,8 @@ class Probe:
         self._weight_norm: dict[int, torch.Tensor] = {}
         self._before: list[torch.Tensor] | None = None
         self._measured: list[int] = []
+        self._compute_dtype: torch.dtype | None = None   # a weight layer's output in float16/bfloat16
+        self._subnormal: tuple[torch.Tensor, torch.Tensor] | None = None   # float16: (tiny, nonzero) entries
 
     def _remove_hooks(self) -> None:
         self._capture.stop()
@@ -266,6 +279,27 @@ class Probe:
                     self._layer_grad[i] = norms[k] if k is not None else None
             if snapshot and weights:
                 self._before = list(torch._foreach_mul(weights, 1.0))  # a copy: the optimizer updates in place
+            if self._compute_dtype == torch.float16 and self.scaler is not UNKNOWN:
+                self._subnormal = self._count_subnormal()
+
+    def _count_subnormal(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(entries below float16's smallest normal after the loss scale, nonzero entries) of the measured weight
+        layers' gradients — device tensors. The gradients here are unscaled (g = fp16 value / S), so |S·g| is the
+        value float16 held."""
+        grads = [g for i in self._measured if (g := self.layers[i][1].weight.grad) is not None and not g.is_sparse]
+        if not grads:
+            return None
+        scale = self._scale_tensor()
+        tiny = nonzero = None
+        for g in grads:
+            a = g.detach().abs()
+            scaled = a * scale if scale is not None else a
+            t, n = ((scaled < FP16_TINY) & (a > 0)).sum(), (a > 0).sum()
+            tiny, nonzero = (t, n) if tiny is None else (tiny + t, nonzero + n)
+        return tiny, nonzero
+
+    def _scale_tensor(self) -> torch.Tensor | float | None:
+        return current_scale(self.scaler)
 
     def after_step(
         self,
@@ -295,6 +329,9 @@ class Probe:
             if inputs is not None else (None, None, None)
         output_dim, output_keys = (self._output[0], [out.add(t) for t in self._output[1]]) \
             if self._output is not None else (None, [None] * 4)
+        scale = self._scale_tensor() if self._compute_dtype is not None else None
+        scale_key = out.add(scale) if isinstance(scale, torch.Tensor) else None
+        subnormal_keys = [out.add(t) for t in self._subnormal] if self._subnormal is not None else None
         rows = []
         for i in self._measured:
             pre = self._pre[i]
@@ -336,6 +373,10 @@ class Probe:
             output_max=out.get(output_keys[2]), output_rowsum_dev=out.get(output_keys[3]),
             hidden_nonlinear=self._hidden_nonlinear if self._calls > 1 else None,
             output_activation=self._output_activation,
+            compute_dtype=str(self._compute_dtype).removeprefix("torch.") if self._compute_dtype else None,
+            loss_scale=out.get(scale_key) if scale_key is not None else scale,
+            grad_subnormal=_share(out.get(subnormal_keys[0]), out.get(subnormal_keys[1]))
+            if subnormal_keys is not None else None,
         )
         self._reset()
         return record
@@ -382,6 +423,8 @@ class Probe:
             if not isinstance(output, torch.Tensor):
                 return
             self._calls += 1
+            if self._compute_dtype is None and output.dtype in (torch.float16, torch.bfloat16):
+                self._compute_dtype = output.dtype      # autocast (or a .half() model) computes in 16 bits
             if self._calls > 1 and self._nonlinear_since:
                 self._hidden_nonlinear += 1
             self._nonlinear_since = False
@@ -440,6 +483,25 @@ def _output_tensor(output: Any) -> torch.Tensor | None:
     if isinstance(output, (tuple, list)):
         return next((t for t in output if isinstance(t, torch.Tensor)), None)
     return None
+
+
+def current_scale(scaler: Any) -> torch.Tensor | float | None:
+    """A loss scaler's current scale — a device tensor where the scaler keeps one (no host sync) — or None
+    without an enabled scaler (``UNKNOWN`` and None included)."""
+    if scaler is UNKNOWN or scaler is None or not getattr(scaler, "is_enabled", lambda: True)():
+        return None
+    held = getattr(scaler, "_scale", None)   # torch.amp.GradScaler's scale tensor (made on first use)
+    if isinstance(held, torch.Tensor):
+        return held.detach().float()
+    try:
+        return float(scaler.get_scale())
+    except (AttributeError, TypeError, RuntimeError):
+        return None
+
+
+def _share(part: float | None, whole: float | None) -> float | None:
+    """part / whole, None when there is nothing to divide."""
+    return part / whole if part is not None and whole else None
 
 
 def _ratio(change: float, weight_norm: float) -> float:

@@ -7,6 +7,7 @@ is defined in ``tricklab.store.records`` (the core's own alarms and the store us
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,6 +89,20 @@ class ProbeRecord:
     # the family of the function whose result the forward pass returns (``sigmoid``, ``tanh``, ``other`` for
     # softmax ...), None when it returns a weight layer's output (logits)
     output_activation: str | None = None
+    # half precision: ``float16``/``bfloat16`` when the weight layers computed in it (autocast or a .half()
+    # model), None for float32; ``loss_scale``: a dynamic loss scaler's scale after this step's update (None
+    # without a known, enabled scaler); ``grad_subnormal``: in float16, the share of the weight layers' nonzero
+    # gradient entries that were subnormal in float16 after the loss scale (|S·g| < 2^−14: precision lost, the
+    # smallest ones flushed to 0) — None where not measured (not float16, or whether a scaler runs is unknown)
+    compute_dtype: str | None = None
+    loss_scale: float | None = None
+    grad_subnormal: float | None = None
+
+    @property
+    def overflow_skip(self) -> bool:
+        """A float16 step whose gradients overflowed while the loss stayed finite: a dynamic loss scaler skipped
+        it (nothing was learned; its statistics are the overflow the scaler caught, not the model's state)."""
+        return self.compute_dtype == "float16" and math.isfinite(self.loss) and not math.isfinite(self.grad_norm)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,4 +133,6 @@ ALARM_KINDS = (
     "lr_too_low",
     "linear_model",
     "output_loss_mismatch",
+    "fp16_overflow",
+    "fp16_underflow",
 )

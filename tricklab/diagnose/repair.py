@@ -93,6 +93,8 @@ def reinit_in_place(scheme: str, user_only: bool = False) -> Action:
     return Action(f"re-initialise in place (init.scheme={scheme})", why, scheme=scheme, user_only=user_only)
 
 
+BF16 = Action("precision=bf16", "bfloat16 has float32's range: nothing overflows or underflows, no loss scale is "
+              "needed", overrides=("precision=bf16",))
 LEAKY = Action("model.activation=leaky_relu", "a leaky ReLU keeps a gradient for negative inputs",
                overrides=("model.activation=leaky_relu",))
 
@@ -144,6 +146,9 @@ def _policies() -> dict[str, list[Action]]:
                    "the weights of its best epoch", patience=3),
             Action("early stop", "stop now with the weights of the best validation loss", stop=True),
         ],
+        # float16's range: the format with float32's range first, then smaller steps (overflow) or normalised layers
+        "fp16_overflow": [BF16, LR_DOWN, CLIP],
+        "fp16_underflow": [BF16, NORM],
         "unscaled_inputs": [Action("data.scale=standard", "standardise inputs with training-split statistics",
                                    overrides=("data.scale=standard",))],
     }
@@ -151,9 +156,10 @@ def _policies() -> dict[str, list[Action]]:
 
 POLICIES: dict[str, list[Action]] = _policies()
 
-PRIORITY = ("output_loss_mismatch", "linear_model", "exploding_init", "vanishing_init", "lr_too_high", "nan_loss",
-            "exploding_gradients", "loss_spike", "update_ratio", "lr_too_low", "dead_units", "vanishing_gradients",
-            "saturation", "unscaled_inputs", "plateau", "oscillation", "overfitting", "too_many_parameters")
+PRIORITY = ("output_loss_mismatch", "linear_model", "fp16_overflow", "exploding_init", "vanishing_init",
+            "lr_too_high", "nan_loss", "exploding_gradients", "loss_spike", "update_ratio", "lr_too_low", "dead_units",
+            "vanishing_gradients", "saturation", "fp16_underflow", "unscaled_inputs", "plateau", "oscillation",
+            "overfitting", "too_many_parameters")
 """When several problems appear at once, the one acted on first: instability before its symptoms (a learning
 rate far too high also kills ReLUs and stalls the loss), the network before the optimisation schedule."""
 

@@ -18,10 +18,11 @@ from tricklab.diagnose.probes import DEFAULT_EVERY
 from tricklab.diagnose.records import Alarm
 from tricklab.diagnose.repair import NEEDS_CODE_CHANGE, Repair, RepairPlan
 from tricklab.diagnose.trainer_callback import ALARMS_FILE, DoctorCallback
+from tricklab.errors import InputError
 from tricklab.fsutil import atomic_write_text
 from tricklab.recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict, recipe_to_dict, save_recipe
 from tricklab.store import Store
-from tricklab.train import RunResult, train
+from tricklab.train import RunResult, distributed, train
 from tricklab.train.events import Callback
 from tricklab.train.run import RESULT_FILE, json_safe, metric_rows, named, new_run_dir
 
@@ -116,12 +117,23 @@ def doctor_train(
 ) -> DoctorResult:
     """Train ``recipe`` with the doctor watching; with ``repair``, repair what it finds (see ``repair``).
 
-    ``callbacks`` run in every attempt, before the doctor (so it sees what they did)."""
+    ``callbacks`` run in every attempt, before the doctor (so it sees what they did). Started by torchrun on several
+    processes, process 0 is watched and writes the record; the others train their shards and report nothing."""
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides or []))
     explicit = "name" in rec.model_fields_set or any(o.partition("=")[0].strip() == "name" for o in overrides or [])
     if isinstance(recipe, Recipe) and overrides:
         rec = recipe_from_dict(apply_overrides(recipe_to_dict(recipe), list(overrides)))
     rec = named(rec, explicit)   # runs/digits-mlp-..., as tricklab train names it
+    world = distributed.current_world()
+    if world is not None:
+        # one run on several processes (``tricklab doctor --nproc``): process 0 probes (its gradients are the
+        # whole batch's, all-reduced; its activations its shard's) and keeps the record; a repair would have to
+        # change every process alike, so there is none
+        if repair:
+            raise InputError("--repair", "a run on several processes is diagnosed, not repaired",
+                             allowed="repair on one process")
+        if not world.is_main:
+            return DoctorResult(result=train(rec, store=None, progress=False, callbacks=list(callbacks)), alarms=[])
     plan = RepairPlan(budget=budget) if repair else None
     alarms: list[Alarm] = []
     before = None

@@ -109,7 +109,7 @@ class DoctorCallback(Callback):
                              **{**setup, **self.doctor_kwargs})
         if self._resume_doctor:
             self.doctor.load_state_dict(self._resume_doctor)
-        self.probe = Probe(state.model, every=self.every)
+        self.probe = Probe(state.model, every=self.every, scaler=trainer.scaler)   # None unless precision=fp16
         if self.run_dir is not None and state.step == 0:
             (self.run_dir / PROBES_FILE).unlink(missing_ok=True)
         if self.repair is not None:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tricklab.diagnose.probes import DEFAULT_EVERY, Probe
+from tricklab.diagnose.probes import DEFAULT_EVERY, UNKNOWN, Probe
 from tricklab.diagnose.records import ProbeRecord
 
 KEEP_RECORDS = 1000
@@ -49,8 +49,9 @@ class Watch:
         *,
         keep: int = KEEP_RECORDS,
         on_record: Callable[[ProbeRecord], None] | None = None,
+        scaler: Any = UNKNOWN,
     ) -> None:
-        self.probe = Probe(model, every)
+        self.probe = Probe(model, every, scaler=scaler)
         self.model = model
         self.optimizer = optimizer
         self.doctor = doctor
@@ -124,11 +125,14 @@ def watch(
     *,
     keep: int = KEEP_RECORDS,
     on_record: Callable[[ProbeRecord], None] | None = None,
+    scaler: Any = UNKNOWN,
 ) -> Watch:
     """Watch ``model`` in a hand-written loop: per-layer statistics every ``every`` steps (see ``Watch``).
 
     ``doctor``: any object with ``observe(record) -> list`` (``tricklab.diagnose.Doctor``); its alarms
     collect in ``Watch.alarms``. A ``Doctor`` made without an optimizer is told ``optimizer``'s (its learning-rate
-    rules compare the rate with that optimizer's typical range).
+    rules compare the rate with that optimizer's typical range). ``scaler``: in a float16 loop, its
+    ``torch.amp.GradScaler`` (or None when it has none) — the doctor then reads the loss scale and judges float16
+    underflow; a step the scaler skips is never called an explosion, told or not (``detectors.precision``).
     """
-    return Watch(model, optimizer, every, doctor, keep=keep, on_record=on_record)
+    return Watch(model, optimizer, every, doctor, keep=keep, on_record=on_record, scaler=scaler)

@@ -34,7 +34,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
                       ) from err
 
 from tricklab.diagnose.doctor import Doctor
-from tricklab.diagnose.probes import DEFAULT_EVERY, Probe
+from tricklab.diagnose.probes import DEFAULT_EVERY, UNKNOWN, Probe, current_scale
 from tricklab.diagnose.records import Alarm
 
 VAL_METRICS = {"val_loss": "val_loss", "val_accuracy": "val_accuracy", "val_acc": "val_accuracy"}
@@ -49,6 +49,18 @@ def _inputs(batch: Any) -> torch.Tensor | None:
     if isinstance(batch, dict):
         return next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
     return None
+
+
+def _loss_scaler(trainer: pl.Trainer) -> Any:
+    """The loss scaler of Lightning's mixed-precision plugin (``precision="16-mixed"``); None when the trainer's
+    precision uses none (32, bf16, "16-true"); ``UNKNOWN`` for a plugin that does not say."""
+    plugin = getattr(trainer, "precision_plugin", None)
+    if plugin is None:
+        return UNKNOWN
+    if hasattr(plugin, "scaler"):
+        return plugin.scaler
+    return None if str(getattr(plugin, "precision", "")) in ("32-true", "64-true", "bf16-mixed", "bf16-true",
+                                                             "16-true") else UNKNOWN
 
 
 def report(alarm: Alarm) -> str:
@@ -79,7 +91,7 @@ class DoctorCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_params = sum(p.numel() for p in pl_module.parameters())
         self.doctor = Doctor(num_params=num_params, **self.doctor_kwargs)
-        self.probe = Probe(pl_module, every=self.every)
+        self.probe = Probe(pl_module, every=self.every, scaler=_loss_scaler(trainer))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.doctor is not None and trainer.optimizers and "optimizer" not in self.doctor_kwargs:
@@ -94,6 +106,8 @@ class DoctorCallback(pl.Callback):
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         value = loss.detach().float()
+        if self.probe is not None and (scale := current_scale(self.probe.scaler)) is not None:
+            value = value / scale      # the mixed-precision plugin hands the hook the scaled loss S·L
         if pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1:
             value = value * trainer.accumulate_grad_batches   # Lightning divided it before the backward pass
         self._epoch_loss = self._epoch_loss.to(value.device) + value.double()

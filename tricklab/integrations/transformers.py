@@ -30,7 +30,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
                       ) from err
 
 from tricklab.diagnose.doctor import Doctor
-from tricklab.diagnose.probes import DEFAULT_EVERY, Probe
+from tricklab.diagnose.probes import DEFAULT_EVERY, UNKNOWN, Probe
 from tricklab.diagnose.records import Alarm
 
 
@@ -64,7 +64,11 @@ class DoctorCallback(TrainerCallback):
         num_params = sum(p.numel() for p in model.parameters())
         setup = {"optimizer": optimizer, **self.doctor_kwargs}
         self.doctor = Doctor(num_params=num_params, **setup)
-        self.probe = Probe(model, every=self.every)
+        # accelerate's optimizer wrapper holds the fp16 loss scaler (None without one); no fp16: no scaler
+        scaler = getattr(optimizer, "scaler", UNKNOWN) if optimizer is not None else UNKNOWN
+        if scaler is UNKNOWN and not getattr(args, "fp16", False):
+            scaler = None
+        self.probe = Probe(model, every=self.every, scaler=scaler)
         self._optimizer = optimizer
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

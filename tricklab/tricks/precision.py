@@ -32,7 +32,8 @@ What follows for training:
   and doubles after 2000 steps without overflow — so it finds the largest scale that does not overflow.
 - **Speed** comes from hardware with 16-bit matrix units (tensor cores on CUDA GPUs, AMX/AVX512-BF16 on recent
   CPUs). On a CPU without them bf16 autocast converts back and forth and can be slower than float32
-  (``bench/precision.py`` measures it). fp16 arithmetic on a CPU is emulated and has no loss scaler here: refused.
+  (``bench/precision.py`` measures it). fp16 on a CPU is emulated, slower than float32 and gains nothing: refused
+  (torch's GradScaler does run there — the doctor's tests use it in hand-written loops).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def refusal(precision: str, device: torch.device) -> str | None:
     """Why ``precision`` cannot train on ``device`` (None when it can): fp16 needs CUDA."""
     if PRECISIONS.canonical(precision) == "fp16" and device.type != "cuda":
         return (f"fp16 trains on CUDA only: on a {device.type} device float16 arithmetic is emulated (slower than "
-                "float32) and torch has no loss scaler for it; bf16 has float32's range and needs none")
+                "float32) and gains nothing; bf16 has float32's range and needs no loss scale")
     return None
 
 

@@ -8,6 +8,7 @@ from tricklab.diagnose.detectors.inputs import UnscaledInputs
 from tricklab.diagnose.detectors.learning_rate import LearningRateTooHigh, LearningRateTooLow
 from tricklab.diagnose.detectors.loss import LossSpike, NonFiniteLoss, Oscillation, Plateau
 from tricklab.diagnose.detectors.output import LinearModel, OutputLossMismatch
+from tricklab.diagnose.detectors.precision import Fp16Overflow, Fp16Underflow
 from tricklab.diagnose.detectors.thresholds import Thresholds
 from tricklab.diagnose.detectors.units import DeadUnits, Saturation
 from tricklab.diagnose.detectors.update_ratio import UpdateRatio
@@ -23,6 +24,8 @@ __all__ = [
     "LearningRateTooLow",
     "LinearModel",
     "Finding",
+    "Fp16Overflow",
+    "Fp16Underflow",
     "LossSpike",
     "NonFiniteLoss",
     "Oscillation",

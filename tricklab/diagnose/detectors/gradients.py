@@ -42,6 +42,7 @@ from tricklab.diagnose.detectors.base import (
     signal_std,
     weight_layers,
 )
+from tricklab.diagnose.detectors.precision import forward_overflow
 from tricklab.diagnose.records import LayerStats, ProbeRecord
 
 
@@ -142,6 +143,8 @@ class ExplodingGradients(Detector):
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
         layers = weight_layers(record)
         bad = [layer for layer in layers if not finite(layer.grad_norm)]
+        if forward_overflow(record):       # float16's range, not the gradients: ``Fp16Overflow`` names it
+            return None
         if bad or not finite(record.grad_norm):
             self.streak.update(True, record.step)
             return self.finding(record.step, "nonfinite", bad or layers[:1],

@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 from tricklab.diagnose.detectors.base import Context, Detector, EpochMetrics, Finding, finite, median
+from tricklab.diagnose.detectors.precision import forward_overflow
 from tricklab.diagnose.records import ProbeRecord
 
 
@@ -49,7 +50,7 @@ class NonFiniteLoss(Detector):
     kind = "nan_loss"
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
-        if finite(record.loss):
+        if finite(record.loss) or forward_overflow(record):   # float16's range: ``Fp16Overflow`` names it
             return None
         return nonfinite_finding(record.step, record.loss)
 

@@ -133,12 +133,26 @@ class Thresholds:
                                            # validation loss still creeps down
     plateau_floor: float = 0.05            # train loss below 5 % of the start loss is a floor, not a plateau
 
+    # -- float16's range (``detectors.precision``; the format's limits are IEEE 754's, the scaler's habits
+    # ``torch.amp.GradScaler``'s defaults: ×½ and a skipped step on overflow, ×2 after 2000 clean steps)
+    fp16_skip_share: float = 0.05          # ours: a loss scaler skipping more than 5 % of the steps ... (a healthy
+                                           # one skips about 1 in 2000, when it tries a doubled scale; every skip
+                                           # halves the scale, so 10 in 200 steps is a scale falling 2^10)
+    fp16_skip_span: int = 200              # ... over a window of at least this many steps
+    fp16_calibration_steps: int = 100      # the first steps, where a scaler halves its way down from 2^16 to the
+                                           # scale the model needs, are calibration, not overflow
+    fp16_min_scale: float = 1.0            # a scale below 1 on ``persist`` probes: the gradients overflow float16
+                                           # at their true size, no scale can help
+    fp16_subnormal_share: float = 0.05     # ours: more than 5 % of the weight layers' nonzero gradient entries
+                                           # below float16's smallest normal number after the loss scale
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"Thresholds.{f.name} must be a number, got {value!r}")
-        for name in ("persist", "oscillation_window", "plateau_window", "plateau_epochs", "overfit_epochs"):
+        for name in ("persist", "oscillation_window", "plateau_window", "plateau_epochs", "overfit_epochs",
+                     "fp16_skip_span"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Thresholds.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.update_log10_low >= self.update_log10_high:
