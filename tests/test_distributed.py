@@ -59,3 +59,24 @@ def test_what_several_processes_cannot_train_is_refused_before_they_start(tmp_pa
         assert done.returncode == 2, done.stderr
         error = last_json(done.stdout)["error"]
         assert error["field"] == "--nproc" and words in error["message"]
+
+
+def test_the_doctor_watches_process_0_and_names_what_one_process_names(tmp_path):
+    """``tricklab doctor --nproc 2``: the probe on process 0 sees the all-reduced gradients of the whole batch, so
+    a learning rate 500 × SGD's usual one is named as on one process; process 0 alone writes the probes."""
+    broken = ["data.name=synthetic", "model.name=mlp", "model.depth=2", "model.width=32", "model.norm=none",
+              "epochs=3", "optimizer.name=sgd", "optimizer.lr=50", "--store", "none", "--quiet", "--json"]
+    outs = {}
+    for nproc in ("1", "2"):
+        done = run_cli("doctor", *broken, "--nproc", nproc, "--runs-dir", str(tmp_path / nproc), cwd=tmp_path,
+                       timeout=600, env={"OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert sum(line.startswith("{") for line in done.stdout.splitlines()) == 1
+        outs[nproc] = last_json(done.stdout)
+    assert "lr_too_high" in outs["2"]["diagnosis"]
+    assert set(outs["2"]["diagnosis"]) == set(outs["1"]["diagnosis"])
+    [run] = list((tmp_path / "2").iterdir())
+    probes = (run / "probes.jsonl").read_text().splitlines()
+    assert len(probes) == len({json.loads(line)["step"] for line in probes}) > 0     # one writer, no step twice
+    refused = run_cli("doctor", "--nproc", "2", "--repair", "--json", "--store", "none", cwd=tmp_path)
+    assert refused.returncode == 2 and last_json(refused.stdout)["error"]["field"] == "--repair"

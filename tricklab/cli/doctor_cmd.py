@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from tricklab.cli import add_recipe_arguments, plain
-from tricklab.cli.train_cmd import check_run_paths
+from tricklab.cli.train_cmd import MAX_NPROC, check_run_paths, check_several_processes, launch
 
 EPILOG = """examples:
   tricklab doctor                                   # the default recipe: a healthy run, no alarm
   tricklab doctor --set model.name=mlp --set model.depth=20 --set model.activation=sigmoid --set init.scheme=normal
   tricklab doctor --set optimizer.name=sgd --set optimizer.lr=50 --repair --json
+  tricklab doctor --nproc 2 --set optimizer.lr=5      # DDP on 2 processes, the doctor on process 0
 
 With --json the last line of stdout is one JSON object: the fields of tricklab train --json plus
 diagnosis (alarm kinds found), repairs (list of {step, action, reason}), and before/after metrics when
@@ -31,6 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where run directories are made")
     p.add_argument("--store", default="tricklab.sqlite", metavar="PATH", help="SQLite store ('none' to skip)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train on N processes as tricklab train --nproc does; the doctor probes process 0 (the "
+                        "gradients it sees are the all-reduced ones of the whole batch); not with --repair")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
 
@@ -45,9 +50,20 @@ def run(args: argparse.Namespace) -> int:
     if args.every is not None and args.every < 1:
         raise InputError("--every", f"must be >= 1, got {args.every}")
     check_run_paths(args.runs_dir, args.store)
+    if not 1 <= args.nproc <= MAX_NPROC:
+        raise InputError("--nproc", f"must be an integer from 1 to {MAX_NPROC}, got {args.nproc}")
+    if args.nproc > 1 and "RANK" not in os.environ:
+        if args.repair:
+            raise InputError("--repair", "repairs change a run on one process (its rate, clipping, weights); with "
+                             "--nproc every process would have to change alike", allowed="--repair without --nproc, "
+                             "or --nproc N without --repair (diagnosis only)")
+        check_several_processes(args)
+        return launch(args.nproc)
     outcome = doctor_train(args.recipe, overrides=args.overrides, repair=args.repair, budget=args.budget,
                            every=args.every or DEFAULT_EVERY, runs_root=args.runs_dir,
                            store=None if args.store == "none" else args.store, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":   # one of --nproc's other processes: process 0 reports
+        return 0
     payload = outcome.to_json()
     if args.json:
         print(json.dumps(payload))

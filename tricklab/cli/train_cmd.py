@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             raise InputError("--nproc", "a run is resumed on one process: its checkpoint is an ordinary one",
                              allowed=f"tricklab train --resume {args.resume} (without --nproc)")
-        _check_several_processes(args)
-        return _launch(args.nproc)
+        check_several_processes(args)
+        return launch(args.nproc)
     result = train(args.recipe, overrides=args.overrides, runs_root=args.runs_dir, resume=args.resume,
                    store=None if args.store == "none" else args.store, progress=not args.quiet,
                    callbacks=tensorboard_callbacks(args.tensorboard))
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 MAX_NPROC = 1024
 
 
-def _check_several_processes(args: argparse.Namespace) -> None:
+def check_several_processes(args: argparse.Namespace) -> None:
     """Refuse, before any process starts, a recipe that cannot train on several (exit 2, the keys named)."""
     from tricklab.errors import InputError
     from tricklab.recipe import load_recipe
@@ -85,7 +85,7 @@ def _check_several_processes(args: argparse.Namespace) -> None:
                                                      "smoothing; or --nproc 1")
 
 
-def _launch(nproc: int) -> int:
+def launch(nproc: int) -> int:
     """Run this very command on ``nproc`` processes under torchrun (``--nproc`` dropped: each process sees the
     world torchrun made, ``tricklab.train.distributed``); its exit code is theirs."""
     import subprocess
