@@ -177,6 +177,27 @@ def test_the_dropout_lesson_runs_on_mnist_idx_files(tmp_path):
     assert result.test_accuracy is not None and math.isfinite(result.history[-1]["train_loss"])
 
 
+def test_the_command_line_adds_mnist_to_the_dropout_lesson_from_mnist_dir(tmp_path):
+    from tests.conftest import last_json, run_cli
+    from tests.test_data_files import mnist_dir
+    from tricklab.cli.lesson_cmd import _with_mnist
+    from tricklab.lessons.registry import select
+
+    mnist_dir(tmp_path)
+    lessons = _with_mnist(select("all"), "all", tmp_path)
+    [with_mnist] = [lesson for lesson in lessons if lesson.name == "dropout"]
+    assert "mnist,p=0.5" in with_mnist.arm_names() and len(lessons) == len(select("all"))
+    assert [lesson.name for lesson in lessons] == [lesson.name for lesson in select("all")]
+    for args, words in ((["init", "--mnist", str(tmp_path)], "does not measure on MNIST"),
+                        (["dropout", "--mnist", str(tmp_path / "none")], "is not a directory"),
+                        (["dropout", "--mnist", str(tmp_path / "out")], "lacks train-images-idx3-ubyte")):
+        (tmp_path / "out").mkdir(exist_ok=True)
+        done = run_cli("lesson", *args, "--quick", "--json", "--out", str(tmp_path / "book"), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        error = last_json(done.stdout)["error"]
+        assert error["field"] == "--mnist" and words in error["message"]
+
+
 # -- the overfitting gap: eval mode, the whole ensemble ------------------------------------------------------------
 def test_the_gap_is_the_eval_mode_train_accuracy_minus_the_test_accuracy():
     t = TrialView("ensemble", 0, "completed", {"train_accuracy": 1.0, "test_accuracy": 0.875, "history": [

@@ -327,6 +327,15 @@ def test_the_book_escapes_every_text_it_is_given():
     assert 'class="verdict verdict-inconclusive"' in page  # an unknown word never becomes a CSS class
 
 
+def test_the_seeds_superscripts_are_superscripts_and_nothing_else_is_markup():
+    from tricklab.lessons.registry import get_lesson
+    from tricklab.report.lesson_book import _quote
+
+    quote = str(_quote(get_lesson("floats").quote_de))
+    assert "10<sup>-10</sup> und 10<sup>10</sup>" in quote and "&lt;sup&gt;" not in quote
+    assert str(_quote("a<sup><b>x</b></sup> <i>y</i>")) == "a<sup>&lt;b&gt;x&lt;/b&gt;</sup> &lt;i&gt;y&lt;/i&gt;"
+
+
 # -- the command line -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [
     ["lesson", "nope"], ["lesson", "scaling", "--workers", "0"], ["lesson", "scaling", "--executor", "bogus"],

@@ -1,10 +1,10 @@
-"""``tricklab lesson NAME|all [--quick] [--json] [--out DIR] [--force] [--executor local|population|ray]
-[--workers N]``.
+"""``tricklab lesson NAME|all [--quick] [--json] [--out DIR] [--force] [--mnist DIR]
+[--executor local|population|ray] [--workers N]``.
 
-Runs the study behind one section of the lesson (or all ten), judges the lesson's claim from the 95% interval of
-the paired difference that tests it (supported / not_supported / inconclusive), explains the result from the
-measured numbers, and writes the lesson book (one HTML page, a section per lesson). Resumable: re-running
-reuses every finished trial in OUT/lessons.sqlite."""
+Runs the study behind one section of the lesson (or all of them), judges the lesson's claim from the 95% interval
+of the paired difference that tests it (supported / not_supported / no_meaningful_difference / inconclusive),
+explains the result from the measured numbers, and writes the lesson book (one HTML page, a section per lesson).
+Resumable: re-running reuses every finished trial in OUT/lessons.sqlite."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ examples:
   tricklab lesson init --quick           # smoke: 3 seeds, few epochs, 1 tuning seed (1-2 minutes on 2 cores)
   tricklab lesson all                    # the verdicts of record (docs/LESSONS.md has their runtime)
   tricklab lesson all --quick --json     # last line: a JSON list, one object per lesson
+  tricklab lesson dropout --mnist ~/mnist  # dropout on MNIST itself too (its four IDX files in ~/mnist)
 
 With --json the last line of stdout is {{"lesson", "claim", "verdict", "n_seeds", "effect", "ci_low", "ci_high",
 "report", "margin", ...}} (for all: a list of them). The verdict rule (a positive effect means the claim holds;
@@ -49,6 +50,9 @@ def add_parser(sub: Any) -> None:
                         "there is replaced only if tricklab wrote it")
     p.add_argument("--force", action="store_true",
                    help="replace the book's file in DIR even when it is not an earlier tricklab lesson book")
+    p.add_argument("--mnist", metavar="DIR",
+                   help="MNIST's four IDX files in DIR (raw or .gz): the dropout lesson adds the notebook's own data "
+                        "as a third dataset (60,000 images: hours on a CPU)")
     add_executor_options(p, "local", "local worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=run)
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     check_workers(args.workers)
     _check_name(args.name)
     lessons = select(args.name)
+    if args.mnist is not None:
+        lessons = _with_mnist(lessons, args.name, Path(args.mnist))
     out = _check_out(Path(args.out))
     suffix = "-quick" if args.quick else ""
     book = (out / (f"lessons{suffix}.html" if args.name == ALL else f"lesson-{args.name}{suffix}.html")).resolve()
@@ -93,6 +99,25 @@ def _check_name(name: str) -> None:
     names = [*lesson_names(), ALL]
     if name not in names:
         raise InputError("lesson", f"unknown lesson {name!r}{did_you_mean(name, names)}", allowed=names)
+
+
+def _with_mnist(lessons: list[Any], name: str, directory: Path) -> list[Any]:
+    """``--mnist DIR``: the dropout lesson measured on MNIST too (``catalog.dropout.on_mnist``), once DIR is seen
+    to hold the four IDX files; any other lesson is refused (none of them measures on MNIST)."""
+    from tricklab.data.idx import EXPECTED, FILES, find_file
+    from tricklab.errors import InputError
+    from tricklab.lessons.catalog.dropout import on_mnist
+
+    if not any(lesson.name == "dropout" for lesson in lessons):
+        raise InputError("--mnist", f"lesson {name!r} does not measure on MNIST",
+                         allowed="tricklab lesson dropout --mnist DIR, or tricklab lesson all --mnist DIR")
+    if not directory.is_dir():
+        raise InputError("--mnist", f"{str(directory)!r} is not a directory", allowed=f"a directory holding {EXPECTED}")
+    missing = [stem for stem in FILES.values() if find_file(directory, stem) is None]
+    if missing:
+        raise InputError("--mnist", f"{str(directory)!r} lacks {', '.join(missing)}", allowed=EXPECTED)
+    path = str(directory.resolve())
+    return [on_mnist(path) if lesson.name == "dropout" else lesson for lesson in lessons]
 
 
 def _check_out(out: Path) -> Path:

@@ -10,6 +10,7 @@ the page carries the same no-script, no-network Content-Security-Policy as the o
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,10 +92,22 @@ def _table(t: BookTable) -> Markup:
     return join(parts)
 
 
+_SUPERSCRIPT = re.compile(r"<sup>(.*?)</sup>")
+
+
+def _quote(text: str) -> Markup:
+    """The lesson's German text, escaped like every user string — except its superscripts (``10<sup>10</sup>``,
+    ``w<sup>t+1</sup>``: the seed writes powers and time steps so), which become real ``<sup>`` elements."""
+    parts: list[Any] = []
+    for i, piece in enumerate(_SUPERSCRIPT.split(text)):
+        parts.append(tag("sup", piece) if i % 2 else piece)
+    return join(parts)
+
+
 def _section(s: BookSection) -> Markup:
     parts: list[Any] = [note(n) for n in s.notes]
     parts += [
-        subsection("Claim", join([tag("blockquote", join([s.quote_de, " — ", tag("span", s.title_de)]), lang="de"),
+        subsection("Claim", join([tag("blockquote", join([_quote(s.quote_de), " — ", tag("span", s.title_de)]), lang="de"),
                                   paragraph(s.claim)])),
         tag("div", join([tag("strong", "Verdict: "), verdict_badge(s.verdict), " ", s.verdict_numbers]),
             class_="verdict-box", id=f"{s.anchor}-verdict"),
