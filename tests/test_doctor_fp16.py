@@ -145,16 +145,28 @@ def test_a_healthy_float16_loop_raises_nothing_even_when_its_scaler_starts_far_t
     assert doctor.alarms == []                 # before: "exploding gradients, ‖g‖ = inf" at step 0
     assert all(r.compute_dtype == "float16" for r in w.records)
     assert w.records[0].overflow_skip and w.records[-1].loss < 1.0
-    if tell:
-        assert w.records[-1].loss_scale < 2.0**40 and w.records[-1].grad_subnormal is not None
-    else:
-        assert w.records[-1].loss_scale is None and w.records[-1].grad_subnormal is None
+    # told, or found on the call stack: scaler.step(optimizer) called the watched optimizer
+    assert isinstance(w.probe.scaler, torch.amp.GradScaler)
+    assert w.records[-1].loss_scale < 2.0**40 and w.records[-1].grad_subnormal is not None
 
 
-def test_float16_without_a_loss_scaler_underflows(one_thread):
-    _, doctor = _loop(init_scale=None, loss_factor=1e-3)
+def test_without_the_optimizer_the_scaler_stays_unknown_and_underflow_unjudged(one_thread):
+    model = _mlp()
+    w = tl.watch(model, every=1, doctor=Doctor())       # no optimizer: no step hook, no call stack to read
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = F.cross_entropy(model(torch.randn(8, 40)), torch.zeros(8, dtype=torch.long))
+    loss.backward()
+    record = w.step(loss)
+    assert record.compute_dtype == "float16" and record.grad_subnormal is None and record.loss_scale is None
+
+
+@pytest.mark.parametrize("tell", [True, False])
+def test_float16_without_a_loss_scaler_underflows(one_thread, tell):
+    """Told, or seen: the loop steps its optimizer itself, so no scaler runs."""
+    w, doctor = _loop(init_scale=None, loss_factor=1e-3, tell=tell)
     assert doctor.diagnosis() == ["fp16_underflow"]
     assert "no loss scaler" in doctor.alarms[0].message
+    assert all(r.grad_subnormal is not None for r in w.records)
 
 
 def test_gradients_beyond_float16_at_any_scale_are_overflow(one_thread):

@@ -24,6 +24,7 @@ not see the weights before the update.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,8 @@ class Watch:
 
     def _on_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.probe.wants(self.steps):
+            if self.probe.scaler is UNKNOWN:
+                self.probe.scaler = calling_scaler()
             self.after_backward()
             lr = optimizer.param_groups[0]["lr"]
             self._lr = float(lr)
@@ -117,6 +120,22 @@ class Watch:
         self.close()
 
 
+def calling_scaler(depth: int = 12) -> Any:
+    """The loss scaler whose ``step`` called the optimizer now stepping (``scaler.step(optimizer)`` runs
+    ``optimizer.step()`` only when no gradient overflowed), found on the call stack; None when the optimizer
+    was called by anything else — a float16 loop that steps its optimizer itself has no scaler. Looked up from
+    an optimizer step hook, on probe steps, until found."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        frame = frame.f_back
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, torch.amp.GradScaler):
+            return owner
+    return None
+
+
 def watch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
@@ -133,6 +152,8 @@ def watch(
     collect in ``Watch.alarms``. A ``Doctor`` made without an optimizer is told ``optimizer``'s (its learning-rate
     rules compare the rate with that optimizer's typical range). ``scaler``: in a float16 loop, its
     ``torch.amp.GradScaler`` (or None when it has none) — the doctor then reads the loss scale and judges float16
-    underflow; a step the scaler skips is never called an explosion, told or not (``detectors.precision``).
+    underflow. Not given, it is found when ``scaler.step(optimizer)`` calls the watched optimizer (the call stack
+    of the optimizer's step hook) — or known to be absent when the loop calls ``optimizer.step()`` itself. A step
+    the scaler skips is never called an explosion, told or not (``detectors.precision``).
     """
     return Watch(model, optimizer, every, doctor, keep=keep, on_record=on_record, scaler=scaler)
