@@ -99,7 +99,8 @@ def test_the_skip_ledger_survives_a_resume():
 
 
 def test_every_criterion_has_words_and_a_repair():
-    for kind, criteria in (("fp16_overflow", ("forward", "scale", "skips")), ("fp16_underflow", ("subnormal",))):
+    for kind, criteria in (("fp16_overflow", ("forward", "scale", "skips")),
+                           ("fp16_underflow", ("subnormal", "weights"))):
         for criterion in criteria:
             message, advice = describe(Finding(kind, 7, criterion, layers=["body.0"],
                                                evidence={"loss": math.nan, "loss_scale": 0.5}), lr=1e-3)
@@ -225,3 +226,24 @@ def test_lightning_reads_the_scaler_of_its_mixed_precision_plugin(one_thread):
     assert found[1.0] == []
     assert "fp16_overflow" in found[1e9] and "exploding_gradients" not in found[1e9]
 
+
+
+def test_a_model_whose_weights_are_float16_is_named_at_once(one_thread):
+    """A ``.half()`` model has no float32 copy of its weights: updates below 2^−11 of a weight vanish and Adam's
+    ε = 1e-8 is 0 in float16 — named as the cause beside the NaN it produces; a mixed-precision model is not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 3)).half()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    doctor = Doctor()
+    w = tl.watch(model, opt, every=5, doctor=doctor)
+    for _ in range(20):
+        loss = F.cross_entropy(model(torch.randn(32, 20).half()).float(), torch.randint(0, 3, (32,)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        w.step(loss)
+    [alarm] = [a for a in doctor.alarms if a.kind == "fp16_underflow"]
+    assert alarm.step == 0 and "float16" in alarm.message and alarm.advice[0].startswith("mixed precision")
+    assert w.records[0].weight_dtype == "float16"
+    mixed, _ = _loop(steps=10)
+    assert mixed.records[0].weight_dtype is None

@@ -420,6 +420,17 @@ def _fp16_overflow(f: Finding, lr: float | None) -> tuple[str, list[str]]:
 
 def _fp16_underflow(f: Finding, lr: float | None) -> tuple[str, list[str]]:
     e = f.evidence
+    if f.criterion == "weights":
+        ratio = f", the median update here is {fmt(e['update_ratio'])} of a weight" if "update_ratio" in e else ""
+        return (f"The weights themselves are float16 (seen at step {f.step}): an update below 2^-11 ≈ 0.05 % of a "
+                f"weight rounds away in w + Δw{ratio}, and Adam's ε = 1e-8 is 0 in float16 — float16 without a float32 "
+                "copy of the weights loses what training adds.", [
+                    "mixed precision: keep the model in float32 (model.float()) and run the forward pass under "
+                    "torch.autocast(device_type, dtype=torch.float16) with a torch.amp.GradScaler — precision=fp16 in "
+                    "a recipe does exactly that",
+                    BF16,
+                    "optimizer eps 1e-4 or more if the weights must stay float16 (Adam's 1e-8 underflows to 0)",
+                ])
     scaled = "loss_scale" in e
     after = "after the loss scale" if scaled else "unscaled"
     return (f"float16 underflow since step {f.step}: {fmt(100 * e.get('subnormal_share', 0.0))} % of the weight "

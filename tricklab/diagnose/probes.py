@@ -374,12 +374,21 @@ class Probe:
             hidden_nonlinear=self._hidden_nonlinear if self._calls > 1 else None,
             output_activation=self._output_activation,
             compute_dtype=str(self._compute_dtype).removeprefix("torch.") if self._compute_dtype else None,
+            weight_dtype=self._weight_dtype(),
             loss_scale=out.get(scale_key) if scale_key is not None else scale,
             grad_subnormal=_share(out.get(subnormal_keys[0]), out.get(subnormal_keys[1]))
             if subnormal_keys is not None else None,
         )
         self._reset()
         return record
+
+    def _weight_dtype(self) -> str | None:
+        """The measured weight layers' dtype when it is 16-bit (the first such layer's), else None."""
+        for i in self._measured:
+            dtype = self.layers[i][1].weight.dtype
+            if dtype in (torch.float16, torch.bfloat16):
+                return str(dtype).removeprefix("torch.")
+        return None
 
     def close(self) -> None:
         """Remove every hook and drop the state of an unfinished probe step."""

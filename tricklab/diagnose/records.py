@@ -97,6 +97,9 @@ class ProbeRecord:
     compute_dtype: str | None = None
     loss_scale: float | None = None
     grad_subnormal: float | None = None
+    # the weight layers' own dtype when it is 16-bit (``float16``/``bfloat16``: a ``.half()`` model, no float32
+    # master copy), None for float32/float64
+    weight_dtype: str | None = None
 
     @property
     def overflow_skip(self) -> bool:

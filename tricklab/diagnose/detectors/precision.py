@@ -27,7 +27,12 @@ What that means for a doctor:
   flushed to zero. Typical of float16 without a loss scaler (S = 1). Judged only where the loop says whether a
   scaler runs (``ProbeRecord.grad_subnormal`` is None otherwise).
 
-The cure for all three is the same format change: bf16 has float32's range (no overflow, no underflow, no
+- **float16 weights** (``fp16_underflow``, group ``weights``, at once): a ``.half()`` model keeps no float32 copy
+  of its weights, so every update below ε/2 = 2^−11 ≈ 0.05 % of a weight rounds away (the lesson's
+  10^−10 + 10^10 = 10^10), and Adam's ε = 10^−8 is 0 in float16 (its first steps divide by ~0: NaN). Mixed
+  precision keeps float32 weights and computes in float16 (Micikevicius et al. 2018's "master copy").
+
+The cure for all of them is the same format change: bf16 has float32's range (no overflow, no underflow, no
 scaler), where the hardware has it; else a loss scaler, a smaller learning rate, normalised layers.
 """
 
@@ -42,6 +47,8 @@ from tricklab.diagnose.records import ProbeRecord
 
 FP16_MAX = 65504.0
 """float16's largest finite value (``torch.finfo(torch.float16).max``)."""
+FP16_EPS = 2.0 ** -10
+"""float16's relative precision (the gap after 1): w + u rounds back to w when |u| < ε/2 · |w|."""
 FP16_TINY = 2.0 ** -14
 """float16's smallest normal value (``torch.finfo(torch.float16).tiny``); subnormals reach down to 2^−24."""
 
@@ -137,6 +144,10 @@ class Fp16Underflow(Detector):
         self.streak = Streak()
 
     def observe(self, record: ProbeRecord, ctx: Context) -> Finding | None:
+        if record.weight_dtype == "float16":
+            updates = sorted(u for layer in record.layers if finite(u := layer.update_ratio))
+            evidence = {"fp16_eps": FP16_EPS, "update_ratio": updates[len(updates) // 2] if updates else None}
+            return self.finding(record.step, "weights", (), evidence, group="weights", explainable=False)
         if record.compute_dtype != "float16" or record.overflow_skip:
             return None
         share = record.grad_subnormal
