@@ -359,3 +359,74 @@ def test_input_taken_from_the_forward_call_and_record_round_trips():
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="every"):
         Probe(nn.Linear(2, 2), every=0)
+
+
+# -- how activation calls are captured: the mode until module hooks are seen to agree ---------------------------------
+def _records(model: nn.Module, steps: int, x: torch.Tensor, y: torch.Tensor) -> tuple[list, Probe]:
+    probe = Probe(model, every=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)       # lr 0: every step measures the same weights and batch
+    return [probe_step(probe, model, opt, x, y, step=i)[0] for i in range(steps)], probe
+
+
+def test_module_hooks_take_over_from_the_mode_only_when_they_report_the_same_and_measure_the_same():
+    from tricklab.diagnose.functional import RECHECK
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2),
+                          nn.LogSoftmax(dim=1)).double()
+    x, y = batch()
+    records, probe = _records(model, RECHECK + 2, x, y)
+    assert probe._capture.trusted and probe._capture.passes == RECHECK + 2
+    first = records[0].to_dict()                             # by the mode
+    for r in records[1:]:                                    # by module hooks (and the mode again at RECHECK)
+        d = r.to_dict()
+        assert {k: v for k, v in d.items() if k != "step"} == {k: v for k, v in first.items() if k != "step"}
+    assert records[1].output_activation == "other" and records[1].hidden_nonlinear == 2
+
+
+@pytest.mark.parametrize("style", ["functional", "module then function", "custom module"])
+def test_functional_activations_keep_the_mode(style):
+    class Swish(nn.Module):                                  # not an activation module tricklab knows
+        def forward(self, h):
+            return h * torch.sigmoid(h)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.act, self.swish = nn.Linear(3, 8), nn.Linear(8, 2), nn.ReLU(), Swish()
+
+        def forward(self, x):
+            h = self.a(x)
+            h = {"functional": F.relu, "module then function": lambda t: F.relu(self.act(t)),
+                 "custom module": self.swish}[style](h)
+            return self.b(h)
+
+    model = Net().double()
+    x, y = batch()
+    records, probe = _records(model, 4, x, y)
+    assert not probe._capture.trusted
+    assert all(r.layers[0].activation == records[0].layers[0].activation is not None for r in records)
+
+
+def test_a_forward_that_changes_is_caught_at_the_next_recheck():
+    from tricklab.diagnose.functional import RECHECK
+
+    class Switch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.act, self.functional = nn.Linear(3, 8), nn.Linear(8, 2), nn.ReLU(), False
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)) if self.functional else self.act(self.a(x)))
+
+    model = Switch().double()
+    x, y = batch()
+    probe = Probe(model, every=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    for i in range(3):
+        probe_step(probe, model, opt, x, y, step=i)
+    assert probe._capture.trusted
+    model.functional = True
+    seen = [probe_step(probe, model, opt, x, y, step=i)[0].layers[0].activation for i in range(3, RECHECK + 2)]
+    assert not probe._capture.trusted
+    assert seen[-1] == "tanh" and seen[RECHECK - 4] == "tanh"   # from the recheck on, the mode sees it again

@@ -15,9 +15,10 @@ Every ``every`` steps the probe arms forward hooks for one forward pass and meas
   rate is too low; far above, too high.
 
 Which activation follows which weight layer is read from the execution order of an armed forward pass: the
-first activation module run after weight layer k and before the next weight layer belongs to k. So
-``HiddenLayer`` (weights → norm → activation) pairs each layer with its own activation, and a model that
-calls ``F.relu`` gets ``activation=None`` (pre-activation statistics only). In a pre-activation ResNet
+first activation call — a module's or a function's (``F.relu``, ``torch.sigmoid``, ``x.clamp(min=0)``: see
+``functional``) — run after weight layer k and before the next weight layer belongs to k. So ``HiddenLayer``
+(weights → norm → activation) pairs each layer with its own activation, as does ``F.relu(self.fc1(x))``. In a
+pre-activation ResNet
 (norm → act → conv inside each block) the activation that opens block b+1 is attributed to the last conv of
 block b (it runs after it and before the next conv), although its input is the residual sum x + F(x), not
 that conv's output alone; the stem is paired with the first block's opening activation and the last conv
@@ -30,7 +31,10 @@ is the population one (divide by n), computed in two passes, ‖t − mean‖/�
 Cost model. On a step the probe does not want, nothing runs: no hook is registered (a module with any hook
 leaves PyTorch's fast ``__call__`` path; permanent hooks that return at once measured +1–2% on every step of
 the bench), and ``begin``/``after_backward``/``after_step`` return on a Python bool. On an armed step, hooks
-are registered in ``begin`` and removed when the model's forward pass ends; every statistic stays a device
+are registered in ``begin`` and removed when the model's forward pass ends (activation calls are seen through a
+``TorchFunctionMode`` until hooks on the activation modules are seen to report the same calls, ``functional.Capture``:
+the mode routes every op through Python and cost the default MLP a third of its every-step overhead); every
+statistic stays a device
 tensor until ``after_step`` stacks them all and reads them with one ``.tolist()``. Only the first forward
 pass after ``begin`` is measured (later ones — gradient accumulation, an evaluation in training mode — are
 not). Between ``after_backward`` and ``after_step`` the probe holds one copy of the weight layers' weights
@@ -50,7 +54,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from tricklab.diagnose.detectors.precision import FP16_TINY
-from tricklab.diagnose.functional import ActivationCapture
+from tricklab.diagnose.functional import Capture
 from tricklab.diagnose.records import LayerStats, ProbeRecord
 from tricklab.tricks.activations import RECTIFIERS as DEAD_FAMILIES
 from tricklab.tricks.activations import SATURATION, activation_family  # noqa: F401  (re-exported)
@@ -177,7 +181,7 @@ class Probe:
         self.params = list(model.parameters())
         self._weight_hooks = [self._weight_hook(i) for i in range(len(self.layers))]
         self._grad_hooks = [self._weight_grad_hook(i) for i in range(len(self.layers))]
-        self._capture = ActivationCapture(self._on_activation)   # functional and module activations alike
+        self._capture = Capture(model, self._on_activation)   # functional and module activations alike
         self._fan_out = [int(m.weight.shape[0]) if getattr(m, "weight", None) is not None else 0
                          for _, m, _ in self.layers]
         self._depth: dict[int, int] = {}        # layer index → order of first execution (kept across steps)
@@ -421,6 +425,7 @@ class Probe:
             if i is not None:
                 self._act.pop(i, None)
         self._last_call = None
+        self._capture.stop(finished=True)
         if out is not None and out.is_floating_point() and out.dim() >= 2 and out.numel():
             o = _detached(out)
             self._output = (int(o.shape[-1]), [torch.linalg.vector_norm(o) / math.sqrt(o.numel()), o.amin(),
