@@ -15,10 +15,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "LESSONS.md"
 
 def test_the_old_verdicts_are_read_from_the_verdict_table_of_docs_lessons():
     old = old_verdicts(DOCS.read_text(encoding="utf-8"))
-    assert len(old) == 10 and set(old.values()) <= {"supported", "not_supported", "inconclusive",
+    assert len(old) == 18 and set(old.values()) <= {"supported", "not_supported", "inconclusive",
                                                    "no_meaningful_difference"}
     assert old_verdicts("| 3 | `batchnorm` | claim | **not_supported** | −0.0059 | [a, b] | 8 |") == \
-        {"batchnorm": "not_supported"}
+        {"batchnorm": "not_supported"}                  # the table of the records before 2026-12
+    assert old_verdicts("| 4 | `batchnorm` | **no_meaningful_difference** | not_supported | +0.00087 |") == \
+        {"batchnorm": "no_meaningful_difference"}       # the table verdict_table writes
+    assert old_verdicts("| 4 | `batchnorm` | 4 × 8, 15 | 80 | 281.6 | 306.9 |") == {}   # the runtime table
 
 
 def test_a_changed_verdict_says_why_from_the_new_numbers(tmp_path, capsys):
@@ -30,6 +33,7 @@ def test_a_changed_verdict_says_why_from_the_new_numbers(tmp_path, capsys):
     row = next(line for line in text.splitlines() if line.startswith("| 1 | `batchnorm`"))
     assert "**inconclusive** | not_supported" in row and "disagree in sign" in row and "mlp +0.07" in row
     assert "| `batchnorm` | untuned" in text      # judged here without the LR grid
+    assert "| 359–1,000 |" in render([{**r, "test_examples": [359, 1000]}], {})
     smoke = {**r, "verdict": "smoke"}
     assert "gives no verdict" in render([smoke], {"batchnorm": "not_supported"})
     assert main([str(out), "--old", str(DOCS)]) == 0

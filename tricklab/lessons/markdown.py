@@ -22,7 +22,9 @@ from typing import Any
 
 from tricklab.errors import InputError
 
-_OLD_ROW = re.compile(r"^\|\s*\d+\s*\|\s*`(?P<name>[a-z_]+)`\s*\|.*?\|\s*\*\*(?P<verdict>[a-z_]+)\*\*\s*\|")
+_OLD_ROW = re.compile(r"^\|\s*\d+\s*\|\s*`(?P<name>[a-z_]+)`\s*\|(?:[^*]*?\|)?\s*\*\*(?P<verdict>[a-z_]+)\*\*\s*\|")
+"""A verdict row of either table this module knows: ``| 3 | `batchnorm` | claim | **verdict** | …`` (until 2026-11) and
+``| 4 | `batchnorm` | **verdict** | was | …`` (``verdict_table``)."""
 
 
 def old_verdicts(text: str) -> dict[str, str]:
@@ -55,6 +57,14 @@ def _num(x: Any, digits: int = 3) -> str:
 
 def _signed(x: Any) -> str:
     return "—" if not isinstance(x, int | float) or isinstance(x, bool) else f"{x:+.3g}"
+
+
+def _test_set(n: Any) -> str:
+    """The test-set size per seed: one number, or the range over a lesson's datasets (``[359, 1000]``)."""
+    if isinstance(n, list) and n:
+        low, high = min(n), max(n)
+        return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+    return f"{n:,}" if isinstance(n, int) else "—"
 
 
 def _check(r: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -91,7 +101,7 @@ def verdict_table(results: Sequence[Mapping[str, Any]], old: Mapping[str, str]) 
         changed = before != "—" and before != r["verdict"]
         rows.append(f"| {i} | `{r['lesson']}` | **{r['verdict']}** | {before} | {_signed(r.get('effect'))} | "
                     f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}] | ±{_num(r.get('margin'))} | "
-                    f"{r.get('n_seeds', '—')} | {r.get('test_examples', '—')} | "
+                    f"{r.get('n_seeds', '—')} | {_test_set(r.get('test_examples'))} | "
                     f"{why_changed(r, before) if changed else ''} |")
     return "\n".join(rows)
 
