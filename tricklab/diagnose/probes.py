@@ -293,17 +293,14 @@ class Probe:
         grads = [g for i in self._measured if (g := self.layers[i][1].weight.grad) is not None and not g.is_sparse]
         if not grads:
             return None
-        scale = self._scale_tensor()
+        scale = current_scale(self.scaler)
         tiny = nonzero = None
         for g in grads:
             a = g.detach().abs()
-            scaled = a * scale if scale is not None else a
-            t, n = ((scaled < FP16_TINY) & (a > 0)).sum(), (a > 0).sum()
+            held = a > 0
+            t, n = (((a * scale if scale is not None else a) < FP16_TINY) & held).sum(), held.sum()
             tiny, nonzero = (t, n) if tiny is None else (tiny + t, nonzero + n)
         return tiny, nonzero
-
-    def _scale_tensor(self) -> torch.Tensor | float | None:
-        return current_scale(self.scaler)
 
     def after_step(
         self,
@@ -333,7 +330,7 @@ class Probe:
             if inputs is not None else (None, None, None)
         output_dim, output_keys = (self._output[0], [out.add(t) for t in self._output[1]]) \
             if self._output is not None else (None, [None] * 4)
-        scale = self._scale_tensor() if self._compute_dtype is not None else None
+        scale = current_scale(self.scaler) if self._compute_dtype is not None else None
         scale_key = out.add(scale) if isinstance(scale, torch.Tensor) else None
         subnormal_keys = [out.add(t) for t in self._subnormal] if self._subnormal is not None else None
         rows = []
@@ -377,7 +374,7 @@ class Probe:
             output_max=out.get(output_keys[2]), output_rowsum_dev=out.get(output_keys[3]),
             hidden_nonlinear=self._hidden_nonlinear if self._calls > 1 else None,
             output_activation=self._output_activation,
-            compute_dtype=str(self._compute_dtype).removeprefix("torch.") if self._compute_dtype else None,
+            compute_dtype=_dtype_name(self._compute_dtype),
             weight_dtype=self._weight_dtype(),
             loss_scale=out.get(scale_key) if scale_key is not None else scale,
             grad_subnormal=_share(out.get(subnormal_keys[0]), out.get(subnormal_keys[1]))
@@ -391,7 +388,7 @@ class Probe:
         for i in self._measured:
             dtype = self.layers[i][1].weight.dtype
             if dtype in (torch.float16, torch.bfloat16):
-                return str(dtype).removeprefix("torch.")
+                return _dtype_name(dtype)
         return None
 
     def close(self) -> None:
@@ -511,6 +508,11 @@ def current_scale(scaler: Any) -> torch.Tensor | float | None:
         return float(scaler.get_scale())
     except (AttributeError, TypeError, RuntimeError):
         return None
+
+
+def _dtype_name(dtype: torch.dtype | None) -> str | None:
+    """``torch.float16`` → ``"float16"`` (None passes through)."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
 
 
 def _share(part: float | None, whole: float | None) -> float | None:
