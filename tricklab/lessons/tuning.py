@@ -4,7 +4,8 @@ One learning rate for all arms compares "trick at an LR tuned for something else
 lesson is judged, every arm's LR is chosen on its own:
 
 - the grid: the arm's own LR (the one the lesson gives it — the shared base LR, or an optimizer's library default)
-  times ``MULTIPLIERS`` = 10^(−1/2), 1, 10^(1/2): a log-spaced grid half a decade apart;
+  times ``MULTIPLIERS`` = 10^(−1), 10^(−1/2), 1, 10^(1/2), 10: a log-spaced grid half a decade apart, a decade each
+  way (the 3-point grid of 2026-12-07 chose its top for 45 of 71 arms: their best lay beyond it);
 - the data: the **validation** split, never the test split, on the **tuning seeds** 1000, 1001, … — never the
   evaluation seeds 0..n−1, whose splits, initialisations and data orders the verdict is computed on (with the split
   drawn per seed these are other splits too). Nothing the verdict reads was seen by the choice;
@@ -30,7 +31,7 @@ from tricklab.lessons.lesson import Lesson, TrialView
 from tricklab.lessons.measures import TEST_ACCURACY
 from tricklab.study.spec import StudySpec, study_from_dict
 
-MULTIPLIERS: tuple[float, ...] = (10 ** -0.5, 1.0, 10 ** 0.5)
+MULTIPLIERS: tuple[float, ...] = (0.1, 10 ** -0.5, 1.0, 10 ** 0.5, 10.0)
 TUNING_SEED0 = 1000
 KEY = "optimizer.lr"
 

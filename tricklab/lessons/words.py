@@ -194,7 +194,7 @@ def tuning_sentences(result: LessonResult) -> list[str]:
     chosen = ", ".join(f"{t.arm} {num(t.lr)}" + ("" if not t.changed else f" (own {num(t.shared_lr)})")
                        for t in result.tuned)
     out = [f"Each arm at its own best learning rate, chosen on the validation split of tuning seeds "
-           f"{', '.join(map(str, seeds))} (never the evaluation seeds) from its own LR × 10^(−1/2), 1, 10^(1/2): "
+           f"{', '.join(map(str, seeds))} (never the evaluation seeds) from its own LR × 10^(−1), 10^(−1/2), 1, 10^(1/2), 10: "
            f"{chosen}."]
     try:
         shared = result.check("shared_lr")
