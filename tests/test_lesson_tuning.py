@@ -11,7 +11,16 @@ import pytest
 
 from tricklab.lessons import TrialView, get_lesson, lesson_spec
 from tricklab.lessons.run import SHARED_LR, judge
-from tricklab.lessons.tuning import MULTIPLIERS, TUNING_SEED0, choose, grid_label, tuned_study, tuning_study
+from tricklab.lessons.tuning import (
+    MULTIPLIERS,
+    QUICK_MULTIPLIERS,
+    TUNING_SEED0,
+    choose,
+    grid_label,
+    grid_text,
+    tuned_study,
+    tuning_study,
+)
 
 
 def _result(val=None, test=None, status="completed"):
@@ -35,7 +44,23 @@ def test_the_grid_study_is_every_arm_times_a_log_spaced_grid_of_its_own_lr_on_tu
     assert math.log10(MULTIPLIERS[-1] / MULTIPLIERS[0]) == pytest.approx(2.0)  # a decade each way
     sgd = grid.trial_recipe(grid_label("sgd", 1.0), TUNING_SEED0 + 1)
     assert sgd.optimizer.lr == pytest.approx(0.01) and sgd.data.split_seed == TUNING_SEED0 + 1
-    assert tuning_study(lesson, lesson_spec(lesson, True, tmp_path), quick=True).seed_list() == [TUNING_SEED0]
+    quick = tuning_study(lesson, lesson_spec(lesson, True, tmp_path), quick=True)
+    assert quick.seed_list() == [TUNING_SEED0]
+    assert len(quick.arm_names()) == len(shared.arm_names()) * 3 == len(shared.arm_names()) * len(QUICK_MULTIPLIERS)
+    assert QUICK_MULTIPLIERS == pytest.approx((10 ** -0.5, 1.0, 10 ** 0.5))     # --quick: the three middle rates
+
+
+def test_choose_reads_the_grid_of_its_variant(tmp_path):
+    """A quick run's choice lists its three rates only (the JSON's ``lr_grid``), never empty slots for the others."""
+    lesson = get_lesson("optimizers")
+    shared = lesson_spec(lesson, True, tmp_path)
+    trials = [TrialView(grid_label(arm, m), TUNING_SEED0, "completed", _result(val=0.5 + m / 100))
+              for arm in shared.arm_names() for m in QUICK_MULTIPLIERS]
+    tuned = choose(shared, trials, quick=True)
+    assert all(len(t.scores) == 3 and all(s is not None for _, s in t.scores) for t in tuned)
+    assert all(t.lr == pytest.approx(t.shared_lr * 10 ** 0.5) for t in tuned)   # the best of the three: the top
+    assert grid_text(MULTIPLIERS) == "10^(−1), 10^(−1/2), 1, 10^(1/2), 10"
+    assert grid_text(QUICK_MULTIPLIERS) == "10^(−1/2), 1, 10^(1/2)"
 
 
 def test_each_arm_gets_the_lr_with_the_best_mean_validation_accuracy(tmp_path):
