@@ -11,7 +11,16 @@ import pytest
 
 from tricklab.lessons import TrialView, get_lesson, lesson_spec
 from tricklab.lessons.run import SHARED_LR, judge
-from tricklab.lessons.tuning import MULTIPLIERS, TUNING_SEED0, choose, grid_label, tuned_study, tuning_study
+from tricklab.lessons.tuning import (
+    MULTIPLIERS,
+    QUICK_MULTIPLIERS,
+    TUNING_SEED0,
+    choose,
+    grid_label,
+    grid_text,
+    tuned_study,
+    tuning_study,
+)
 
 
 def _result(val=None, test=None, status="completed"):
@@ -30,16 +39,34 @@ def test_the_grid_study_is_every_arm_times_a_log_spaced_grid_of_its_own_lr_on_tu
     adam = {m: grid.trial_recipe(grid_label("adam", m), TUNING_SEED0) for m in MULTIPLIERS}
     assert [adam[m].optimizer.lr for m in MULTIPLIERS] == pytest.approx([1e-3 * m for m in MULTIPLIERS])
     assert all(r.optimizer.name == "adam" for r in adam.values())
-    assert math.log10(MULTIPLIERS[-1] / MULTIPLIERS[0]) == pytest.approx(1.0)   # half a decade apart
+    steps = [math.log10(b / a) for a, b in zip(MULTIPLIERS, MULTIPLIERS[1:])]
+    assert steps == pytest.approx([0.5] * len(steps)) and 1.0 in MULTIPLIERS   # half a decade apart, own LR in it
+    assert math.log10(MULTIPLIERS[-1] / MULTIPLIERS[0]) == pytest.approx(2.0)  # a decade each way
     sgd = grid.trial_recipe(grid_label("sgd", 1.0), TUNING_SEED0 + 1)
     assert sgd.optimizer.lr == pytest.approx(0.01) and sgd.data.split_seed == TUNING_SEED0 + 1
-    assert tuning_study(lesson, lesson_spec(lesson, True, tmp_path), quick=True).seed_list() == [TUNING_SEED0]
+    quick = tuning_study(lesson, lesson_spec(lesson, True, tmp_path), quick=True)
+    assert quick.seed_list() == [TUNING_SEED0]
+    assert len(quick.arm_names()) == len(shared.arm_names()) * 3 == len(shared.arm_names()) * len(QUICK_MULTIPLIERS)
+    assert QUICK_MULTIPLIERS == pytest.approx((10 ** -0.5, 1.0, 10 ** 0.5))     # --quick: the three middle rates
+
+
+def test_choose_reads_the_grid_of_its_variant(tmp_path):
+    """A quick run's choice lists its three rates only (the JSON's ``lr_grid``), never empty slots for the others."""
+    lesson = get_lesson("optimizers")
+    shared = lesson_spec(lesson, True, tmp_path)
+    trials = [TrialView(grid_label(arm, m), TUNING_SEED0, "completed", _result(val=0.5 + m / 100))
+              for arm in shared.arm_names() for m in QUICK_MULTIPLIERS]
+    tuned = choose(shared, trials, quick=True)
+    assert all(len(t.scores) == 3 and all(s is not None for _, s in t.scores) for t in tuned)
+    assert all(t.lr == pytest.approx(t.shared_lr * 10 ** 0.5) for t in tuned)   # the best of the three: the top
+    assert grid_text(MULTIPLIERS) == "10^(−1), 10^(−1/2), 1, 10^(1/2), 10"
+    assert grid_text(QUICK_MULTIPLIERS) == "10^(−1/2), 1, 10^(1/2)"
 
 
 def test_each_arm_gets_the_lr_with_the_best_mean_validation_accuracy(tmp_path):
     lesson = get_lesson("scaling")
     shared = lesson_spec(lesson, False, tmp_path)
-    low, own, high = MULTIPLIERS
+    low, own, high = MULTIPLIERS[1:4]
     scores = {"raw": {low: (0.5, 0.6), own: (0.7, 0.7), high: (0.9, 0.8)},        # high wins
               "minmax01": {low: (0.9, 0.9), own: (0.9, 0.9), high: (0.8, 0.9)},   # tie low/own: own LR kept
               "minmax11": {low: (0.9, 0.9), own: (0.2, None), high: (0.8, 0.8)}}   # own: one diverged below
@@ -81,7 +108,7 @@ def test_the_claim_is_judged_at_the_tuned_lrs_and_once_more_at_one_shared_lr(tmp
             noise = 0.002 * rng.standard_normal()
             shared.append(TrialView(arm, seed, "completed", _result(test=(0.6 if arm == "raw" else 0.9) + noise)))
             tuned_trials.append(TrialView(arm, seed, "completed", _result(test=0.9 + noise)))
-    low, own, high = MULTIPLIERS
+    low, own, high = MULTIPLIERS[1:4]
     grid = [TrialView(grid_label(arm, m), TUNING_SEED0, "completed",
                       _result(val=0.9 if (arm == "raw") == (m == high) else 0.5 if arm == "raw" else 0.4))
             for arm in spec.arm_names() for m in MULTIPLIERS]
@@ -93,7 +120,7 @@ def test_the_claim_is_judged_at_the_tuned_lrs_and_once_more_at_one_shared_lr(tmp
     payload = r.to_json()
     lrs = {a["name"]: a for a in payload["arms"]}
     assert lrs["raw"]["lr"] == pytest.approx(3e-3 * high) and lrs["raw"]["shared_lr"] == 3e-3
-    assert lrs["minmax01"]["lr"] == 3e-3 and len(lrs["raw"]["lr_grid"]) == 3 and lrs["raw"]["tuned"]
+    assert lrs["minmax01"]["lr"] == 3e-3 and len(lrs["raw"]["lr_grid"]) == len(MULTIPLIERS) and lrs["raw"]["tuned"]
     assert payload["tuning"]["tuning_seeds"] == [TUNING_SEED0]
     text = " ".join(r.explanation)
     assert "own best learning rate" in text and "depends on the learning rate" in text

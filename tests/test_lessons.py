@@ -34,6 +34,7 @@ from tricklab.lessons.inference import infer
 from tricklab.lessons.measures import DIVERGED, GAP, TEST_ACCURACY, steps_to
 from tricklab.lessons.mechanism import InitProfile, init_profile
 from tricklab.lessons.run import judge
+from tricklab.lessons.tuning import QUICK_MULTIPLIERS
 
 JSON_KEYS = {"lesson", "claim", "verdict", "n_seeds", "effect", "ci_low", "ci_high", "report"}
 
@@ -362,9 +363,10 @@ def test_one_quick_lesson_end_to_end_then_resumed_without_training(tmp_path):
     assert JSON_KEYS <= set(first) and first["lesson"] == "scaling"
     assert first["verdict"] == SMOKE and first["verdict_at_this_budget"] in VERDICTS and consistent(first)
     changed = sum(a["lr"] != a["shared_lr"] for a in first["arms"])
-    # 4 arms × 3 seeds at the shared LR, 4 arms × 3 LRs × 1 tuning seed, 3 seeds of every arm whose LR changed
-    assert first["variant"] == "quick" and first["n_seeds"] == 3 and first["trained_now"] == 12 + 12 + 3 * changed
-    assert all(a["tuned"] and len(a["lr_grid"]) == 3 and a["tuning_seeds"] == [1000] for a in first["arms"])
+    # 4 arms × 3 seeds at the shared LR, 4 arms × each grid LR × 1 tuning seed, 3 seeds of every arm whose LR changed
+    grid = 4 * len(QUICK_MULTIPLIERS)
+    assert first["variant"] == "quick" and first["n_seeds"] == 3 and first["trained_now"] == 12 + grid + 3 * changed
+    assert all(a["tuned"] and len(a["lr_grid"]) == len(QUICK_MULTIPLIERS) and a["tuning_seeds"] == [1000] for a in first["arms"])
     assert first["checks"][1]["check"] == "shared_lr"
     assert first["margin"] == 0.01 and isinstance(first["test_examples"], int) and first["test_examples"] > 300
     assert all(c["verdict"] == SMOKE and c["verdict_at_this_budget"] in VERDICTS and consistent(c)

@@ -11,6 +11,7 @@ from typing import Any
 
 from tricklab.lessons.outcome import SMOKE_NOTE, LessonResult
 from tricklab.lessons.registry import lesson_names
+from tricklab.lessons.tuning import grid_text, multipliers
 from tricklab.lessons.verdicts import MIN_SEEDS, SMOKE
 from tricklab.lessons.words import effect_texts, interval, interval_note, num, test_set
 from tricklab.report import lesson_plots, plots
@@ -88,7 +89,7 @@ def _lr_text(r: LessonResult) -> str:
     arms = "; ".join(f"{t.arm}: {num(t.lr)} (own {num(t.shared_lr)}; validation accuracy "
                      + ", ".join(f"{num(lr)} → {num(score)}" for lr, score in t.scores) + ")" for t in r.tuned)
     return (f"per arm, chosen on the validation split of tuning seeds {seeds} (not the evaluation seeds) from the "
-            f"arm's own LR × 10^(−1/2), 1, 10^(1/2); the check shared_lr judges the claim at the arms' own LRs — {arms}")
+            f"arm's own LR × {grid_text(multipliers(r.quick))}; the check shared_lr judges the claim at the arms' own LRs — {arms}")
 
 
 def _summary_cell(r: LessonResult, key: str, arm: str) -> str:

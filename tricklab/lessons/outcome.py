@@ -15,7 +15,7 @@ from typing import Any
 from tricklab.lessons.inference import Inference, infer
 from tricklab.lessons.lesson import Check, Lesson, Measure, TrialView
 from tricklab.lessons.mechanism import InitProfile, TrainingProfile
-from tricklab.lessons.tuning import MULTIPLIERS, TunedArm, lr_of
+from tricklab.lessons.tuning import TunedArm, lr_of, multipliers
 from tricklab.lessons.verdicts import INCONCLUSIVE, SMOKE, OrientedEffect, orient
 from tricklab.study.spec import StudySpec
 from tricklab.study.stats import ArmSummary, holm
@@ -332,7 +332,7 @@ class LessonResult:
             "measure": p.check.measure.key,
             "definition": self.lesson.definition,
             "checks": [c.to_json(smoke=self.smoke) for c in self.checks],
-            "tuning": ({"key": "optimizer.lr", "multipliers": list(MULTIPLIERS), "chosen_on": "validation accuracy",
+            "tuning": ({"key": "optimizer.lr", "multipliers": list(multipliers(self.quick)), "chosen_on": "validation accuracy",
                         "tuning_seeds": list(self.tuned[0].seeds) if self.tuned else []}
                        if self.tuned is not None else {"untuned": self.lesson.untuned}),
             "arms": arms,

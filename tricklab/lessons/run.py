@@ -67,7 +67,7 @@ def run_lesson(lesson: Lesson, *, quick: bool = False, out_dir: str | os.PathLik
     if lesson.tune:
         grid = study(tuning_study(lesson, spec, quick), grid_executor(executor))
         trained_now += grid.trained_now
-        tuned = choose(spec, _views(grid.trials, {}))
+        tuned = choose(spec, _views(grid.trials, {}), quick)
         evaluation = tuned_study(spec, tuned)
         if evaluation is not None:
             at_best = study(evaluation, executor)

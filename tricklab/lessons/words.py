@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from tricklab.lessons.outcome import CheckResult, LessonResult
+from tricklab.lessons.tuning import grid_text, multipliers
 from tricklab.lessons.verdicts import MIN_SEEDS, NO_MEANINGFUL_DIFFERENCE, NOT_SUPPORTED, SUPPORTED, OrientedEffect
 from tricklab.tricks.monitor import Monitor
 
@@ -194,7 +195,7 @@ def tuning_sentences(result: LessonResult) -> list[str]:
     chosen = ", ".join(f"{t.arm} {num(t.lr)}" + ("" if not t.changed else f" (own {num(t.shared_lr)})")
                        for t in result.tuned)
     out = [f"Each arm at its own best learning rate, chosen on the validation split of tuning seeds "
-           f"{', '.join(map(str, seeds))} (never the evaluation seeds) from its own LR × 10^(−1/2), 1, 10^(1/2): "
+           f"{', '.join(map(str, seeds))} (never the evaluation seeds) from its own LR × {grid_text(multipliers(result.quick))}: "
            f"{chosen}."]
     try:
         shared = result.check("shared_lr")
