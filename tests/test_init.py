@@ -294,3 +294,57 @@ def test_gaussian_shrinks_the_signal_of_a_deep_tanh_net() -> None:
     _, pre, post = _trace("gaussian")
     assert pre[0].std().item() == pytest.approx(1 / 16, rel=0.05)
     assert post[-1].std().item() < 1e-3
+
+
+def relu_mlp(depth: int, width: int = 64, n_in: int = 64) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(n_in if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def test_signal_span_is_the_rms_ratio_he_et_al_predict_for_a_relu_net() -> None:
+    """Var(w) = c/n_in multiplies a ReLU layer's second moment by c/2 (He et al. 2015, §2.2): with LeCun (c = 1)
+    the rms after k ReLU layers is 0.707^k of the first layer's input, with He (c = 2) it stays at 1."""
+    torch.manual_seed(0)
+    x = torch.randn(4096, 64)
+    net = relu_mlp(depth=6, width=512)
+    init_model_(net, "lecun")
+    low, high = tinit.signal_span(net, x)
+    assert low == pytest.approx(0.5 ** 3, rel=0.1)   # the output, behind 6 ReLU layers: 0.707^6
+    assert high == pytest.approx(0.5 ** 0.5, rel=0.05)  # the second layer's input, behind one: 0.707
+    init_model_(net, "he")
+    low, high = tinit.signal_span(net, x)
+    assert 0.8 < low and high < 1.25
+
+
+@pytest.mark.parametrize(("depth", "expected"), [(2, "glorot"), (3, "glorot"), (30, "he")])
+def test_the_smallest_sound_init_is_glorot_for_a_shallow_relu_net_and_he_for_a_deep_one(depth: int,
+                                                                                         expected: str) -> None:
+    """Glorot/LeCun shrink a ReLU net's signal by 0.707 per layer: within a decade for a few layers, 0.707^30 ≈ 3e-5
+    for thirty (He et al. 2015's depth where Xavier no longer trains) — there only He keeps it."""
+    torch.manual_seed(0)
+    x = torch.randn(512, 64)
+    assert tinit.smallest_sound_init_(relu_mlp(depth), x) == expected
+
+
+def test_the_smallest_sound_init_is_the_model_and_rng_state_one_draw_of_the_chosen_scheme_gives() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(256, 64)
+    net, twin = relu_mlp(12), relu_mlp(12)
+    twin.load_state_dict(net.state_dict())
+    state = torch.random.get_rng_state()
+    chosen = tinit.smallest_sound_init_(net, x)
+    after = torch.random.get_rng_state()
+    torch.random.set_rng_state(state)
+    init_model_(twin, chosen)
+    assert torch.equal(torch.random.get_rng_state(), after)
+    for a, b in zip(net.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_without_data_the_smallest_sound_init_takes_the_last_scheme_and_nan_never_passes() -> None:
+    assert tinit.smallest_sound_init_(relu_mlp(2), None) == "he"
+    net = relu_mlp(2)
+    assert tinit.smallest_sound_init_(net, torch.zeros(8, 64)) == "he"   # rms 0 at the first layer: not measurable
+    assert all(math.isnan(v) for v in tinit.signal_span(net, torch.zeros(8, 64)))

@@ -263,7 +263,8 @@ def _exploding_init(f: Finding, lr: float | None) -> tuple[str, list[str]]:
            f"(He init: 1.41, LeCun: 1, PyTorch's default: 0.58); the largest gain is {fmt(e.get('max_gain'), 2)}.")
     return msg, [
         "init.scheme=he (ReLU family) or init.scheme=lecun (tanh, sigmoid, SELU): re-initialise the layers in place "
-        "with a variance of 2/n_in or 1/n_in (tricklab doctor --repair does it)",
+        "with a variance of 2/n_in or 1/n_in (tricklab doctor --repair does it in place, with the smallest of glorot, "
+        "lecun and he that keeps the signal within a decade)",
         f"in your code: replace the scaling of {where(f.layers[:1])}'s weights with nn.init.kaiming_normal_ "
         "(or remove the custom init and keep PyTorch's default)",
         NORM,
@@ -282,7 +283,8 @@ def _vanishing_init(f: Finding, lr: float | None) -> tuple[str, list[str]]:
            f"layer ‖g‖ = {fmt(e.get('grad_first'))}, last {fmt(e.get('grad_last'))}.")
     return msg, [
         "init.scheme=he (ReLU family) or init.scheme=lecun (tanh, sigmoid): re-initialise the layers in place so "
-        "each keeps the signal's scale (tricklab doctor --repair does it)",
+        "each keeps the signal's scale (tricklab doctor --repair does it in place, with the smallest of glorot, lecun "
+        "and he that keeps the signal within a decade)",
         f"in your code: drop the small-weight init of {where(f.layers[:1])} (nn.init.kaiming_normal_ instead)",
         NORM,
         "model.name=resnet / identity shortcuts: a residual path carries the signal past weak layers",

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from tricklab.tricks.init import SOUND_SCHEMES
+
 
 @dataclass(frozen=True)
 class Action:
@@ -38,6 +40,7 @@ class Action:
     reinit: bool = False
     patience: int | None = None    # switch on early stopping (epochs without a better validation loss)
     scheme: str | None = None      # re-initialise the existing model in place with this init scheme (in-run)
+    schemes: tuple[str, ...] = ()  # ... or with the first of these whose signal stays sound (``smallest_sound_init_``)
     usual_lr: bool = False         # set the learning rate to the optimizer's usual one (``USUAL_LR``)
     user_only: bool = False        # only for a user's model (``model.python``)
 
@@ -93,6 +96,13 @@ def reinit_in_place(scheme: str, user_only: bool = False) -> Action:
     return Action(f"re-initialise in place (init.scheme={scheme})", why, scheme=scheme, user_only=user_only)
 
 
+SMALLEST_SOUND_INIT = Action(
+    "re-initialise in place (the smallest sound init.scheme)",
+    "of Glorot, LeCun and He, the smallest init whose signal on this batch stays within a decade of the input's scale "
+    "from layer to layer: it trains at least as well as a larger one, and the decade is where depth starts to hurt "
+    "(tricks.init.smallest_sound_init_)", schemes=SOUND_SCHEMES)
+
+
 BF16 = Action("precision=bf16", "bfloat16 has float32's range: nothing overflows or underflows, no loss scale is "
               "needed", overrides=("precision=bf16",))
 LEAKY = Action("model.activation=leaky_relu", "a leaky ReLU keeps a gradient for negative inputs",
@@ -117,8 +127,8 @@ def _policies() -> dict[str, list[Action]]:
         # since its own init made them dead); a leaky ReLU if they die again
         "dead_units": [REINIT, reinit_in_place("he", user_only=True), LEAKY, LR_DOWN],
         # a broken initialisation: a named scheme applied to the existing model, in place
-        "exploding_init": [reinit_in_place("he"), reinit_in_place("lecun")],
-        "vanishing_init": [reinit_in_place("he"), reinit_in_place("lecun")],
+        "exploding_init": [SMALLEST_SOUND_INIT, reinit_in_place("he")],
+        "vanishing_init": [SMALLEST_SOUND_INIT, reinit_in_place("he")],
         "exploding_init_saturating": [reinit_in_place("lecun"), reinit_in_place("he")],
         "vanishing_init_saturating": [reinit_in_place("lecun"), reinit_in_place("he")],
         # a rate outside the optimizer's range: into it, at the optimizer's usual rate; then the adapted changes

@@ -43,7 +43,7 @@ from tricklab.fsutil import atomic_write_text
 from tricklab.train.events import Callback, TrainState
 from tricklab.train.run import json_safe
 from tricklab.train.trainer import evaluate, training_subset
-from tricklab.tricks.init import init_model_
+from tricklab.tricks.init import init_model_, smallest_sound_init_
 from tricklab.tricks.monitor import Monitor
 
 PROBES_FILE = "probes.jsonl"
@@ -251,8 +251,8 @@ class DoctorCallback(Callback):
             state.stop_reason = ("doctor: stopped with the weights of the best validation loss" if self._best
                                  else "doctor: stopped at the last healthy weights")
             return action.name
-        if action.scheme is not None:
-            return self._reinitialise(state, action.scheme, action.name)
+        if action.scheme is not None or action.schemes:
+            return self._reinitialise(state, action)
         no_healthy = self._snapshot is None or self._snapshot["step"] == 0 or self._snapshot["step"] >= since
         restart = action.rebuild or (self.can_restart and no_healthy)
         self._rollback(state, self._snapshot)
@@ -290,13 +290,20 @@ class DoctorCallback(Callback):
         self._ratios.clear()
         return " + ".join(done)
 
-    def _reinitialise(self, state: TrainState, scheme: str, name: str) -> str:
-        """The named init scheme applied to the running model in place (every Linear/Conv weight redrawn, biases
-        0; norm layers keep theirs), the optimizer's state cleared (its moments belong to the old weights), and
-        judging starts afresh from these weights, which become the healthy snapshot."""
+    def _reinitialise(self, state: TrainState, action: Action) -> str:
+        """The action's init scheme applied to the running model in place (every Linear/Conv weight redrawn,
+        biases 0; norm layers keep theirs) — a named one, or the smallest of its candidates whose signal on the
+        current batch stays sound (``smallest_sound_init_``) — the optimizer's state cleared (its moments belong to
+        the old weights), and judging starts afresh from these weights, which become the healthy snapshot. Returns
+        the log's name, with the scheme applied."""
         assert self.doctor is not None
         with torch.no_grad():
-            init_model_(state.model, scheme)
+            if action.scheme is not None:
+                scheme, name = action.scheme, action.name
+                init_model_(state.model, scheme)
+            else:
+                scheme = smallest_sound_init_(state.model, state.x, action.schemes)
+                name = f"re-initialise in place (init.scheme={scheme})"
         state.optimizer.state.clear()
         self.recipe.setdefault("init", {})["scheme"] = scheme
         self.changes["init.scheme"] = scheme
