@@ -467,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_pct(r.twin_accuracy)}; {r.seconds:.1f}s vs {r.twin_seconds:.1f}s; {r.attempts} attempt(s); "
                       f"{r.actions}", flush=True)
         periods = sorted({args.every, DEFAULT_EVERY})
-        timing = overhead([s for s in setups if s.problem == "healthy"][: args.overhead], periods, workdir) \
-            if args.overhead > 0 else None
+        healthy = [s for s in setups if s.problem == "healthy"][: args.overhead]
+        timing = overhead(healthy, periods, workdir) if healthy else None   # --only may select no healthy setup
     rows = table(outcomes)
     wall = time.perf_counter() - started
     problems = [k for k in rows if k != "healthy" and rows[k]["runs"]]
