@@ -45,8 +45,8 @@ from tricklab.population.engine import PopulationMember, train_population
 from tricklab.population.stacked import StackedNet
 from tricklab.population.stacked_optim import StackedOptimizer
 from tricklab.recipe import load_recipe
-from tricklab.train.run import _trick_callbacks, build_recipe_model, build_recipe_optimizer, prepare_data
-from tricklab.train.trainer import Trainer, batches_per_epoch, evaluate
+from tricklab.train.run import _trick_callbacks, build_recipe_model, build_recipe_optimizer, finish_run, prepare_data
+from tricklab.train.trainer import Trainer, batches_per_epoch
 from tricklab.tricks.schedules import build_schedule
 
 TARGET = 4.0        # the bench's first target (session 2); the bound analysis in bench/README.md puts it out of reach
@@ -61,10 +61,13 @@ def sequential(recipe, splits, seed: int) -> None:
     spe = batches_per_epoch(len(splits.x_train), rec.data.batch_size)
     schedule = build_schedule("one_cycle", lr=rec.optimizer.lr, total_steps=rec.epochs * spe, steps_per_epoch=spe)
     tricks, _ = _trick_callbacks(rec)
-    Trainer(model, optimizer, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val), epochs=rec.epochs,
-            batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule, callbacks=tricks).fit()
-    evaluate(model, splits.x_test, splits.y_test)
-    evaluate(model, splits.x_val, splits.y_val)
+    started = time.perf_counter()
+    trainer = Trainer(model, optimizer, (splits.x_train, splits.y_train), (splits.x_val, splits.y_val),
+                      epochs=rec.epochs, batch_size=rec.data.batch_size, seed=seed, lr_schedule=schedule,
+                      callbacks=tricks)
+    state = trainer.fit()
+    finish_run(rec, splits, splits.x_train.device, [state], model, stopper=None, run_dir=None, started=started,
+               train_seconds=time.perf_counter() - started)
 
 
 def population(recipe, splits, k: int) -> None:

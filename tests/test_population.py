@@ -292,6 +292,38 @@ def test_a_stopped_member_is_frozen_at_its_best_weights():
     assert stopped.test_loss == pytest.approx(alone.test_loss, rel=1e-6)
 
 
+def test_members_that_leave_together_are_evaluated_together_at_the_weights_they_end_with(monkeypatch):
+    """Two members stop at the same epoch and leave together: their test, validation and training splits are
+    evaluated in one stacked pass, at the weights early stopping restored (epoch 1's), and give what each
+    member's own evaluation gives when it is trained alone (float64: to rounding)."""
+    from tricklab.population import engine
+
+    together_calls = []
+    stacked = engine._Population._final_evaluations
+
+    def spy(self, members):
+        together_calls.append(len(members))
+        return stacked(self, members)
+
+    monkeypatch.setattr(engine._Population, "_final_evaluations", spy)
+    recs = [_recipe(seed=s, early_stopping={"patience": 1, "min_delta": 10.0}) for s in (0, 1)]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        splits = _double(prepare_data(recs[0]))
+        both = train_population([PopulationMember(r) for r in recs], splits=splits)
+        alone = [train_population([PopulationMember(r)], splits=splits)[0] for r in recs]
+    finally:
+        torch.set_default_dtype(default)
+    assert together_calls == [2]                  # one stacked evaluation; a member alone is the Trainer's
+    for together, single in zip(both, alone):
+        assert together.status == "stopped_early" and together.best_epoch == 1
+        assert together.val_loss == pytest.approx(together.history[0]["val_loss"], rel=1e-9)   # restored
+        for split in ("test", "val", "train"):
+            assert getattr(together, f"{split}_loss") == pytest.approx(getattr(single, f"{split}_loss"), rel=1e-9)
+            assert getattr(together, f"{split}_accuracy") == getattr(single, f"{split}_accuracy")
+
+
 def test_a_diverging_member_leaves_the_others_untouched(tmp_path):
     bad = _recipe(optimizer={"name": "sgd", "lr": 1e5}, schedule={"name": "constant"})
     good = _recipe(seed=1, optimizer={"name": "sgd", "lr": 0.05})

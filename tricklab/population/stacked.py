@@ -438,9 +438,10 @@ class StackedNet:
         return F.group_norm(h, run.K * op.args["groups"], w, b, op.args["eps"])
 
     def _activation(self, h: Tensor, op: Op, run: _Pass) -> Tensor:
-        if op.args["in_place"] and run.tape is None and run.training:
-            # its input (a norm's output) is not needed by autograd: in place saves a copy
-            return _ReLUInPlace.apply(h) if h.dim() == 4 else torch.relu_(h)
+        if op.args["in_place"] and run.tape is None and (run.training or not torch.is_grad_enabled()):
+            # its input (a norm's output) is not needed by autograd, nor by anyone when nothing is recorded: in
+            # place saves a copy
+            return _ReLUInPlace.apply(h) if h.dim() == 4 and run.training else torch.relu_(h)
         a = op.args["module"](h)
         self._record_act(run.tape, h, a, op.args["family"])
         return a

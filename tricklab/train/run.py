@@ -16,7 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -608,15 +608,18 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
 
 def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[TrainState], model: nn.Module, *,
                stopper: EarlyStoppingCallback | None, run_dir: Path | None, started: float, train_seconds: float,
-               evaluated: nn.Module | None = None) -> RunResult:
+               evaluated: nn.Module | None = None,
+               evaluations: Mapping[str, dict[str, float] | None] | None = None) -> RunResult:
     """The ``RunResult`` of a trained recipe and its ``result.json`` in ``run_dir`` — assembled here alone, for
     ``train`` and for every member of a population (``tricklab.population``).
 
     ``states``: the final state of each model trained (an ensemble's members, else one); ``model``: the first
     (its alarms, its parameter count); ``evaluated``: what the test and validation splits are evaluated with
     (an ensemble; default ``model``) — nothing is evaluated once a model diverged; ``stopper``: the first model's
-    early stopping (its best epoch, else the history's); ``started``: ``time.perf_counter()`` when the run began.
-    Without ``run_dir`` the run is named ``NAME-seedSEED`` and nothing is written."""
+    early stopping (its best epoch, else the history's); ``started``: ``time.perf_counter()`` when the run began;
+    ``evaluations``: the final model's ``test``, ``val`` and ``train`` metrics where the caller has them already
+    (a population evaluates its members together), else they are evaluated here. Without ``run_dir`` the run is
+    named ``NAME-seedSEED`` and nothing is written."""
     first = states[0]
     diverged = next((s for s in states if s.status == "diverged"), None)
     status = "diverged" if diverged else ("stopped_early" if any(s.status == "stopped_early" for s in states)
@@ -625,10 +628,14 @@ def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[T
     val: dict[str, float | None] = {"loss": None, "accuracy": None}
     train: dict[str, float | None] = {"loss": None, "accuracy": None}
     if diverged is None:
-        final_model = model if evaluated is None else evaluated
-        test = evaluate_split(final_model, splits.test_data()) or test
-        val = evaluate_split(final_model, splits.val_data()) or val
-        train = evaluate_split(final_model, splits.train_data()) or train
+        if evaluations is None:
+            final_model = model if evaluated is None else evaluated
+            evaluations = {"test": evaluate_split(final_model, splits.test_data()),
+                           "val": evaluate_split(final_model, splits.val_data()),
+                           "train": evaluate_split(final_model, splits.train_data())}
+        test = evaluations["test"] or test
+        val = evaluations["val"] or val
+        train = evaluations["train"] or train
     alarms = core_alarms(rec, splits, model, states)
     best = (stopper.best_epoch if stopper is not None and stopper.best_epoch is not None
                   else best_epoch(first.history, rec.early_stopping.monitor))
