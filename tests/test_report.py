@@ -163,6 +163,18 @@ def test_without_probes_the_doctor_sections_say_not_recorded(run_dir):
         assert_valid_png(png)
 
 
+def test_a_quoted_command_is_set_as_code_not_shown_with_backticks(run_dir):
+    body = section_html(build_run_report(run_dir), "gradients")
+    assert "run it with <code>tricklab doctor</code>" in body and "`" not in body
+
+
+def test_code_spans_are_made_after_escaping():
+    from tricklab.report.html import note, paragraph
+
+    assert paragraph("try `a <b>&` now") == "<p>try <code>a &lt;b&gt;&amp;</code> now</p>"
+    assert note("``literal`` stays") == '<div class="note">``literal`` stays</div>'
+
+
 def test_with_probes_every_view_is_a_valid_png(run_dir):
     write_probes(run_dir)
     write_alarms(run_dir)
@@ -194,7 +206,7 @@ def test_user_controlled_text_is_escaped(run_dir):
     assert "<script" not in page.lower() and "<svg" not in page.lower() and "<b " not in page
     tags = parse(page).tags
     allowed = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p", "nav", "a", "main",
-               "section", "div", "table", "thead", "tbody", "tr", "th", "td", "img", "span", "pre", "ul", "li"}
+               "section", "div", "table", "thead", "tbody", "tr", "th", "td", "img", "span", "pre", "ul", "li", "code"}
     assert {t for t, _ in tags} <= allowed
     for name, attrs in tags:
         assert not any(a.startswith("on") for a in attrs), (name, attrs)

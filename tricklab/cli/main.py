@@ -8,6 +8,7 @@ internal error.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import json
 import os
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tricklab.errors import MAX_MESSAGE, InputError, Interrupted, TricklabError, brief, elide
-from tricklab.registry import did_you_mean
+from tricklab.registry import closest, did_you_mean
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
@@ -182,9 +183,25 @@ def _parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namesp
         sub = _command_parser(parser, getattr(args, "command", None)) or parser
         flags = [o for a in sub._actions for o in a.option_strings]
         first = extra[0].partition("=")[0]
-        hint = did_you_mean(first, flags) if first.startswith("-") else ""
+        hint = _flag_hint(first, flags) if first.startswith("-") else ""
         sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     return args
+
+
+def _flag_hint(word: str, flags: list[str]) -> str:
+    """" — did you mean …?" for an unknown flag: the command's nearest flag when it is a near miss (``--jsn``),
+    else a recipe key it resembles where the command takes ``--set`` (``--epoch`` → ``--set epochs=…``)."""
+    near = closest(word, flags)
+    if near is not None and difflib.SequenceMatcher(None, word.lower(), near.lower()).ratio() >= 0.8:
+        return did_you_mean(word, flags)
+    if "--set" in flags:
+        from tricklab.recipe.io import recipe_key_guesses
+
+        keys = recipe_key_guesses(word)
+        if keys:
+            return (" — did you mean the recipe key " + " or ".join(repr(k) for k in keys)
+                    + f"? Recipe keys are set with --set KEY=VALUE or a bare KEY=VALUE: --set {keys[0]}=VALUE")
+    return did_you_mean(word, flags)
 
 
 def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser | None:

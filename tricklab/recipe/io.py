@@ -280,6 +280,13 @@ def _corrected(keys: list[str]) -> list[str]:
     return []
 
 
+def recipe_key_guesses(word: str) -> list[str]:
+    """The recipe keys a word typed as something else most likely meant (a flag: ``--epoch`` → ``epochs``,
+    ``--learning-rate`` → ``optimizer.lr``); empty when none is close."""
+    keys = word.strip().lstrip("-").replace("-", "_").split(".")
+    return _corrected(keys) if all(keys) else []
+
+
 def _spelled(model: Any, keys: list[str]) -> str | None:
     """``keys`` below ``model`` with each part known, a synonym, or replaced by the nearest known key; None when a
     part has no match or the path does not end at a setting."""

@@ -10,6 +10,7 @@ inline), so it also works offline and from an e-mail attachment.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -64,6 +65,7 @@ table.stats { font-size: 0.82em; }
 table.stats th, table.stats td { padding: 4px 6px; }
 table.stats td:last-child { min-width: 11em; }
 ul.advice { margin: 0; padding-left: 1.2em; }
+code { font-size: 0.92em; background: #f6f8fa; border-radius: 3px; padding: 0 3px; }
 """
 
 
@@ -92,8 +94,18 @@ def tag(name: str, content: Any = "", **attrs: Any) -> Markup:
     return Markup(f"<{name}{attr_text}>{esc(content)}</{name}>")
 
 
+_CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+
+
+def prose(text: Any) -> Markup:
+    """Escaped text in which a `command` between backticks (as messages quote commands and keys) is set as code."""
+    if isinstance(text, Markup):
+        return text
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", esc(text)))
+
+
 def paragraph(text: Any, class_: str | None = None) -> Markup:
-    return tag("p", text, class_=class_)
+    return tag("p", prose(text), class_=class_)
 
 
 def not_recorded(what: str, why: str = "") -> Markup:
@@ -102,7 +114,7 @@ def not_recorded(what: str, why: str = "") -> Markup:
 
 
 def note(text: Any) -> Markup:
-    return tag("div", text, class_="note")
+    return tag("div", prose(text), class_="note")
 
 
 def preformatted(text: Any) -> Markup:
