@@ -8,7 +8,9 @@ epoch validation and the final test evaluation; no doctor). Sequential: the Trai
 with K members (seeds 0..K−1). Both from prepared data (no data loading, no run directory) and including model
 construction and the final evaluation. Throughput is member-steps per second of the process's CPU time (with
 one torch thread all work is in this process and other processes on a shared machine do not count) and of
-wall time; speedup = population throughput / sequential throughput, CPU-based with one thread. On more cores
+wall time; speedup = population throughput / sequential throughput (medians over the runs), CPU-based with one
+thread; "paired" = the median over runs of each run's own ratio (a run trains the sequential members and then
+the populations back to back, so a drift in the machine's speed between runs cancels). On more cores
 both scale the same way by running one process per core (the local and population executors do exactly that),
 so the one-thread speedup is the speedup on N cores with N workers. ``--threads 2`` measures the other reading
 of "on 2 cores": one process using both cores, members one after another against one population; its speedup
@@ -193,17 +195,21 @@ def main() -> None:
     # CPU time of 2 threads counts their waiting too; on a GPU the work is not the process's CPU time
     basis = "cpu" if args.threads == 1 and args.device == "cpu" else "wall"
     print(f"{'model':5s} {'trained as':12s} {'member-steps/s (CPU)':>26s} {'speedup (' + basis + ')':>14s} "
-          f"{'member-steps/s (wall)':>26s}")
+          f"{'paired':>7s} {'member-steps/s (wall)':>26s}")
     speedups: dict[str, dict[int, float]] = {}
+    paired: dict[str, dict[int, float]] = {}
     saturation: dict[str, int] = {}
     for name, rows in table.items():
         base = statistics.median(rows["sequential"][basis])
-        speedups[name] = {}
+        speedups[name], paired[name] = {}, {}
         for label, t in rows.items():
             s = statistics.median(t[basis]) / base
+            # the same run's sequential members as the baseline: the machine's speed drifts between runs
+            pair = statistics.median(p / q for p, q in zip(t[basis], rows["sequential"][basis]))
             if label != "sequential":
                 speedups[name][int(label[2:])] = s
-            print(f"{name:5s} {label:12s} {summary(t['cpu']):>26s} {s:14.2f} {summary(t['wall']):>26s}")
+                paired[name][int(label[2:])] = pair
+            print(f"{name:5s} {label:12s} {summary(t['cpu']):>26s} {s:14.2f} {pair:7.2f} {summary(t['wall']):>26s}")
         best = max(speedups[name].values())
         saturation[name] = min(k for k, s in speedups[name].items() if s >= 0.9 * best)
     print(f"\none AdamW step of 16 members, {'CPU' if args.device == 'cpu' else 'wall'} ms per member-step (median of "
@@ -218,6 +224,7 @@ def main() -> None:
         "meets_target_issue17": headline is not None and headline >= TARGET_AT_EQUAL_RESOURCES,
         "speedup_k16_mlp": k16["mlp"], "speedup_k16_cnn": k16["cnn"],
         "speedups": {n: {str(k): round(v, 3) for k, v in s.items()} for n, s in speedups.items()},
+        "paired_speedups": {n: {str(k): round(v, 3) for k, v in s.items()} for n, s in paired.items()},
         "saturation_k": saturation,
         "sequential_member_steps_per_s": {n: statistics.median(r["sequential"]["cpu"]) for n, r in table.items()},
         "step_ms_per_member_k16": designs, "speedup_basis": basis, "device": args.device, "threads": args.threads, "runs": args.runs,
