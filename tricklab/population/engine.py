@@ -305,8 +305,9 @@ class _Population:
     def _evaluate_split(self, x: Tensor, y: Tensor, net: StackedNet | None = None) -> list[dict[str, float]] | None:
         """Every member's mean loss and accuracy on (x, y), in eval mode (stacked: ``net``, default the
         population's); None when empty. A batch holds ``EVAL_BATCH`` examples per member up to 4 members, then
-        4 × ``EVAL_BATCH`` member-examples (16 CNNs on 3,600 examples: 1.01 s of CPU at 256 per member, 1.50 s
-        at 512, 1.97 s at 2048); one member alone evaluates in the Trainer's batches."""
+        4 × ``EVAL_BATCH`` member-examples (16 CNNs on 3,600 examples, 1 thread: 1.03 s of CPU at 128 examples
+        per member, 1.01 s at 256, 1.50 s at 512, 1.97 s at 2048); one member alone evaluates in the Trainer's
+        batches."""
         if not len(x):
             return None
         net = self.net if net is None else net
