@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
     env = dict(os.environ, PYTHONPATH=str(ROOT), TRICKLAB_CACHE=os.environ["TRICKLAB_CACHE"], **(env or {}))
     return subprocess.run([sys.executable, "-m", "tricklab", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` of a child that a test interrupts with Ctrl-C (SIGINT): SIGINT at its default, as a shell's
+    foreground job has it. A test run started with SIGINT ignored (under ``nohup``, as a background job of a
+    script) hands the ignored signal down to every child, and Python keeps an ignored SIGINT ignored (it raises
+    KeyboardInterrupt only where SIGINT was at its default), so the child would never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def last_json(stdout: str) -> dict:

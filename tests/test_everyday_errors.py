@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, last_json
+from tests.conftest import ROOT, last_json, sigint_as_in_a_terminal
 
 TRICKLAB = str(Path(sys.executable).parent / "tricklab")   # the console script pip installed
 FAST = ["data.name=digits", "model.name=mlp", "model.depth=2", "model.width=32", "epochs=1"]
@@ -146,7 +146,7 @@ def test_an_interrupted_run_ends_with_one_json_error_too(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([TRICKLAB, "train", "data.name=digits", "model.name=mlp", "epochs=500", "--json",
                              "--store", "none"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_in_a_terminal)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("runs/*/checkpoint*")):
         time.sleep(0.1)

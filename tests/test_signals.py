@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sigint_as_in_a_terminal
 
 SPEC = {"name": "sig", "seeds": 2, "factors": {"model.dropout": [0.0, 0.2]},
         "base": {"data": {"name": "synthetic", "size": 2000, "batch_size": 32},
@@ -31,7 +31,8 @@ population executor too, which trains all four at once — and continuing trains
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "tricklab", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=sigint_as_in_a_terminal)
 
 
 def _descendants(pid: int) -> set[int]:
