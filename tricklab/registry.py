@@ -104,14 +104,15 @@ class Registry:
 ALL_REGISTRIES: dict[str, Registry] = {}
 
 
-def closest(word: object, choices: Iterable[str]) -> str | None:
+def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
     """The choice nearest to a misspelt ``word`` (``optimzer`` → ``optimizer``, ``adamw_`` → ``adamw``), or None
-    when none is close: difflib's similarity ratio at least 0.6, case ignored, ties to the first choice given."""
+    when none is close: difflib's similarity ratio at least ``cutoff``, case ignored, ties to the first choice
+    given."""
     if not isinstance(word, str) or not word or len(word) > 200:
         return None
     options = [c for c in choices if isinstance(c, str)]
     by_lower = {c.lower(): c for c in reversed(options)}   # reversed: the first spelling of a name wins
-    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=cutoff)
     return by_lower[match[0]] if match else None
 
 

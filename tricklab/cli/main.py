@@ -8,7 +8,6 @@ internal error.
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
 import json
 import os
@@ -191,8 +190,7 @@ def _parse(parser: argparse.ArgumentParser, words: list[str]) -> argparse.Namesp
 def _flag_hint(word: str, flags: list[str]) -> str:
     """" — did you mean …?" for an unknown flag: the command's nearest flag when it is a near miss (``--jsn``),
     else a recipe key it resembles where the command takes ``--set`` (``--epoch`` → ``--set epochs=…``)."""
-    near = closest(word, flags)
-    if near is not None and difflib.SequenceMatcher(None, word.lower(), near.lower()).ratio() >= 0.8:
+    if closest(word, flags, cutoff=0.8) is not None:
         return did_you_mean(word, flags)
     if "--set" in flags:
         from tricklab.recipe.io import recipe_key_guesses

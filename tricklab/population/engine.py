@@ -76,6 +76,7 @@ from tricklab.train.run import (
     MetricsFile,
     RunResult,
     build_recipe_model,
+    final_splits,
     finish_run,
     prepare_data,
     recipe_schedule,
@@ -338,9 +339,8 @@ class _Population:
         """Member index → its ``test``, ``val`` and ``train`` metrics, the members stacked in one ``StackedNet``."""
         net = StackedNet(self.template, [m.model for m in members], self.splits.input_shape,
                          [0.0] * len(members), [None] * len(members))
-        s = self.splits
         per_split = {name: self._evaluate_split(x, y, net=net) or [None] * len(members)
-                     for name, (x, y) in (("test", s.test_data()), ("val", s.val_data()), ("train", s.train_data()))}
+                     for name, (x, y) in final_splits(self.splits).items()}
         return {m.index: {name: rows[i] for name, rows in per_split.items()} for i, m in enumerate(members)}
 
     def report(self, m: _Member, evaluations: dict[str, dict[str, float] | None] | None = None) -> None:

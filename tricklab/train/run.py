@@ -606,6 +606,11 @@ def _execute(rec: Recipe, run_path: Path, resume: bool, progress: bool, extra: l
                       run_dir=run_path, started=started, train_seconds=train_seconds)
 
 
+def final_splits(splits: Splits) -> dict[str, Any]:
+    """The splits a finished run is evaluated on, by the name its result gives them: test, validation, training."""
+    return {"test": splits.test_data(), "val": splits.val_data(), "train": splits.train_data()}
+
+
 def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[TrainState], model: nn.Module, *,
                stopper: EarlyStoppingCallback | None, run_dir: Path | None, started: float, train_seconds: float,
                evaluated: nn.Module | None = None,
@@ -630,9 +635,7 @@ def finish_run(rec: Recipe, splits: Splits, device: torch.device, states: list[T
     if diverged is None:
         if evaluations is None:
             final_model = model if evaluated is None else evaluated
-            evaluations = {"test": evaluate_split(final_model, splits.test_data()),
-                           "val": evaluate_split(final_model, splits.val_data()),
-                           "train": evaluate_split(final_model, splits.train_data())}
+            evaluations = {name: evaluate_split(final_model, data) for name, data in final_splits(splits).items()}
         test = evaluations["test"] or test
         val = evaluations["val"] or val
         train = evaluations["train"] or train
